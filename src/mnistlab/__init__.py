@@ -1,0 +1,15 @@
+"""mnistlab: load, train, evaluate, attack and serve models on the MNIST family of datasets.
+
+    import mnistlab
+    ds = mnistlab.load("mnist")
+    (x_train, y_train), (x_test, y_test) = mnistlab.load_data("mnist")
+"""
+
+__version__ = "0.1.0"
+
+from .data import Dataset, Split, load, load_data, prepare  # noqa: E402
+from .datasets import get_spec, list_datasets  # noqa: E402
+from .errors import MnistlabError  # noqa: E402
+
+__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "get_spec", "list_datasets", "load", "load_data",
+           "prepare"]

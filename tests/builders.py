@@ -1,0 +1,183 @@
+"""Small datasets written in the real file formats, and a real HTTP server on 127.0.0.1, for tests.
+
+`write_tiny(spec, root)` writes a few examples of `spec`'s splits in its own format (gzip IDX,
+QMNIST's int32 label rows, EMNIST's zip of transposed images, CIFAR-10's binary tar.gz) and returns
+a copy of the spec pinned to those files' hashes, ready to `register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import io
+import struct
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.datasets import ArchiveSpec, DatasetSpec, FileSpec, SplitSpec
+
+
+def idx_bytes(array: np.ndarray, dtype_code: int = 0x08) -> bytes:
+    """The IDX encoding of `array`: magic, big-endian dims, big-endian data."""
+    dtype = {0x08: ">u1", 0x0C: ">i4"}[dtype_code]
+    header = struct.pack(">I", (dtype_code << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.asarray(array).astype(dtype).tobytes()
+
+
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+def tiny_examples(spec: DatasetSpec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images whose pixel (0,0) encodes the label (so a test can check images and labels stay paired)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % spec.num_classes
+    images = rng.integers(0, 256, size=(n, *spec.image_shape), dtype=np.uint8)
+    if images.ndim == 3:
+        images[:, 0, 0] = labels
+    else:
+        images[:, 0, 0, 0] = labels
+    return images, labels
+
+
+def write_tiny(spec: DatasetSpec, root: Path, *, name: str | None = None, n_train: int = 24, n_test: int = 12):
+    """Write a small copy of `spec` in its real format under root/<dir>; return (spec', expected arrays)."""
+    name = name or f"{spec.name}-tiny"
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    expected, contents = {}, {}  # contents: file name -> (decompressed content, bytes on disk)
+    counts = {"train": n_train, "test": n_test}
+    for split_name, split in spec.splits.items():
+        images, labels = tiny_examples(spec, counts[split_name], seed=len(split_name))
+        expected[split_name] = (images, labels)
+        stored = labels + spec.label_offset
+        if spec.format == "cifar10-bin":
+            records = np.concatenate([stored[:, None].astype(np.uint8), images.reshape(len(images), -1)], axis=1)
+            chunks = np.array_split(records, len(split.files))
+            for fname, chunk in zip(split.files, chunks):
+                contents[fname] = chunk.tobytes()
+            continue
+        on_disk = images.transpose(0, 2, 1) if spec.transpose else images
+        image_file, label_file = split.files
+        contents[image_file] = idx_bytes(on_disk)
+        if spec.format == "qmnist":
+            rows = np.zeros((len(stored), 8), dtype=np.int64)
+            rows[:, 0] = stored
+            rows[:, 1] = 7  # the other QMNIST columns (writer id etc.) must be ignored
+            contents[label_file] = idx_bytes(rows, 0x0C)
+        else:
+            contents[label_file] = idx_bytes(stored)
+
+    files, archives = {}, {}
+    archive_name = next(iter(spec.archives), None)
+    if archive_name:
+        buf = io.BytesIO()
+        if archive_name.endswith(".zip"):
+            with zipfile.ZipFile(buf, "w") as zf:
+                for fname, content in contents.items():
+                    zf.writestr(spec.files[fname].member, gz(content) if fname.endswith(".gz") else content)
+        else:
+            with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+                for fname, content in contents.items():
+                    info = tarfile.TarInfo(spec.files[fname].member)
+                    info.size = len(content)
+                    tf.addfile(info, io.BytesIO(content))
+        data = buf.getvalue()
+        (directory / archive_name).write_bytes(data)
+        archives[archive_name] = ArchiveSpec(archive_name, md5=hashlib.md5(data).hexdigest(), size=len(data))
+        for fname in contents:
+            files[fname] = dataclasses.replace(spec.files[fname])
+    else:
+        for fname, content in contents.items():
+            on_disk = gz(content) if fname.endswith(".gz") else content
+            (directory / fname).write_bytes(on_disk)
+            original = spec.files[fname]
+            # Pin the same kind of hash the real spec pins, so the same verification path runs.
+            files[fname] = dataclasses.replace(
+                original,
+                sha256=hashlib.sha256(content).hexdigest() if original.sha256 else None,
+                md5=hashlib.md5(on_disk).hexdigest() if original.md5 else None,
+            )
+    splits = {s: SplitSpec(counts[s], sp.files) for s, sp in spec.splits.items()}
+    tiny = dataclasses.replace(spec, name=name, dirname=name, files=files, splits=splits, archives=archives,
+                               bundled=False, system_dirnames=())
+    return tiny, expected
+
+
+class FileServer:
+    """A real HTTP server on 127.0.0.1 with a few misbehaving mirrors, for download tests.
+
+    /good/<path>        serves files under `root`
+    /missing/<path>     404
+    /html/<path>        200 with an HTML error page (what captive portals and some CDNs do)
+    /htmlsniff/<path>   200, Content-Type octet-stream, but an HTML body
+    /flaky/<path>       503 the first time each path is asked for, then the file
+    /short/<path>       declares the full length, sends half, closes
+    /corrupt/<path>     the file with one byte flipped
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.requests: list[str] = []
+        self._seen: set[str] = set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                kind, _, rel = self.path.lstrip("/").partition("/")
+                target = server.root / rel
+                if kind == "missing" or not target.is_file():
+                    return self.send_error(404, "Not Found")
+                if kind == "html":
+                    return self._send(b"<!DOCTYPE html><html><body>Error: quota exceeded</body></html>",
+                                      "text/html; charset=utf-8")
+                if kind == "htmlsniff":
+                    return self._send(b"<html><body>Access denied</body></html>", "application/octet-stream")
+                if kind == "flaky" and self.path not in server._seen:
+                    server._seen.add(self.path)
+                    return self.send_error(503, "Service Unavailable")
+                body = target.read_bytes()
+                if kind == "corrupt":
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
+                if kind == "short":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                return self._send(body, "application/octet-stream")
+
+            def _send(self, body: bytes, content_type: str):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def mirror(self, kind: str, subdir: str) -> str:
+        return f"{self.url}/{kind}/{subdir}/"

@@ -1,0 +1,86 @@
+"""Fashion-MNIST from Debian's package, and the `mnistlab` command run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import mnistlab
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir() and not IN_CI,
+                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+def test_fashion_mnist_from_the_debian_package(empty_cache):
+    ds = mnistlab.load("fashion-mnist", download=False)
+    assert {r.origin for r in ds.sources} == {"system"}
+    assert all(r.location.startswith(str(DEBIAN_FASHION)) for r in ds.sources)
+    # Debian re-gzips the files; verification by decompressed content still holds
+    assert {r.verified for r in ds.sources} == {"sha256"}
+    assert ds.train.images.shape == (60000, 28, 28) and ds.test.images.shape == (10000, 28, 28)
+    assert ds.train.class_counts().tolist() == [6000] * 10
+    assert ds.test.class_counts().tolist() == [1000] * 10
+    (mean,), (std,) = ds.stats
+    assert round(mean, 3) == 0.286 and round(std, 3) == 0.353
+    assert ds.classes[9] == "Ankle boot"
+
+
+def run_cli(*args, cwd=None, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_cli_data_list_info_show_verify(tmp_path):
+    out = run_cli("data", "list")
+    assert out.returncode == 0, out.stderr
+    assert "mnist " in out.stdout and "bundled" in out.stdout and "cifar10" in out.stdout
+
+    out = run_cli("data", "info", "mnist", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["splits"]["train"]["class_counts"][:3] == [5923, 6742, 5958]
+    assert round(info["pixel_mean"][0], 4) == 0.1307
+    assert all(f["verified"] == "sha256" for f in info["files"])
+
+    out = run_cli("data", "info", "mnist")
+    assert out.returncode == 0 and "pixel mean 0.1307, std 0.3081" in out.stdout
+
+    png = tmp_path / "first25.png"
+    out = run_cli("data", "show", "mnist", "--split", "train", "--count", "25", "--out", str(png))
+    assert out.returncode == 0, out.stderr
+    image = Image.open(png)
+    assert image.format == "PNG" and image.width > 5 * 28 * 3 and image.height > 5 * 28 * 3
+
+    out = run_cli("data", "verify", "mnist")
+    assert out.returncode == 0 and out.stdout.count(" ok ") == 4
+
+
+def test_cli_verify_reports_a_corrupt_copy_and_exits_nonzero(tmp_path):
+    target = tmp_path / "mnist"
+    target.mkdir()
+    bundled = Path(mnistlab.__file__).parent / "_data" / "mnist"
+    for f in bundled.glob("*-ubyte.gz"):
+        (target / f.name).write_bytes(f.read_bytes())
+    (target / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage")
+    out = run_cli("data", "verify", "mnist", "--data-dir", str(tmp_path))
+    assert out.returncode == 1
+    assert "error" in out.stdout and "not a valid gzip file" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_bench_data_writes_a_table_and_json(tmp_path):
+    out = run_cli("bench", "data", "--quick", "--out", str(tmp_path / "bench"))
+    assert out.returncode == 0, out.stderr
+    assert "mnistlab.load warm" in out.stdout and "ratio_to_reference" in out.stdout
+    result = json.loads((tmp_path / "bench" / "data.json").read_text())
+    assert result["suite"] == "data" and result["machine"]["torch"]
+    assert {r["name"] for r in result["rows"]} >= {"mnistlab.load warm (verified cache)"}
+    assert all(r["median_s"] > 0 for r in result["rows"])
