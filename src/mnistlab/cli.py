@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING as dataclasses_MISSING
 
 from . import __version__, data
 from .datasets import ALIASES, list_datasets
@@ -101,6 +102,84 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .models import MODELS, count_parameters, create_model
+
+    rows = []
+    for name, entry in MODELS.items():
+        params = count_parameters(create_model(name, (1, 28, 28), 10))
+        options = ", ".join(f"{k}={v!r}" for k, v in entry.options().items())
+        rows.append([name, f"{params:,}", entry.summary + (f" [options: {options}]" if options else "")])
+    _print_table(rows, ["model", "params (MNIST)", "description"])
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from .config import list_recipes, read_recipe, recipe_path
+
+    rows = []
+    for name in list_recipes():
+        first = next((line[1:].strip() for line in recipe_path(name).read_text().splitlines() if line.startswith("#")), "")
+        r = read_recipe(name)
+        rows.append([name, r.get("model", ""), str(r.get("epochs", "")), first])
+    _print_table(rows, ["recipe", "model", "epochs", "about"])
+    print("\nA recipe is a TOML file: copy one (`mnistlab recipes --show NAME > my.toml`), edit it, "
+          "and train with --recipe my.toml.")
+    if args.show:
+        print()
+        print(recipe_path(args.show).read_text())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import config as config_mod
+    from . import train as train_mod
+
+    overrides = {}
+    for name in config_mod.FIELDS:
+        value = getattr(args, f"cfg_{name}", None)
+        if value is not None:
+            overrides[name] = value
+    overrides.update(config_mod.parse_set(args.set or []))
+    if args.dry_run:  # a smoke run: one short epoch on a slice of the data
+        overrides.update({"epochs": 1, "train_subset": 1024, "validation": 512, "progress": False})
+    if args.resume:
+        train_mod.resume(args.resume, overrides, quiet=args.quiet)
+        return 0
+    cfg = config_mod.resolve(args.recipe, overrides)
+    if args.seeds:
+        train_mod.train_seeds(cfg, train_mod.parse_seeds(args.seeds), quiet=args.quiet)
+    else:
+        train_mod.train(cfg, quiet=args.quiet)
+    return 0
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its help taken from the field's comment in config.py."""
+    import inspect
+    import re
+
+    from . import config as config_mod
+
+    comments = {}
+    for line in inspect.getsource(config_mod.TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): .*?#\s*(.*)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2)
+    group = p.add_argument_group("run config (each overrides the recipe; see also --set)")
+    for name, f in config_mod.FIELDS.items():
+        if name == "recipe":  # set by --recipe itself
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not dataclasses_MISSING else f.default_factory()
+        help_text = f"{comments.get(name, '')} (default: {default!r})".replace("%", "%%")
+        if config_mod._expected_type(name) is bool:
+            group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        else:
+            group.add_argument(flag, dest=f"cfg_{name}", metavar=name.upper(), default=None, help=help_text)
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -153,6 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
                  cmd_data_fetch)
     p.add_argument("--force", action="store_true", help="download again even if the files are present")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = verbs.add_parser("train", help="train a model: a recipe, flags, several seeds, or resume a run",
+                         description="Train a model and evaluate it: validation each epoch, the test set once at "
+                         "the end. Writes a run directory (config, log, checkpoints, summary).",
+                         epilog="examples:\n  mnistlab train --recipe seed-cnn\n"
+                         "  mnistlab train --model m5 --dataset fashion-mnist --epochs 30 --augment an2020\n"
+                         "  mnistlab train --recipe seed-mlp --seeds 0-4\n"
+                         "  mnistlab train --resume runs/seed-cnn-mnist-s0\n"
+                         "  torchrun --nproc_per_node 2 -m mnistlab train --recipe seed-mlp",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", help="a packaged recipe (`mnistlab recipes`) or a TOML file")
+    p.add_argument("--seeds", help="train one run per seed, e.g. 0-4 or 0,1,2, and summarise mean/std/min/max")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch on 1024 examples")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
+    p.set_defaults(func=cmd_models)
+
+    p = verbs.add_parser("recipes", help="the packaged training recipes")
+    p.add_argument("--show", metavar="NAME", help="print a recipe's TOML, to copy and edit")
+    p.set_defaults(func=cmd_recipes)
 
     p = verbs.add_parser("bench", help="benchmarks: print a table and write JSON",
                          description="Run benchmark suites in one process; print a table and write JSON.")

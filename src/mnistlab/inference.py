@@ -1,0 +1,70 @@
+"""Running a model on uint8 images in large batches: the one path that training's validation,
+evaluation, ensembles, prediction and the web server share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a model expects its input: uint8 -> float, then `normalize` with the training set's stats."""
+
+    normalize: str  # "standardize" | "scale" | "none"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """float images in [0,1] (N,C,H,W) -> the model's input scale."""
+        if self.normalize == "none":
+            return x * 255.0
+        if self.normalize == "scale":
+            return x
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def as_dict(self) -> dict:
+        return {"normalize": self.normalize, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalization:
+        return cls(d["normalize"], tuple(d["mean"]), tuple(d["std"]))
+
+
+def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W) or (N,C,H,W) -> float32 (N,C,H,W) in [0,1]."""
+    x = images_u8.unsqueeze(1) if images_u8.dim() == 3 else images_u8
+    return x.float().div_(255.0)
+
+
+@torch.no_grad()
+def batched_logits(model: torch.nn.Module, images_u8: torch.Tensor, norm: Normalization, *, batch_size: int = 2000,
+                   device: str | torch.device | None = None, precision: str = "fp32",
+                   channels_last: bool = False) -> torch.Tensor:
+    """float32 logits (N, classes) of `model` (put in eval mode) for uint8 images, batch by batch."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = []
+    try:
+        for start in range(0, images_u8.shape[0], batch_size):
+            xb = norm.apply(to_unit(images_u8[start:start + batch_size].to(device, non_blocking=True)))
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out.append(model(xb).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(accuracy in [0,1], mean cross-entropy) of logits against int64 labels."""
+    labels = labels.to(logits.device)
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    loss = F.cross_entropy(logits, labels).item()
+    return acc, loss

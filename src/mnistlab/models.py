@@ -1,0 +1,197 @@
+"""The model zoo: a registry of named models, from logistic regression to An et al.'s M3/M5/M7.
+
+    model = create_model("m5", in_shape=(1, 28, 28), num_classes=10)
+    list_models()          # names, for the CLI's choices and the parametrised tests
+
+Each model is a function decorated with `@register_model` that builds an `nn.Module` from the input
+shape (C,H,W) and the class count, plus keyword options. Every model returns logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import MnistlabError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[..., nn.Module]
+    summary: str  # one line: what it is and where it comes from
+
+    def options(self) -> dict[str, object]:
+        """The model's keyword options and their defaults."""
+        params = inspect.signature(self.build).parameters
+        return {k: p.default for k, p in params.items() if k not in ("in_shape", "num_classes")}
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, summary: str):
+    def wrap(build):
+        MODELS[name] = ModelEntry(name, build, summary)
+        return build
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return list(MODELS)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **options) -> nn.Module:
+    """Build a registered model; clear errors for an unknown name, option or an input it cannot take."""
+    if name not in MODELS:
+        raise MnistlabError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}",
+                            hint="`mnistlab models` lists them with their options")
+    entry = MODELS[name]
+    unknown = set(options) - set(entry.options())
+    if unknown:
+        raise MnistlabError(f"model {name!r} has no option {', '.join(sorted(unknown))}: its options are "
+                            f"{', '.join(f'{k}={v!r}' for k, v in entry.options().items()) or 'none'}")
+    in_shape = tuple(int(s) for s in in_shape)
+    try:
+        model = entry.build(in_shape=in_shape, num_classes=num_classes, **options)
+        model.eval()  # a dry run proves the input fits (eval: BatchNorm1d needs >1 sample in training)
+        with torch.no_grad():
+            out = model(torch.zeros(2, *in_shape))
+        model.train()
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise MnistlabError(f"model {name!r} does not fit input shape {'x'.join(map(str, in_shape))} "
+                            f"with options {options}: {str(exc).splitlines()[0]}",
+                            hint="pick a model for this dataset's image size, or change its options") from None
+    if tuple(out.shape) != (2, num_classes):
+        raise MnistlabError(f"model {name!r} produced {tuple(out.shape)} for a batch of 2, expected (2, {num_classes})")
+    model.mnistlab_name = name
+    return model
+
+
+def _flat_size(features: nn.Module, in_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return features(torch.zeros(1, *in_shape)).numel()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@register_model("logreg", "multinomial logistic regression: flatten, one linear layer, softmax")
+def logreg(in_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(in_shape).prod()), num_classes))
+
+
+@register_model("mlp", "the seeds' three-layer net: 784-128-10, ReLU, dropout (hidden sizes configurable)")
+def mlp(in_shape, num_classes, hidden: Sequence[int] = (128,), dropout: float = 0.0):
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = int(torch.tensor(in_shape).prod())
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model("keras-cnn", "Keras tutorial CNN: conv 32 3x3 ReLU, max-pool 2, dense 100 ReLU, dense 10")
+def keras_cnn(in_shape, num_classes):
+    features = nn.Sequential(nn.Conv2d(in_shape[0], 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 100), nn.ReLU(),
+                         nn.Linear(100, num_classes))
+
+
+@register_model("pytorch-example", "pytorch/examples mnist Net: conv 32, conv 64, max-pool, dropout, fc 128, fc 10")
+def pytorch_example(in_shape, num_classes):
+    features = nn.Sequential(
+        nn.Conv2d(in_shape[0], 32, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+    )
+    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 128), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(128, num_classes))
+
+
+@register_model("lenet5", "LeNet-5 (LeCun et al. 1998): conv 6 5x5, avg-pool, conv 16 5x5, avg-pool, 120, 84, tanh")
+def lenet5(in_shape, num_classes):
+    # The original takes 32x32 inputs; MNIST's 28x28 gets 2 pixels of padding so C1 is 28x28 either way.
+    pad = 2 if in_shape[1] == 28 else 0
+    features = nn.Sequential(
+        nn.Conv2d(in_shape[0], 6, 5, padding=pad), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+    )
+    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 120), nn.Tanh(),
+                         nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes))
+
+
+def _an2020(in_shape, num_classes, kernel: int, widths: Sequence[int]) -> nn.Module:
+    """An et al. (2020): bias-free convolutions without padding or pooling, each with BatchNorm and ReLU,
+    then a bias-free linear layer with BatchNorm1d."""
+    layers: list[nn.Module] = []
+    channels = in_shape[0]
+    for w in widths:
+        layers += [nn.Conv2d(channels, w, kernel, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+        channels = w
+    features = nn.Sequential(*layers, nn.Flatten())
+    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), num_classes, bias=False),
+                         nn.BatchNorm1d(num_classes))
+
+
+@register_model("m3", "An et al. 2020 M3: ten 3x3 convs (32..176 channels), BatchNorm, no pooling")
+def m3(in_shape, num_classes):
+    return _an2020(in_shape, num_classes, 3, range(32, 177, 16))
+
+
+@register_model("m5", "An et al. 2020 M5: five 5x5 convs (32..160 channels), BatchNorm, no pooling")
+def m5(in_shape, num_classes):
+    return _an2020(in_shape, num_classes, 5, (32, 64, 96, 128, 160))
+
+
+@register_model("m7", "An et al. 2020 M7: four 7x7 convs (48..192 channels), BatchNorm, no pooling")
+def m7(in_shape, num_classes):
+    return _an2020(in_shape, num_classes, 7, (48, 96, 144, 192))
+
+
+class RowRNN(nn.Module):
+    """Reads an image row by row: each row (C*W values) is one time step; the last state classifies."""
+
+    def __init__(self, in_shape, num_classes, cell: str, hidden: int, layers: int):
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell={cell!r}: expected 'lstm' or 'gru'")
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(in_shape[0] * in_shape[2], hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):  # x: (N,C,H,W)
+        seq = x.permute(0, 2, 1, 3).flatten(2)  # (N,H,C*W): one step per row
+        out, _ = self.rnn(seq)
+        return self.head(out[:, -1])
+
+
+@register_model("rnn", "a recurrent net reading one image row per time step (LSTM or GRU)")
+def rnn(in_shape, num_classes, cell: str = "lstm", hidden: int = 128, layers: int = 1):
+    return RowRNN(in_shape, num_classes, cell, hidden, layers)
+
+
+@register_model("fast", "mnistlab's own small CNN tuned for time-to-accuracy on CPUs and GPUs (see `fast` recipe)")
+def fast(in_shape, num_classes, width: int = 32, hidden: int = 128):
+    # Two conv blocks, pooled early so most FLOPs run at 14x14 and 7x7; BatchNorm lets a high
+    # learning rate with a one-cycle schedule converge within a single epoch.
+    c = in_shape[0]
+    features = nn.Sequential(
+        nn.Conv2d(c, width, 5, padding=2, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))

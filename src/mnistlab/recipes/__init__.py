@@ -1,0 +1,1 @@
+"""Packaged training recipes: one TOML file each; `mnistlab train --recipe NAME`."""

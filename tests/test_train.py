@@ -1,0 +1,220 @@
+"""The training engine on real MNIST: accuracy, reproducibility, resume after SIGKILL, seeds, torchrun,
+and every bad input (with nothing of an existing run overwritten)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistlab import MnistlabError, datasets
+from mnistlab import config as config_mod
+from mnistlab.checkpoint import load as load_checkpoint
+from mnistlab.cli import main as cli_main
+from mnistlab.train import load_model, resume, train, train_seeds
+
+from builders import write_tiny
+from conftest import snapshot
+
+QUIET = {"progress": False}
+
+
+def cfg(**kw) -> config_mod.TrainConfig:
+    return config_mod.resolve(None, {**QUIET, **kw})
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+@pytest.mark.slow
+def test_mlp_reaches_97_percent_on_real_mnist(tmp_path):
+    # 784-256-10, Adam, cosine schedule, 5 epochs: 97.87% +- 0.08% over seeds 0-2 when written
+    s = train(cfg(model="mlp", model_args={"hidden": [256]}, epochs=5, batch_size=100, schedule="cosine",
+                  out=str(tmp_path)), quiet=True)
+    assert s["test_acc"] >= 0.97
+    assert s["val_acc"] >= 0.965 and s["best_epoch"] >= 1
+    run = Path(s["run_dir"])
+    assert {p.name for p in run.iterdir()} >= {"config.json", "log.jsonl", "last.safetensors", "last.json",
+                                                "best.safetensors", "best.json", "summary.json"}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[0]["environment"]["torch"] == torch.__version__
+    assert [r["epoch"] for r in log[1:]] == [1, 2, 3, 4, 5]
+    # the saved model reproduces the reported test accuracy
+    model, meta = load_model(run)
+    assert meta["dataset"] == "mnist" and meta["normalization"]["normalize"] == "standardize"
+    import mnistlab
+    from mnistlab.inference import Normalization, accuracy_and_loss, batched_logits
+
+    test = mnistlab.load("mnist").test
+    acc, _ = accuracy_and_loss(batched_logits(model, test.images, Normalization.from_dict(meta["normalization"])),
+                               test.labels)
+    assert acc == pytest.approx(s["test_acc"], abs=1e-6)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    # augmentation, dropout and shuffling all draw random numbers: the seed must pin every one
+    base = dict(model="mlp", model_args={"dropout": 0.3}, train_subset=3000, validation=500, epochs=2,
+                augment="elastic", out=str(tmp_path))
+    a = train(cfg(**base, name="a"), quiet=True)
+    b = train(cfg(**base, name="b"), quiet=True)
+    c = train(cfg(**base, name="c", seed=1), quiet=True)
+    assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
+    wa, _ = load_checkpoint(tmp_path / "a" / "best.safetensors")
+    wb, _ = load_checkpoint(tmp_path / "b" / "best.safetensors")
+    wc, _ = load_checkpoint(tmp_path / "c" / "best.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    common = ["train", "--model", "keras-cnn", "--train-subset", "6000", "--validation", "1000", "--epochs", "4",
+              "--augment", "seed", "--optimizer", "sgd", "--lr", "0.05", "--schedule", "onecycle", "--ema", "0.99",
+              "--out", str(tmp_path), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", *common, "--name", "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = tmp_path / "killed" / "last.json"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(marker.read_text())["epoch"]
+    assert killed_at < 4 and not (tmp_path / "killed" / "summary.json").exists()
+
+    out = run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert f"resuming {tmp_path / 'killed'} after epoch {killed_at}" in out.stdout
+    out = run_cli(*common, "--name", "whole")
+    assert out.returncode == 0, out.stderr
+
+    resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    for key in ("test_acc", "test_loss", "val_acc", "best_epoch", "epochs_run"):
+        assert resumed[key] == whole[key], key
+    wa, _ = load_checkpoint(tmp_path / "killed" / "last.safetensors")
+    wb, _ = load_checkpoint(tmp_path / "whole" / "last.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa if not k.startswith("rng/"))
+    log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "epoch" in r] == [1, 2, 3, 4]
+
+
+def test_several_seeds_are_summarised(tmp_path, capsys):
+    s = train_seeds(cfg(model="logreg", train_subset=2000, validation=500, epochs=1, out=str(tmp_path)), [0, 1, 2])
+    assert s["seeds"] == [0, 1, 2] and len(s["runs"]) == 3
+    accs = [json.loads((Path(r) / "summary.json").read_text())["test_acc"] for r in s["runs"]]
+    assert s["test_acc"]["mean"] == pytest.approx(sum(accs) / 3)
+    assert s["test_acc"]["min"] == min(accs) and s["test_acc"]["max"] == max(accs) and s["test_acc"]["std"] > 0
+    assert "3 seeds [0, 1, 2]: test accuracy mean" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    args = ["--model", "mlp", "--train-subset", "20000", "--validation", "2000", "--epochs", "2",
+            "--batch-size", "128", "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--threads", "1"]
+    one = run_cli("train", *args, "--name", "one")
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "mnistlab", "train", *args, "--name", "two"],
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s2["world_size"] == 2 and s1["world_size"] == 1
+    assert s1["test_acc"] > 0.92 and abs(s1["test_acc"] - s2["test_acc"]) < 0.005  # identical when written
+    # rank 0 alone wrote the run: one log header, one line per epoch
+    log = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 3 and json.loads(log[0])["world_size"] == 2
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"model": "resnet"}, "unknown model 'resnet'"),
+    ({"optimiser": "adam"}, "unknown config key 'optimiser'"),
+    ({"epochs": "ten"}, "epochs='ten' is not a valid int"),
+    ({"epochs": 0}, "epochs=0: expected at least 1"),
+    ({"lr": "fast"}, "lr='fast' is not a valid float"),
+    ({"schedule": "linear"}, "schedule='linear': expected none | step"),
+    ({"augment": "heavy"}, "augment='heavy': expected none | seed | an2020 | elastic"),
+    ({"dataset": "mnsit"}, "unknown dataset 'mnsit'"),
+    ({"model": "m7", "dataset": "tiny12", "validation": 6}, "does not fit input shape 1x12x12"),
+    ({"model_args": {"depth": 3}}, "has no option depth"),
+    ({"early_stopping": 2, "validation": 0}, "early_stopping needs a validation split"),
+])
+def test_bad_config_fails_before_writing_anything(overrides, fragment, tmp_path, registered, empty_cache):
+    tiny_spec = dataclasses.replace(datasets.get_spec("kmnist"), name="tiny12", image_shape=(12, 12))
+    tiny, _ = write_tiny(tiny_spec, tmp_path / "data", name="tiny12")
+    registered(tiny)
+    out = tmp_path / "runs"
+    with pytest.raises(MnistlabError) as err:
+        train(config_mod.resolve(None, {"out": str(out), "data_dir": str(tmp_path / "data"), **QUIET, **overrides}))
+    assert fragment in str(err.value)
+    assert not out.exists()
+
+
+def test_run_errors_leave_existing_runs_untouched(tmp_path, capsys):
+    c = cfg(model="logreg", train_subset=1000, validation=200, epochs=2, out=str(tmp_path), name="done")
+    train(c, quiet=True)
+    before = snapshot(tmp_path)
+    with pytest.raises(MnistlabError, match="already exists"):  # an explicit name is never reused
+        train(c, quiet=True)
+    with pytest.raises(MnistlabError, match="already finished"):
+        resume(tmp_path / "done")
+    with pytest.raises(MnistlabError, match="not a run directory"):
+        resume(tmp_path / "nope")
+    # a finished run's last checkpoint, resumed with another learning rate (summary removed in a copy)
+    import shutil
+
+    shutil.copytree(tmp_path / "done", tmp_path.parent / "copy")
+    (tmp_path.parent / "copy" / "summary.json").unlink()
+    with pytest.raises(MnistlabError, match=r"different config: lr \(run: 0.001, now: 0.5\)"):
+        resume(tmp_path.parent / "copy", {"lr": "0.5"})
+    # a corrupt checkpoint
+    last = tmp_path.parent / "copy" / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(MnistlabError, match="not a readable safetensors checkpoint"):
+        resume(tmp_path.parent / "copy")
+    # a missing one
+    last.unlink()
+    with pytest.raises(MnistlabError, match="no last.safetensors to resume from"):
+        resume(tmp_path.parent / "copy")
+    with pytest.raises(MnistlabError, match="does not exist"):
+        load_model(tmp_path / "done" / "nothing.safetensors")
+    assert snapshot(tmp_path) == before
+    # the default name never overwrites: a second run gets a new directory
+    d = cfg(model="logreg", train_subset=500, validation=100, epochs=1, out=str(tmp_path))
+    first, second = train(d, quiet=True), train(d, quiet=True)
+    assert first["run_dir"] != second["run_dir"] and second["run_dir"].endswith("-2")
+    # through the CLI: one message, exit 2, no traceback
+    assert cli_main(["train", "--model", "logreg", "--epochs", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "epochs='x' is not a valid int" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("recipe", config_mod.list_recipes())
+def test_every_recipe_resolves_and_fits_mnist(recipe):
+    from mnistlab.models import create_model
+
+    c = config_mod.resolve(recipe)
+    assert c.recipe == recipe
+    create_model(c.model, (1, 28, 28), 10, **c.model_args)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["seed-mlp", "seed-cnn", "pytorch-example", "fast", "an2020-m5"])
+def test_recipe_dry_runs_from_the_cli(recipe, tmp_path):
+    out = run_cli("train", "--recipe", recipe, "--dry-run", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "test accuracy" in out.stdout
+    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    assert summary["recipe"] == recipe and summary["epochs_run"] == 1
