@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.datasets import ArchiveSpec, DatasetSpec, FileSpec, SplitSpec
+from mnistlab.datasets import ArchiveSpec, DatasetSpec, SplitSpec
 
 
 def idx_bytes(array: np.ndarray, dtype_code: int = 0x08) -> bytes:
@@ -105,8 +105,9 @@ def write_tiny(spec: DatasetSpec, root: Path, *, name: str | None = None, n_trai
                 md5=hashlib.md5(on_disk).hexdigest() if original.md5 else None,
             )
     splits = {s: SplitSpec(counts[s], sp.files) for s, sp in spec.splits.items()}
+    # mirrors: a closed local port, so no test can reach for the internet by accident
     tiny = dataclasses.replace(spec, name=name, dirname=name, files=files, splits=splits, archives=archives,
-                               bundled=False, system_dirnames=())
+                               bundled=False, system_dirnames=(), mirrors=("http://127.0.0.1:9/",))
     return tiny, expected
 
 

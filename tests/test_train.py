@@ -67,7 +67,7 @@ def test_same_seed_same_numbers(tmp_path):
                 augment="elastic", out=str(tmp_path))
     a = train(cfg(**base, name="a"), quiet=True)
     b = train(cfg(**base, name="b"), quiet=True)
-    c = train(cfg(**base, name="c", seed=1), quiet=True)
+    train(cfg(**base, name="c", seed=1), quiet=True)
     assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
     wa, _ = load_checkpoint(tmp_path / "a" / "best.safetensors")
     wb, _ = load_checkpoint(tmp_path / "b" / "best.safetensors")

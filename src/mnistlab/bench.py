@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, atomic
 
 SUITES: dict[str, Callable[..., list[dict]]] = {}
 
@@ -132,9 +132,7 @@ def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "benc
         payload = {"suite": name, "machine": machine, "quick": quick, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "rows": rows}
         path = out / f"{name}.json"
-        tmp = path.with_suffix(".json.part")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(payload, indent=2))
         print(f"wrote {path}")
     return results
 

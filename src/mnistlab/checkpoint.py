@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import atomic
 from .errors import MnistlabError
 
 FORMAT = "mnistlab-checkpoint"
@@ -24,14 +24,7 @@ VERSION = 1
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic.write_text(path, text)
 
 
 def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -40,13 +33,8 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) 
     meta = {"format": FORMAT, "version": VERSION, **meta}
     header = json.dumps(meta)
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic.replacing(path) as tmp:
         save_file(flat, tmp, metadata={"mnistlab": header})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
 

@@ -180,6 +180,51 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f"cfg_{name}", metavar=name.upper(), default=None, help=help_text)
 
 
+def cmd_evaluate(args) -> int:
+    from . import evaluate as evaluate_mod
+
+    result = evaluate_mod.evaluate(args.model, split=args.split, dataset=args.dataset, tta=args.tta, out=args.out,
+                                   pictures=not args.no_pictures, data_dir=args.data_dir)
+    print(evaluate_mod.format_table(result))
+    print(f"\nwrote {result['json']}" + (f" and {len(result.get('pictures', {}))} pictures" if not args.no_pictures
+                                         else ""))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from . import ensemble as ensemble_mod
+    from . import evaluate as evaluate_mod
+
+    paths = args.models
+    if args.select:
+        predictor = ensemble_mod.load_predictor(paths[0])
+        from .evaluate import _target_split
+
+        _, val = _target_split(predictor, "val", None, args.data_dir)
+        chosen, trace = ensemble_mod.select_greedy(paths, val.images, val.labels, args.method)
+        print("greedy selection on the validation split:")
+        for i, acc in zip(chosen, trace):
+            print(f"  + {paths[i]}  (val accuracy {acc:.2%})")
+        paths = [paths[i] for i in chosen]
+    predictor = ensemble_mod.build(paths, args.method)
+    saved = ensemble_mod.save(predictor, args.out)
+    print(f"wrote {saved} ({len(paths)} members, method {args.method})")
+    result = evaluate_mod.evaluate(saved, split=args.split, pictures=False, data_dir=args.data_dir)
+    rows = [[str(p), f"{a:.2%}", str(round((1 - a) * result["n"]))] for p, a in zip(paths, result["member_accuracy"])]
+    rows.append([f"ensemble ({args.method})", f"{result['accuracy']:.2%}", str(result["errors"])])
+    print()
+    _print_table(rows, ["model", f"{args.split} accuracy", "errors"])
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import report as report_mod
+
+    result = report_mod.report(args.runs, out=args.out, title=args.title)
+    print(f"wrote {result['html']} and {result['markdown']}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -250,6 +295,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("evaluate", help="metrics, confusion matrix, calibration and pictures of a trained model",
+                         description="Evaluate a run directory, checkpoint or ensemble file: accuracy, top-k, "
+                         "cross-entropy, per-class precision/recall/F1, confusion matrix, calibration (ECE), "
+                         "and pictures. Writes JSON and PNGs (default: RUN_DIR/eval/).")
+    p.add_argument("model", help="run directory, .safetensors checkpoint, or ensemble file")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
+    p.add_argument("--dataset", help="evaluate on another dataset of the same shape and classes")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 1-pixel shifts")
+    p.add_argument("--out", help="directory for the JSON and pictures")
+    p.add_argument("--no-pictures", action="store_true", help="only the numbers")
+    p.add_argument("--data-dir", help="directory to look for data in first")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("ensemble", help="combine trained models (mean or vote), save as one artifact, compare",
+                         description="Combine models by averaged probabilities or majority vote, save the ensemble "
+                         "as one file that evaluate/predict/serve accept, and report each member next to it.")
+    p.add_argument("models", nargs="+", help="run directories or checkpoints")
+    p.add_argument("--method", default="mean", choices=["mean", "vote"], help="how to combine (default: mean)")
+    p.add_argument("--select", action="store_true", help="choose members greedily on the validation split")
+    p.add_argument("--out", required=True, help="the ensemble file to write (.safetensors)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="split to compare on (default: test)")
+    p.add_argument("--data-dir", help="directory to look for data in first")
+    p.set_defaults(func=cmd_ensemble)
+
+    p = verbs.add_parser("report", help="a self-contained HTML page and a Markdown summary of runs")
+    p.add_argument("runs", nargs="+", help="run directories or seed-group directories")
+    p.add_argument("--out", default="report", help="output directory (default: report)")
+    p.add_argument("--title", default="mnistlab report", help="page title")
+    p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
     p.set_defaults(func=cmd_models)

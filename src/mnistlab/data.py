@@ -17,7 +17,6 @@ import hashlib
 import mmap
 import os
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import formats, paths
+from . import atomic, formats, paths
 from .datasets import DatasetSpec, FileSpec, get_spec
 from .errors import MnistlabError
 from .fetch import download, file_md5
@@ -162,13 +161,7 @@ def _decoded_cache_path(located: Located) -> Path:
 
 def _atomic_write_bytes(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic.write_bytes(path, data)
 
 
 def _read_decoded_cache(located: Located) -> mmap.mmap | None:

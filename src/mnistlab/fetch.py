@@ -11,10 +11,8 @@ If every mirror fails, the error lists each URL tried and why.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, atomic
 from .errors import MnistlabError
 
 CHUNK = 1 << 20  # bytes read per iteration
@@ -80,10 +78,8 @@ def download(
 
 def _fetch_once(url: str, dest: Path, *, check, timeout: float, progress: bool | None) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": f"mnistlab/{__version__}"})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic.replacing(dest) as tmp:
+        with open(tmp, "wb") as out:
             try:
                 response = urllib.request.urlopen(request, timeout=timeout)
             except urllib.error.HTTPError as exc:
@@ -119,9 +115,6 @@ def _fetch_once(url: str, dest: Path, *, check, timeout: float, progress: bool |
             check(tmp)
         except MnistlabError as exc:
             raise _Attempt(f"downloaded file failed verification: {exc.message}", transient=False)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _looks_like_html(first_chunk: bytes) -> bool:

@@ -68,3 +68,44 @@ def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     acc = (logits.argmax(1) == labels).float().mean().item()
     loss = F.cross_entropy(logits, labels).item()
     return acc, loss
+
+
+class Predictor:
+    """One model or an ensemble, behind one interface: class probabilities for uint8 images.
+
+    `method` is "single", "mean" (averaged probabilities) or "vote" (majority of the members'
+    predictions; ties go to the class with the higher mean probability). `meta` describes what the
+    predictor expects: dataset, classes, in_shape, num_classes.
+    """
+
+    def __init__(self, models: list[torch.nn.Module], norms: list[Normalization], method: str, meta: dict,
+                 member_meta: list[dict] | None = None):
+        if method not in ("single", "mean", "vote"):
+            raise ValueError(f"method={method!r}")
+        self.models, self.norms, self.method, self.meta = models, norms, method, meta
+        self.member_meta = member_meta or [meta]
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.meta.get('name', '?')}, {self.method}, members={len(self.models)})"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def to(self, device) -> Predictor:
+        self.models = [m.to(device) for m in self.models]
+        return self
+
+    def member_probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """(members, N, classes) softmax probabilities of each member."""
+        return torch.stack([F.softmax(batched_logits(m, images_u8, n, batch_size=batch_size), dim=1)
+                            for m, n in zip(self.models, self.norms)])
+
+    def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """(N, classes) probabilities; for "vote", the share of members voting for each class."""
+        p = self.member_probs(images_u8, batch_size)
+        mean = p.mean(0)
+        if self.method != "vote":
+            return mean
+        votes = F.one_hot(p.argmax(2), p.shape[2]).float().mean(0)
+        return votes + 1e-6 * mean  # mean probability breaks ties without changing any clear majority

@@ -1,0 +1,161 @@
+"""Ensembles: several trained models combined by averaged probabilities or majority vote.
+
+    mnistlab ensemble runs/a runs/b runs/c --method mean --out three.safetensors
+    mnistlab ensemble runs/seeds/seed-* --select --out best-of.safetensors   # members chosen on val only
+
+An ensemble is saved as one safetensors file holding every member's weights and metadata, so
+`evaluate`, `predict` and `serve` take it wherever they take a single model (`load_predictor`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .errors import MnistlabError
+from .inference import Normalization, Predictor
+from .models import create_model
+
+KIND = "ensemble"
+
+
+def _model_from(tensors: dict, meta: dict, prefix: str, source: str):
+    model = create_model(meta["model"], meta["in_shape"], meta["num_classes"], **meta.get("model_args", {}))
+    state = checkpoint.with_prefix(tensors, prefix)
+    if prefix.endswith("ema"):
+        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MnistlabError(f"{source}: weights do not match model {meta['model']!r}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory means its best.safetensors; a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.safetensors"
+        if not best.is_file():
+            raise MnistlabError(f"run directory {path} has no best.safetensors",
+                                hint="the run has not finished an epoch: train (or resume) it first")
+        return best
+    if not path.exists():
+        raise MnistlabError(f"{path} does not exist", hint="pass a run directory, a .safetensors checkpoint "
+                            "or an ensemble file")
+    return path
+
+
+def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+    """A Predictor from a run directory, a checkpoint file, or an ensemble file."""
+    file = resolve_checkpoint(path)
+    tensors, meta = checkpoint.load(file, device="cpu")
+    if meta.get("kind") == KIND:
+        members = meta["members"]
+        models = [_model_from(tensors, m, f"member{i}/model", f"{file} member {i}") for i, m in enumerate(members)]
+        norms = [Normalization.from_dict(m["normalization"]) for m in members]
+        return Predictor(models, norms, meta["method"], _describe(meta, file), members).to(device)
+    has_ema = meta.get("kind") == "state" and any(k.startswith("ema/") for k in tensors)
+    model = _model_from(tensors, meta, "ema" if has_ema else "model", str(file))
+    return Predictor([model], [Normalization.from_dict(meta["normalization"])], "single",
+                     _describe(meta, file)).to(device)
+
+
+def _describe(meta: dict, file: Path) -> dict:
+    out = {k: meta[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape") if k in meta}
+    out["name"] = meta.get("name") or (file.parent.name if file.name in ("best.safetensors", "last.safetensors")
+                                       else file.stem)
+    out["model"] = meta.get("model", KIND)
+    out["source"] = str(file)
+    out["config"] = meta.get("config", {})
+    return out
+
+
+def check_compatible(metas: list[dict], sources: list[str]) -> None:
+    """Members must agree on classes and input shape (and should on the dataset)."""
+    first = metas[0]
+    for meta, src in zip(metas[1:], sources[1:]):
+        if meta["num_classes"] != first["num_classes"] or list(meta["classes"]) != list(first["classes"]):
+            raise MnistlabError(f"{src} predicts {meta['num_classes']} classes ({meta['dataset']}), but "
+                                f"{sources[0]} predicts {first['num_classes']} ({first['dataset']})",
+                                hint="an ensemble's members must share one set of classes")
+        if list(meta["in_shape"]) != list(first["in_shape"]):
+            raise MnistlabError(f"{src} takes input {meta['in_shape']}, {sources[0]} takes {first['in_shape']}")
+        if meta["dataset"] != first["dataset"]:
+            raise MnistlabError(f"{src} was trained on {meta['dataset']}, {sources[0]} on {first['dataset']}")
+
+
+def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
+    """An ensemble Predictor of the single models at `paths` (run directories or checkpoints)."""
+    if method not in ("mean", "vote"):
+        raise MnistlabError(f"--method {method!r}: expected mean or vote")
+    if not paths:
+        raise MnistlabError("an ensemble needs at least one model")
+    singles = [load_predictor(p) for p in paths]
+    for p, s in zip(paths, singles):
+        if s.method != "single":
+            raise MnistlabError(f"{p} is itself an ensemble; list its members instead")
+    metas = [s.meta for s in singles]
+    check_compatible(metas, [str(p) for p in paths])
+    models = [s.models[0] for s in singles]
+    norms = [s.norms[0] for s in singles]
+    member_meta = []
+    for p in paths:
+        _, m = checkpoint.load(resolve_checkpoint(p))
+        member_meta.append(m)
+    meta = {**metas[0], "name": f"ensemble of {len(models)}", "model": KIND}
+    return Predictor(models, norms, method, meta, member_meta)
+
+
+def select_greedy(paths: list[str | os.PathLike], val_images: torch.Tensor, val_labels: torch.Tensor,
+                  method: str = "mean") -> tuple[list[int], list[float]]:
+    """Caruana-style forward selection on the validation split: start from the best member, add the
+    member that most improves validation accuracy, stop when none does. Returns (indices, accuracies)."""
+    full = build(paths, method)
+    probs = full.member_probs(val_images)  # (M, N, C)
+    labels = val_labels.to(probs.device)
+
+    def acc(idx: list[int]) -> float:
+        p = probs[idx]
+        if method == "vote":
+            c = torch.nn.functional.one_hot(p.argmax(2), p.shape[2]).float().mean(0) + 1e-6 * p.mean(0)
+        else:
+            c = p.mean(0)
+        return (c.argmax(1) == labels).float().mean().item()
+
+    chosen = [max(range(len(paths)), key=lambda i: acc([i]))]
+    trace = [acc(chosen)]
+    while True:
+        best_i, best_acc = None, trace[-1]
+        for i in range(len(paths)):
+            if i not in chosen and acc(chosen + [i]) > best_acc:
+                best_i, best_acc = i, acc(chosen + [i])
+        if best_i is None:
+            return chosen, trace
+        chosen.append(best_i)
+        trace.append(best_acc)
+
+
+def save(predictor: Predictor, out: str | os.PathLike) -> Path:
+    """Write an ensemble as one safetensors file (atomically)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise MnistlabError(f"--out {out}: expected a file name ending in .safetensors")
+    if not out.parent.exists():
+        raise MnistlabError(f"--out {out}: directory {out.parent} does not exist")
+    tensors = {}
+    members = []
+    for i, (model, meta) in enumerate(zip(predictor.models, predictor.member_meta)):
+        tensors.update(checkpoint.prefixed(model.state_dict(), f"member{i}/model"))
+        members.append({k: meta[k] for k in ("model", "model_args", "in_shape", "num_classes", "classes", "dataset",
+                                             "dataset_hash", "normalization", "params", "config") if k in meta})
+    first = members[0]
+    meta = {"kind": KIND, "method": predictor.method, "members": members, "name": out.stem,
+            **{k: first[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape")}}
+    return checkpoint.save(out, tensors, meta)
+
+

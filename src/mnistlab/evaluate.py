@@ -1,0 +1,203 @@
+"""Evaluation: every number a user asks for about a trained model, and the pictures that explain them.
+
+    mnistlab evaluate runs/seed-cnn-mnist-s0                  # test split; writes runs/.../eval/test.json + PNGs
+    mnistlab evaluate runs/seed-cnn-mnist-s0 --split val --tta
+    mnistlab evaluate three.safetensors                        # an ensemble file, like a single model
+
+Metrics come from scikit-learn (precision/recall/F1, confusion matrix, top-k, log loss) on the
+probabilities the model produces in large batches; calibration (ECE) is computed on tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+
+from . import checkpoint
+from .data import load
+from .ensemble import load_predictor
+from .errors import MnistlabError
+from .inference import Predictor
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> tuple[float, list]:
+    """ECE over equal-width confidence bins, and the per-bin (lo, hi, count, confidence, accuracy) table."""
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece, table = 0.0, []
+    n = len(labels)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        count = int(mask.sum())
+        if count:
+            c, a = conf[mask].mean().item(), correct[mask].mean().item()
+            ece += count / n * abs(c - a)
+            table.append({"lo": float(lo), "hi": float(hi), "count": count, "confidence": c, "accuracy": a})
+        else:
+            table.append({"lo": float(lo), "hi": float(hi), "count": 0, "confidence": None, "accuracy": None})
+    return ece, table
+
+
+def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """uint8 images shifted by whole pixels, with black (0) filling the uncovered border."""
+    out = torch.zeros_like(images)
+    h, w = images.shape[-2:]
+    out[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
+        images[..., max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+    return out
+
+
+TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the original and four one-pixel shifts
+
+
+def predict_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, batch_size: int = 2000):
+    if not tta:
+        return predictor.probs(images, batch_size)
+    return torch.stack([predictor.probs(shifted(images, dx, dy), batch_size) for dx, dy in TTA_SHIFTS]).mean(0)
+
+
+def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """All metrics of `probs` (N,C) against int labels (N,), as a JSON-able dict."""
+    probs = probs.float().cpu()
+    labels = labels.cpu()
+    y, p = labels.numpy(), probs.numpy()
+    pred = p.argmax(1)
+    k = len(classes)
+    idx = list(range(k))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
+    averages = {}
+    for avg in ("macro", "weighted"):
+        pr, rc, f, _ = skm.precision_recall_fscore_support(y, pred, labels=idx, average=avg, zero_division=0)
+        averages[avg] = {"precision": float(pr), "recall": float(rc), "f1": float(f)}
+    cm = skm.confusion_matrix(y, pred, labels=idx)
+    off = [(int(cm[i, j]), i, j) for i in range(k) for j in range(k) if i != j and cm[i, j]]
+    off.sort(key=lambda t: (-t[0], t[1], t[2]))
+    p_clipped = np.clip(p, 1e-12, 1)
+    p_clipped = p_clipped / p_clipped.sum(1, keepdims=True)
+    ece, bins = expected_calibration_error(probs, labels)
+    topk = {f"top{t}": float(skm.top_k_accuracy_score(y, p, k=t, labels=idx)) for t in (1, 2, 3, 5) if t < k}
+    correct = pred == y
+    return {
+        "n": int(len(y)),
+        "accuracy": float(correct.mean()),
+        "errors": int((~correct).sum()),
+        **topk,
+        "cross_entropy": float(skm.log_loss(y, p_clipped, labels=idx)),
+        "per_class": [{"label": i, "class": classes[i], "precision": float(precision[i]), "recall": float(recall[i]),
+                       "f1": float(f1[i]), "support": int(support[i])} for i in idx],
+        "macro_avg": averages["macro"],
+        "weighted_avg": averages["weighted"],
+        "confusion_matrix": cm.tolist(),
+        "most_confused": [{"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in off[:10]],
+        "ece": ece,
+        "reliability": bins,
+    }
+
+
+def _target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
+    meta = predictor.meta
+    name = dataset or meta["dataset"]
+    ds = load(name, data_dir=data_dir)
+    in_shape = [ds.spec.channels, *ds.image_shape[-2:]]
+    if list(meta["in_shape"]) != in_shape or list(meta["classes"]) != list(ds.classes):
+        raise MnistlabError(
+            f"{meta['source']} was trained for {meta['dataset']} ({'x'.join(map(str, meta['in_shape']))}, "
+            f"{meta['num_classes']} classes); {name} is {'x'.join(map(str, in_shape))} with {ds.num_classes} classes",
+            hint="evaluate it on the dataset it was trained on (leave out --dataset)")
+    if split == "test":
+        return ds, ds.test
+    if split != "val":
+        raise MnistlabError(f"--split {split!r}: expected test or val")
+    validation = meta.get("config", {}).get("validation", 0)
+    if not validation:
+        raise MnistlabError(f"{meta['source']} was trained without a validation split; evaluate --split test")
+    return ds, ds.train.split(validation=validation, seed=0, stratified=True)[1]  # the split train.py held out
+
+
+def default_out_dir(source: str | os.PathLike) -> Path:
+    source = Path(source)
+    return source / "eval" if source.is_dir() else source.with_name(source.stem + "-eval")
+
+
+def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | None = None, tta: bool = False,
+             out: str | os.PathLike | None = None, pictures: bool = True, data_dir=None,
+             batch_size: int = 2000) -> dict:
+    """Evaluate a run directory, checkpoint or ensemble; write `<out>/<split>.json` and pictures."""
+    predictor = load_predictor(source)
+    ds, part = _target_split(predictor, split, dataset, data_dir)
+    out_dir = Path(out) if out else default_out_dir(source)
+    probs = predict_probs(predictor, part.images, tta=tta, batch_size=batch_size)
+    result = {"source": str(source), "model": predictor.meta.get("model"), "method": predictor.method,
+              "members": len(predictor.models), "dataset": ds.name, "dataset_hash": ds.content_hash,
+              "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes))}
+    if predictor.method != "single":  # each member next to the ensemble
+        member_probs = predictor.member_probs(part.images, batch_size)
+        result["member_accuracy"] = [float((mp.argmax(1).cpu() == part.labels.cpu()).double().mean())
+                                     for mp in member_probs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{split}{'-tta' if tta else ''}"
+    if pictures:
+        from . import plots
+
+        pics = {
+            "confusion": plots.confusion_heatmap(result["confusion_matrix"], list(ds.classes),
+                                                 out_dir / f"{name}-confusion.png",
+                                                 title=f"{ds.name} {split}: confusion matrix"),
+            "per_class": plots.per_class_bars(result["per_class"], out_dir / f"{name}-per-class.png",
+                                              title=f"{ds.name} {split}: per-class recall and precision"),
+            "reliability": plots.reliability_diagram(result["reliability"], result["ece"],
+                                                     out_dir / f"{name}-reliability.png"),
+            "mistakes": plots.mistakes_gallery(part.images, part.labels, probs, list(ds.classes),
+                                               out_dir / f"{name}-mistakes.png"),
+        }
+        log = _run_log(source)
+        if log:
+            pics["curves"] = plots.training_curves(log, out_dir / "curves.png")
+        result["pictures"] = {k: str(v) for k, v in pics.items() if v is not None}
+    checkpoint.atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=2))
+    result["json"] = str(out_dir / f"{name}.json")
+    return result
+
+
+def _run_log(source) -> list[dict] | None:
+    path = Path(source)
+    log = (path if path.is_dir() else path.parent) / "log.jsonl"
+    if not log.is_file():
+        return None
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "epoch" in r]
+    return rows or None
+
+
+def format_table(result: dict) -> str:
+    """The human-readable summary `mnistlab evaluate` prints."""
+    lines = [f"{result['source']} on {result['dataset']} {result['split']}"
+             f"{' (TTA)' if result['tta'] else ''}: {result['n']} images"]
+    topk = ", ".join(f"top-{k[3:]} {result[k]:.2%}" for k in result if k.startswith("top") and k != "top1")
+    lines.append(f"accuracy {result['accuracy']:.2%} ({result['errors']} errors), {topk}")
+    lines.append(f"cross-entropy {result['cross_entropy']:.4f}, ECE {result['ece']:.4f}")
+    if "member_accuracy" in result:
+        lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))
+    lines.append("")
+    width = max([len("weighted")] + [len(c["class"]) for c in result["per_class"]])
+    lines.append(f"{'class'.ljust(width)}  precision  recall  f1      support")
+    for c in result["per_class"]:
+        lines.append(f"{c['class'].ljust(width)}  {c['precision']:.4f}     {c['recall']:.4f}  {c['f1']:.4f}  "
+                     f"{c['support']}")
+    for avg in ("macro_avg", "weighted_avg"):
+        a = result[avg]
+        lines.append(f"{avg.replace('_avg', '').ljust(width)}  {a['precision']:.4f}     {a['recall']:.4f}  "
+                     f"{a['f1']:.4f}  {result['n']}")
+    if result["most_confused"]:
+        lines.append("")
+        lines.append("most confused: " + "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']} times"
+                                                    for m in result["most_confused"][:5]))
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Reports: one self-contained HTML page (pictures embedded) and a Markdown summary of runs.
+
+    mnistlab report runs/seed-cnn-mnist-s0 runs/seed-mlp-seeds --out report/
+
+Each argument is a run directory or a group directory of seeds (`--seeds`); a group is one row with
+mean +- std over its seeds. Runs not yet evaluated on the test split are evaluated first.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from . import __version__, checkpoint
+from .errors import MnistlabError
+from .evaluate import evaluate
+
+
+def _runs_in(path: Path) -> list[Path]:
+    """The run directories a path stands for: itself, or the seed runs of a group directory."""
+    if (path / "config.json").is_file():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / "config.json").is_file()) if path.is_dir() else []
+    if not runs:
+        raise MnistlabError(f"{path} is neither a run directory nor a group of runs (no config.json inside)",
+                            hint="pass the directories `mnistlab train` printed")
+    return runs
+
+
+def _evaluation(run: Path) -> dict:
+    existing = run / "eval" / "test.json"
+    if existing.is_file():
+        result = json.loads(existing.read_text())
+        if all(Path(p).is_file() for p in result.get("pictures", {}).values()):
+            return result
+    return evaluate(run, split="test")
+
+
+def _row(name: str, runs: list[Path]) -> dict:
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs if (r / "summary.json").is_file()]
+    if not summaries:
+        raise MnistlabError(f"{name}: no finished run (summary.json) inside", hint="finish or resume the run first")
+
+    def agg(key, scale=1.0):
+        vals = [s[key] * scale for s in summaries if s.get(key) is not None]
+        if not vals:
+            return None
+        return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "n": len(vals), "values": vals}
+
+    first = summaries[0]
+    return {"name": name, "model": first["model"], "params": first["params"], "dataset": first["dataset"],
+            "recipe": first.get("recipe") or "", "epochs": first["epochs_run"],
+            "seeds": [s["seed"] for s in summaries], "wall_s": agg("wall_s"), "val_acc": agg("val_acc", 100),
+            "test_acc": agg("test_acc", 100)}
+
+
+def _fmt(stat, digits=2, unit=""):
+    if stat is None:
+        return "n/a"
+    if stat["n"] > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}{unit}"
+    return f"{stat['mean']:.{digits}f}{unit}"
+
+
+def _img(path: str | os.PathLike, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}' \
+           f"</figcaption></figure>"
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0; color: #1d2230;
+       background: #f5f6fa; line-height: 1.45; }
+header { background: #1d2b53; color: white; padding: 24px 32px; }
+header h1 { margin: 0 0 4px; font-size: 26px; } header p { margin: 0; opacity: .85; }
+main { max-width: 1180px; margin: 0 auto; padding: 20px 24px 48px; }
+section { background: white; border-radius: 10px; box-shadow: 0 1px 3px rgba(0,0,0,.08); padding: 18px 22px;
+          margin: 18px 0; }
+h2 { margin: 0 0 12px; font-size: 20px; color: #1d2b53; } h3 { font-size: 16px; margin: 18px 0 8px; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid #e6e8ef; }
+th { background: #eef1f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.headline { display: flex; gap: 14px; flex-wrap: wrap; }
+.card { flex: 1 1 180px; background: #eef1f8; border-radius: 8px; padding: 12px 16px; }
+.card .v { font-size: 26px; font-weight: 650; color: #1d2b53; } .card .k { font-size: 13px; color: #556; }
+.figs { display: flex; flex-wrap: wrap; gap: 16px; }
+figure { margin: 0; flex: 1 1 440px; } figure img { max-width: 100%; border: 1px solid #e6e8ef; border-radius: 6px; }
+figcaption { font-size: 13px; color: #556; margin-top: 4px; }
+code { background: #eef1f8; padding: 1px 5px; border-radius: 4px; font-size: 13px; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 14px; } dt { font-weight: 600; }
+"""
+
+
+def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", title: str = "mnistlab report") -> dict:
+    """Write `<out>/report.html` (self-contained) and `<out>/report.md` for the given runs or groups."""
+    if not paths:
+        raise MnistlabError("report needs at least one run directory")
+    groups = [(Path(p).name, _runs_in(Path(p))) for p in paths]
+    rows = [_row(name, runs) for name, runs in groups]
+    runs_of = dict(groups)
+    evals = {name: _evaluation(runs[0]) for name, runs in groups}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- HTML ----
+    best = max(rows, key=lambda r: r["test_acc"]["mean"] if r["test_acc"] else -1)
+    e0 = evals[best["name"]]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1>"
+             f"<p>{len(rows)} model(s) on {html.escape(', '.join(sorted({r['dataset'] for r in rows})))}; "
+             f"mnistlab {__version__}, {time.strftime('%Y-%m-%d %H:%M')}</p></header><main>"]
+    parts.append("<section><h2>Headline</h2><div class='headline'>"
+                 f"<div class='card'><div class='v'>{_fmt(best['test_acc'])}%</div><div class='k'>test accuracy, "
+                 f"{html.escape(best['name'])}{' (mean ± std over seeds ' + str(best['seeds']) + ')' if len(best['seeds']) > 1 else ', seed ' + str(best['seeds'][0])}</div></div>"
+                 f"<div class='card'><div class='v'>{e0['errors']}</div><div class='k'>errors in {e0['n']} test images</div></div>"
+                 f"<div class='card'><div class='v'>{e0['macro_avg']['f1']:.4f}</div><div class='k'>macro F1</div></div>"
+                 f"<div class='card'><div class='v'>{e0['ece']:.4f}</div><div class='k'>expected calibration error</div></div>"
+                 "</div></section>")
+    parts.append("<section><h2>Runs</h2><table><tr><th>run</th><th>model</th><th>recipe</th><th>params</th>"
+                 "<th>epochs</th><th>seeds</th><th>wall time (s)</th><th>val acc (%)</th><th>test acc (%)</th></tr>")
+    for r in rows:
+        parts.append(f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(r['model'])}</td>"
+                     f"<td>{html.escape(r['recipe'])}</td><td class='num'>{r['params']:,}</td>"
+                     f"<td class='num'>{r['epochs']}</td><td>{', '.join(map(str, r['seeds']))}</td>"
+                     f"<td class='num'>{_fmt(r['wall_s'], 1)}</td><td class='num'>{_fmt(r['val_acc'])}</td>"
+                     f"<td class='num'>{_fmt(r['test_acc'])}</td></tr>")
+    parts.append("</table><p>Accuracy figures are mean ± sample std over the listed seeds; the test split was "
+                 "evaluated once per run, after model selection on the validation split.</p></section>")
+    for r in rows:
+        e = evals[r["name"]]
+        pics = e.get("pictures", {})
+        parts.append(f"<section><h2>{html.escape(r['name'])}</h2>")
+        confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
+        parts.append(f"<p>Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2', 0):.2%}, "
+                     f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: "
+                     f"{html.escape(confused) or 'none'}.</p><div class='figs'>")
+        captions = {"curves": "training curves", "confusion": "confusion matrix (test)",
+                    "per_class": "per-class recall and precision (test)", "reliability": "reliability diagram (test)",
+                    "mistakes": "misclassified test images: true>predicted confidence"}
+        for key, caption in captions.items():
+            if key in pics:
+                parts.append(_img(pics[key], caption))
+        parts.append("</div><h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+                     "<th>support</th></tr>")
+        for c in e["per_class"]:
+            parts.append(f"<tr><td>{html.escape(c['class'])}</td><td class='num'>{c['precision']:.4f}</td>"
+                         f"<td class='num'>{c['recall']:.4f}</td><td class='num'>{c['f1']:.4f}</td>"
+                         f"<td class='num'>{c['support']}</td></tr>")
+        parts.append("</table>")
+        parts.append(_model_card_html(r, e, runs_of[r["name"]][0]))
+        parts.append("</section>")
+    parts.append("</main></body></html>")
+    html_path = out / "report.html"
+    checkpoint.atomic_write_text(html_path, "".join(parts))
+
+    # ---- Markdown ----
+    md = [f"# {title}", "", "| run | model | params | epochs | seeds | wall time (s) | val acc (%) | test acc (%) |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['name']} | {r['model']} | {r['params']:,} | {r['epochs']} | {', '.join(map(str, r['seeds']))} "
+                  f"| {_fmt(r['wall_s'], 1)} | {_fmt(r['val_acc'])} | {_fmt(r['test_acc'])} |")
+    for r in rows:
+        e = evals[r["name"]]
+        md += ["", f"## {r['name']}", "",
+               f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
+               f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "",
+               "Most confused: " + ("; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}"
+                                              for m in e["most_confused"][:5]) or "none") + "."]
+    md_path = out / "report.md"
+    checkpoint.atomic_write_text(md_path, "\n".join(md) + "\n")
+    return {"html": str(html_path), "markdown": str(md_path), "rows": rows}
+
+
+def _model_card_html(row: dict, e: dict, run: Path) -> str:
+    cfg = json.loads((run / "config.json").read_text())
+    keys = ["model", "model_args", "dataset", "validation", "epochs", "batch_size", "optimizer", "lr", "schedule",
+            "augment", "ema", "label_smoothing", "seed"]
+    recipe = ", ".join(f"{k}={cfg[k]!r}" for k in keys if k in cfg and cfg[k] not in ("", {}, None))
+    return (
+        "<h3>Model card</h3><dl>"
+        f"<dt>Model</dt><dd>{html.escape(row['model'])}, {row['params']:,} parameters</dd>"
+        f"<dt>Data</dt><dd>{html.escape(e['dataset'])}, content hash <code>{e['dataset_hash'][:16]}</code>; "
+        f"validation split of {cfg.get('validation')} training examples (stratified, seed 0) for model selection; "
+        "test split used once</dd>"
+        f"<dt>Training recipe</dt><dd><code>{html.escape(recipe)}</code></dd>"
+        f"<dt>Intended use</dt><dd>Teaching, benchmarking and demonstrating classifiers of 28x28 "
+        f"{html.escape(e['dataset'])} images brought into the dataset's own form (centred, size-normalised, "
+        "light on dark).</dd>"
+        "<dt>Limits</dt><dd>Trained on one dataset's distribution only: images that are not in its form "
+        "(uncentred, dark-on-light, several characters, photographs) are misread, often with high confidence. "
+        f"Calibration error on test: {e['ece']:.4f}. Not for decisions about people.</dd></dl>"
+    )
