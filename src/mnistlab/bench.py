@@ -5,6 +5,10 @@ the ratio; absolute times are for the machine named in the JSON (they only trans
 Warm-up runs are discarded; each figure is the median of repeated runs, with min and max.
 
     mnistlab bench data          # load time of the bundled MNIST: cold, warm, and the Keras-style reference
+    mnistlab bench speed         # time to 99% test accuracy: the `fast` recipe over 5 seeds vs the references
+    mnistlab bench zoo           # training throughput and memory of every model in the zoo
+    mnistlab bench infer         # inference throughput, batch 1 and 1024, PyTorch and ONNX Runtime
+    mnistlab bench serve         # /api/predict latency and throughput with 50 concurrent clients
 """
 
 from __future__ import annotations
@@ -110,6 +114,121 @@ def bench_data(quick: bool = False) -> list[dict]:
     return rows
 
 
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def fast_recipe() -> str:
+    """The time-to-accuracy recipe for this machine: `fast-gpu` with a GPU, `fast` on CPUs."""
+    return "fast-gpu" if torch.cuda.is_available() else "fast"
+
+
+def _train_timed(recipe: str, seed: int, **overrides) -> dict:
+    """Wall time of a whole `mnistlab train` (data load, model creation, training, the test pass)."""
+    from .config import resolve
+    from .train import train
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = resolve(recipe, {"seed": seed, "out": out, "progress": False, "device": _device(), **overrides})
+        _sync()
+        t0 = time.perf_counter()
+        summary = train(cfg, quiet=True)
+        _sync()
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "train_s": summary["train_s"], "test_acc": summary["test_acc"],
+            "epochs": summary["epochs_run"]}
+
+
+def epoch_flops(model_name: str, n_images: int = 60000, **model_args) -> float:
+    """FLOPs of one training epoch (forward + backward) of a model on 1x28x28 images, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models import create_model
+
+    model = create_model(model_name, (1, 28, 28), 10, **model_args)
+    x = torch.randn(64, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 64 * n_images
+
+
+@suite
+def bench_speed(quick: bool = False) -> list[dict]:
+    """Time to 99% test accuracy: the fast recipe over seeds (wall time including data load and model
+    creation, measured after one discarded warm-up run), against reference recipes run in the same
+    process through the same engine. The recipes are fixed in advance; the test set is evaluated once
+    per run, at its end, and decides nothing."""
+    import statistics as st
+
+    recipe = fast_recipe()
+    seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
+    _train_timed(recipe, seed=1000)  # warm-up: caches, kernels, compilation; not counted
+    runs = [_train_timed(recipe, seed=s) for s in seeds]
+    accs = [r["test_acc"] for r in runs]
+    walls = [r["wall_s"] for r in runs]
+    rows = [{"name": f"{recipe} (seeds {seeds[0]}-{seeds[-1]})", "test_acc_mean": st.fmean(accs),
+             "test_acc_min": min(accs), "test_acc_max": max(accs), "wall_s_mean": st.fmean(walls),
+             "wall_s_min": min(walls), "wall_s_max": max(walls), "epochs": runs[0]["epochs"],
+             "reached_99": all(a >= 0.99 for a in accs), "seeds": seeds,
+             "per_seed": [{"seed": s, **r} for s, r in zip(seeds, runs)]}]
+    refs = [("pytorch-example", {"epochs": 1}, "first epoch of the pytorch/examples recipe"),
+            ("seed-cnn", {"epochs": 1} if quick else {}, "the Keras tutorial CNN recipe")]
+    for ref, overrides, about in refs:
+        r = _train_timed(ref, seed=0, **overrides)
+        rows.append({"name": f"{ref} ({about}, {r['epochs']} epoch(s), seed 0)", "test_acc_mean": r["test_acc"],
+                     "wall_s_mean": r["wall_s"], "epochs": r["epochs"], "reached_99": r["test_acc"] >= 0.99})
+    base = rows[0]["wall_s_mean"]
+    for row in rows:
+        row["time_ratio_to_fast"] = row["wall_s_mean"] / base
+    from .config import resolve
+
+    cfg = resolve(recipe)
+    flops = epoch_flops(cfg.model, **cfg.model_args) * cfg.epochs * (1 if cfg.validation == 0 else 55 / 60)
+    rows[0]["train_gflop"] = flops / 1e9
+    rows[0]["achieved_gflop_s"] = flops / 1e9 / st.fmean(r["train_s"] for r in runs)
+    return rows
+
+
+@suite
+def bench_zoo(quick: bool = False) -> list[dict]:
+    """Training throughput (images/s, batch 128, forward+backward+Adam step) and memory of every model."""
+    from .models import count_parameters, create_model, list_models
+
+    device = torch.device(_device())
+    steps = 3 if quick else 10
+    rows = []
+    for name in list_models():
+        model = create_model(name, (1, 28, 28), 10).to(device)
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.randn(128, 1, 28, 28, device=device)
+        y = torch.randint(0, 10, (128,), device=device)
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        step()
+        _sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync()
+        dt = (time.perf_counter() - t0) / steps
+        rows.append({"name": name, "params": count_parameters(model), "images_per_s": 128 / dt,
+                     "ms_per_step": dt * 1000, "epoch_gflop": epoch_flops(name) / 1e9,
+                     "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None})
+    return rows
+
+
 def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "bench-results", quick: bool = False) -> dict:
     """Run the named suites (all by default), print a table per suite and write `<out_dir>/<suite>.json`."""
     from .errors import MnistlabError
@@ -138,7 +257,10 @@ def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "benc
 
 
 def print_rows(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k != "name"]
+    """A table of the scalar columns (lists and details stay in the JSON)."""
+    keys = []
+    for r in rows:
+        keys += [k for k, v in r.items() if k != "name" and k not in keys and not isinstance(v, (list, dict))]
     header = ["name", *keys]
 
     def fmt(v):

@@ -89,7 +89,8 @@ def optimizer_to_parts(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
                 tensors[f"optim/{pid}/{key}"] = value
             else:
                 scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def optimizer_from_parts(tensors: dict[str, torch.Tensor], rest: dict) -> dict:

@@ -225,6 +225,38 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from . import predict as predict_mod
+
+    results = predict_mod.predict(args.images, model=args.model, save_preprocessed=args.save_preprocessed)
+    if args.json:
+        print(json.dumps([dict(r.as_dict(), file=str(f)) for f, r in zip(args.images, results)], indent=2))
+        return 0
+    for f, r in zip(args.images, results):
+        top = ", ".join(f"{d} {p:.1%}" for d, p in r.top3)
+        verdict = "" if r.is_digit else (f"  [not a digit? score {r.not_digit:.2f} >= "
+                                         f"{predict_mod.NOT_DIGIT_THRESHOLD}: {'; '.join(r.reasons)}]")
+        print(f"{f}: {r.digit} ({r.probability:.1%}; top 3: {top}){verdict}")
+    if args.save_preprocessed:
+        print(f"wrote the 28x28 images the model saw to {args.save_preprocessed}/")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from . import serve as serve_mod
+
+    serve_mod.serve(args.model, host=args.host, port=args.port, max_body=args.max_body, max_pixels=args.max_pixels)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export as export_mod
+
+    out = export_mod.export(args.model, format=args.format, out=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -325,6 +357,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report", help="output directory (default: report)")
     p.add_argument("--title", default="mnistlab report", help="page title")
     p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("predict", help="read digits in your own images (PNG, JPEG, BMP, GIF, WebP)",
+                         description="Bring each image into MNIST's form (grayscale, light on dark, ink cropped, "
+                         "longer side 20 px, centre of mass at the centre of 28x28) and classify it. Flags "
+                         "pictures that are probably not a single digit (see `mnistlab.predict`).")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", help="run directory, checkpoint or ensemble file (default: the packaged model)")
+    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 images the model saw")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("serve", help="the draw-a-digit web page and HTTP API",
+                         description="Serve the draw-a-digit page at / and the API at /api/predict, /api/health, "
+                         "/api/model (OpenAPI at /docs).")
+    p.add_argument("--model", help="run directory, checkpoint or ensemble file (default: the packaged model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-body", type=int, default=5 * 1024 * 1024, help="largest request body, bytes")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, pixels (checked before decoding)")
+    p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("export", help="export a model or mean ensemble to ONNX")
+    p.add_argument("model", help="run directory, checkpoint or ensemble file")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
+    p.add_argument("--out", help="output file (default: NAME.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
     p.set_defaults(func=cmd_models)

@@ -70,6 +70,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False  # NHWC memory layout for convolutions (GPU)
     compile: bool = False  # torch.compile the model (GPU; costs start-up time)
+    cuda_graphs: bool = False  # capture each training step (forward, backward, fused SGD) as one CUDA graph
     eval_batch_size: int = 2000  # examples per evaluation batch
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
@@ -212,6 +213,14 @@ def validate(cfg: TrainConfig) -> None:
         bad("checkpoint_every", "at least 1")
     from .augment import PRESETS
 
+    if cfg.cuda_graphs:
+        unsupported = [k for k, bad in (("optimizer", cfg.optimizer != "sgd"), ("ema", cfg.ema), ("grad_clip", cfg.grad_clip),
+                                        ("compile", cfg.compile), ("augment", cfg.augment != "none"))
+                       if bad]
+        if unsupported:
+            raise MnistlabError(f"cuda_graphs=true supports plain SGD training only; turn off: {', '.join(unsupported)}",
+                                hint="the graph path captures forward, backward and a fused SGD step; keep the "
+                                "eager engine for the rest")
     if cfg.augment not in PRESETS:
         bad("augment", " | ".join(PRESETS))
     from .models import MODELS

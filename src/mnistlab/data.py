@@ -14,6 +14,7 @@ decompressed copy of pinned files is kept in the cache, so a warm load skips gun
 from __future__ import annotations
 
 import hashlib
+import json
 import mmap
 import os
 import tarfile
@@ -224,18 +225,21 @@ def read_content(spec: DatasetSpec, located: Located, *, verify: bool = True,
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images scaled to [0,1], exact, from a 256-bin histogram."""
+    """Per-channel mean and std of uint8 images scaled to [0,1], exact (integer sums, in chunks)."""
     per_channel = images.unsqueeze(1) if images.dim() == 3 else images  # (N,C,H,W)
-    arr = per_channel.numpy() if per_channel.device.type == "cpu" else per_channel.cpu().numpy()
-    values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
-    for c in range(arr.shape[1]):
-        hist = np.bincount(np.ascontiguousarray(arr[:, c]).reshape(-1), minlength=256).astype(np.float64)
-        n = hist.sum()
-        mean = float((hist * values).sum() / n)
-        var = float((hist * (values - mean) ** 2).sum() / n)
-        means.append(mean)
-        stds.append(var**0.5)
+    for c in range(per_channel.shape[1]):
+        total = total_sq = 0
+        n = 0
+        for chunk in per_channel[:, c].reshape(-1).split(1 << 22):
+            v = chunk.to(torch.int32)
+            total += int(v.sum(dtype=torch.int64))
+            total_sq += int((v * v).sum(dtype=torch.int64))
+            n += v.numel()
+        mean = total / n
+        var = total_sq / n - mean * mean
+        means.append(mean / 255)
+        stds.append(max(var, 0.0) ** 0.5 / 255)
     return tuple(means), tuple(stds)
 
 
@@ -418,8 +422,24 @@ class Dataset:
 
     @cached_property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel (mean, std) of the training images scaled to [0,1]: the normalisation constants."""
-        return pixel_stats(self.train.images)
+        """Per-channel (mean, std) of the training images scaled to [0,1]: the normalisation constants.
+
+        Computed once per dataset content and remembered in the cache (keyed by the content hash).
+        """
+        path = paths.cache_dir() / "stats" / f"{self.content_hash}.json"
+        try:
+            saved = json.loads(path.read_text())
+            return tuple(saved["mean"]), tuple(saved["std"])
+        except (OSError, ValueError, KeyError):
+            pass
+        mean, std = pixel_stats(self.train.images)
+        if all(r.verified != "unverified" for r in self.sources):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_text(path, json.dumps({"mean": mean, "std": std}))
+            except OSError:
+                pass
+        return mean, std
 
     @property
     def content_hash(self) -> str:

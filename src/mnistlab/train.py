@@ -22,6 +22,7 @@ same optimisation up to floating-point summation order. Only rank 0 writes files
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -83,6 +84,8 @@ def pick_device(name: str, d: Dist) -> torch.device:
                                 hint="use --device cpu (or auto)")
         if d.world > 1:
             name = f"cuda:{d.local_rank}"
+        elif name == "cuda":
+            name = f"cuda:{torch.cuda.current_device()}"
         torch.cuda.set_device(torch.device(name))
     elif name != "cpu":
         raise MnistlabError(f"device={name!r}: expected auto, cpu, cuda or cuda:N")
@@ -94,8 +97,9 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + stream * 104_729) % (2**63 - 1)
 
 
+@functools.lru_cache(maxsize=1)
 def environment() -> dict:
-    """Versions and hardware, for the log header and the summary."""
+    """Versions and hardware, for the log header and the summary (read once per process)."""
     env = {"mnistlab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -116,7 +120,7 @@ def environment() -> dict:
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, fused=True if cfg.cuda_graphs else None)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -136,8 +140,70 @@ def make_schedule(cfg: TrainConfig, opt, steps_per_epoch: int):
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
-            cycle_momentum=cfg.optimizer in ("sgd", "adam", "adamw")), True
+            # a captured step bakes momentum in, so the CUDA-graph path keeps it constant
+            cycle_momentum=cfg.optimizer in ("sgd", "adam", "adamw") and not cfg.cuda_graphs), True
     return None, False
+
+
+# ----------------------------------------------------------------------------------------------
+# One training step as a CUDA graph
+
+
+class CudaGraphStep:
+    """Forward, loss, backward and a fused SGD step of one full batch, captured once as a CUDA graph
+    and replayed per step: one launch instead of a hundred, for small models whose GPU time is
+    dwarfed by Python and kernel-launch overhead.
+
+    The batch is gathered inside the graph from a static index buffer; the learning rate is a
+    device tensor the scheduler fills in place (momentum, baked into the graph, stays constant: a
+    one-cycle schedule does not cycle it on this path). Capture needs a few eager warm-up steps; the
+    model and optimizer state are restored afterwards (momentum buffers zeroed, which is what a fresh
+    SGD starts from), so the warm-up leaves no trace in the run.
+    """
+
+    def __init__(self, model, opt, train_x, train_y, norm, cfg: TrainConfig, batch: int, device):
+        self.idx = torch.zeros(batch, dtype=torch.long, device=device)
+        for group in opt.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        self.model, self.opt = model, opt
+
+        def step():
+            xb = norm.apply(to_unit(train_x[self.idx]))
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16",
+                                cache_enabled=False):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), train_y[self.idx], label_smoothing=cfg.label_smoothing)
+            loss.backward()
+            opt.step()
+            return loss.detach(), logits.detach()
+
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        self.idx.copy_(torch.arange(batch, device=device) % train_x.shape[0])
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():  # undo the warm-up: the run starts from the state it was given
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for state in opt.state.values():
+                for v in state.values():
+                    if torch.is_tensor(v) and v.is_floating_point():
+                        v.zero_()
+        self.graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.loss, self.logits = step()
+
+    def __call__(self, idx: torch.Tensor):
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.loss, self.logits
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,6 +255,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, quiet: b
         else "cpu"
     d = setup_distributed(device_kind)
     device = pick_device(cfg.device, d)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     say = print if (d.main and not quiet) else (lambda *a, **k: None)
     if cfg.batch_size % d.world:
         raise MnistlabError(f"batch_size={cfg.batch_size} is not divisible by the {d.world} processes",
@@ -258,6 +326,12 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, quiet: b
     log_path = run_dir / "log.jsonl"
     tb = _tensorboard(run_dir) if (cfg.tensorboard and d.main) else None
     eval_model = ema.module if ema is not None else model
+    graph_step = None
+    if cfg.cuda_graphs:
+        if device.type != "cuda" or d.world > 1:
+            raise MnistlabError("cuda_graphs=true needs one process on a CUDA device",
+                                hint="turn cuda_graphs off for CPU or torchrun training")
+        graph_step = CudaGraphStep(model, opt, train_x, train_y, norm, cfg, per_rank_batch, device)
     t_train = time.perf_counter()
     epochs_since_best = sum(1 for h in history if h["epoch"] > best["epoch"])
     stopped_early = False
@@ -276,19 +350,24 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, quiet: b
                    disable=not (cfg.progress and d.main and not quiet), file=sys.stderr)
         for step in range(steps_per_epoch):
             idx = order[step * per_rank_batch:(step + 1) * per_rank_batch]
-            xb = to_unit(train_x[idx])
             yb = train_y[idx]
-            xb = norm.apply(augment(xb, aug, aug_gen))
-            if cfg.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = forward_model(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            if graph_step is not None and len(idx) == per_rank_batch:
+                loss, logits = graph_step(idx)
+            else:
+                xb = norm.apply(augment(to_unit(train_x[idx]), aug, aug_gen))
+                if cfg.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    logits = forward_model(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                if graph_step is None:
+                    opt.zero_grad(set_to_none=True)
+                else:  # the graph owns the gradient tensors: zero them in place, keep their addresses
+                    opt.zero_grad(set_to_none=False)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
             if sched is not None and sched_per_step:
                 sched.step()
             if ema is not None:
@@ -308,7 +387,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, quiet: b
             dist.all_reduce(correct)
         seen = n_rank * d.world
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-               "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t_epoch}
+               "lr": float(opt.param_groups[0]["lr"]), "epoch_s": time.perf_counter() - t_epoch}
         row["images_per_s"] = seen / row["epoch_s"]
         if val_split is not None:
             logits = batched_logits(eval_model, val_split.images, norm, batch_size=cfg.eval_batch_size,
@@ -403,8 +482,19 @@ def _save_state(path: Path, model, ema, opt, sched, meta_common: dict, epoch: in
     tensors.update(opt_tensors)
     tensors["rng/torch"] = torch.get_rng_state()
     meta = {**meta_common, "kind": "state", "epoch": epoch, "history": history, "best": best,
-            "optimizer": opt_rest, "scheduler": sched.state_dict() if sched is not None else None}
+            "optimizer": opt_rest, "scheduler": _jsonable(sched.state_dict()) if sched is not None else None}
     checkpoint.save(path, tensors, meta)
+
+
+def _jsonable(value):
+    """Tensors (a learning rate kept on the device for the CUDA-graph path) as plain numbers."""
+    if torch.is_tensor(value):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _restore(path: Path, model, ema, opt, sched, cfg: TrainConfig, device) -> tuple[int, list, dict]:

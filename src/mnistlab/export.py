@@ -1,0 +1,81 @@
+"""Export a trained model (or a mean ensemble) to ONNX, with a dynamic batch axis.
+
+    mnistlab export runs/seed-cnn-mnist-s0 --format onnx --out seed-cnn.onnx
+
+The exported graph takes `images`: float32 (N,C,H,W) in [0,1] (pixel / 255, light ink on dark),
+and returns `probabilities` (N, classes): the dataset normalisation and, for an ensemble, the
+averaging of its members are inside the graph. The class names, dataset and source are stored
+as ONNX metadata properties.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import atomic
+from .ensemble import load_predictor
+from .errors import MnistlabError
+
+
+class Exported(nn.Module):
+    """[0,1] images -> normalised per member -> averaged softmax probabilities."""
+
+    def __init__(self, predictor):
+        super().__init__()
+        self.members = nn.ModuleList(predictor.models)
+        for i, n in enumerate(predictor.norms):
+            scale = 255.0 if n.normalize == "none" else 1.0
+            mean = torch.tensor(n.mean if n.normalize == "standardize" else [0.0] * len(n.mean)).view(1, -1, 1, 1)
+            std = torch.tensor(n.std if n.normalize == "standardize" else [1.0] * len(n.std)).view(1, -1, 1, 1)
+            self.register_buffer(f"scale{i}", torch.tensor(scale))
+            self.register_buffer(f"mean{i}", mean)
+            self.register_buffer(f"std{i}", std)
+
+    def forward(self, images):
+        probs = []
+        for i, m in enumerate(self.members):
+            x = (images * getattr(self, f"scale{i}") - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
+            probs.append(torch.softmax(m(x), dim=1))
+        return torch.stack(probs).mean(0)
+
+
+def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.PathLike | None = None,
+           opset: int = 18) -> Path:
+    """Write `model` (run directory, checkpoint or mean ensemble) as an ONNX file; return its path."""
+    if format != "onnx":
+        raise MnistlabError(f"--format {format!r}: expected onnx")
+    predictor = load_predictor(model)
+    if predictor.method == "vote":
+        raise MnistlabError("a vote ensemble has no probabilities to export",
+                            hint="export a mean ensemble (`mnistlab ensemble ... --method mean`) or its members")
+    out = Path(out) if out else Path(f"{predictor.meta.get('name', 'model')}.onnx")
+    if out.suffix != ".onnx":
+        raise MnistlabError(f"--out {out}: expected a file name ending in .onnx")
+    if not out.parent.exists():
+        raise MnistlabError(f"--out {out}: directory {out.parent} does not exist")
+    try:
+        import onnx
+    except ImportError:
+        raise MnistlabError("ONNX export needs the onnx and onnxscript packages",
+                            hint="pip install 'mnistlab[onnx]'") from None
+    wrapper = Exported(predictor).eval()
+    example = torch.rand(2, *predictor.meta["in_shape"])
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with atomic.replacing(out) as tmp:
+        program = torch.onnx.export(wrapper, (example,), input_names=["images"], output_names=["probabilities"],
+                                    dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
+                                    external_data=False, verbose=False)
+        proto = program.model_proto
+        for key, value in {"classes": json.dumps(predictor.classes), "dataset": str(predictor.meta.get("dataset")),
+                           "input": "float32 (N,C,H,W) in [0,1], light ink on dark",
+                           "source": str(predictor.meta.get("source")), "producer": "mnistlab"}.items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+    return out

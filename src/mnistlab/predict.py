@@ -1,0 +1,263 @@
+"""Predict a user's own digit images: bring each picture into MNIST's form, then classify it.
+
+    mnistlab predict my_digit.png                       # the default model, shipped in the package
+    mnistlab predict a.png b.jpg --model runs/seed-cnn-mnist-s0 --save-preprocessed seen/
+    mnistlab.predict(["a.png", pil_image, numpy_array])
+
+MNIST's digits were made this way (LeCun et al.): light ink on a dark field, the ink's bounding box
+scaled (anti-aliased) so its longer side is 20 pixels, keeping the aspect ratio, then placed in a
+28x28 field so that its centre of mass sits at the centre. `to_mnist` does the same to any picture:
+
+1. transparency: an image whose alpha channel varies (strokes on a transparent canvas) uses the
+   alpha as the ink, whatever the stroke colour;
+2. grayscale, and polarity: if the border is lighter than the middle grey, the picture is dark ink
+   on light paper, and is inverted;
+3. the background level (the border's median) is subtracted and the contrast stretched; faint
+   residue under 15% of the ink's brightness (paper texture, JPEG noise) is cleared;
+4. crop to the ink's bounding box; scale the longer side to 20 px (Lanczos), keep the aspect;
+5. paste into 28x28 with the centre of mass at (14, 14).
+
+Not-a-digit score (0..1, flagged at >= 0.5, `NOT_DIGIT_THRESHOLD`): the largest of
+- 1.0 for an empty picture (no ink after step 3);
+- 1 - the model's top probability (an unsure model);
+- 0.9 when the ink breaks into more than 12 separate specks (noise, not strokes);
+- 0.8 when the ink falls into two or more large separate pieces side by side (several characters).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import MnistlabError
+
+NOT_DIGIT_THRESHOLD = 0.5
+MAX_SPECKS = 12  # more separate pieces of ink than this is noise, not pen strokes
+MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+DEFAULT_MODEL = Path(__file__).parent / "_models" / "default.safetensors"
+
+
+def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A PIL image from a path, bytes or file object; its size is checked before it is decoded."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            name = str(source)
+            if not Path(source).is_file():
+                raise MnistlabError(f"{name}: no such file")
+            img = Image.open(source)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            img = Image.open(io.BytesIO(bytes(source)))
+        else:
+            img = Image.open(source)
+    except UnidentifiedImageError:
+        raise MnistlabError(f"{name}: not an image mnistlab can read",
+                            hint=f"use one of {', '.join(ALLOWED_FORMATS)}") from None
+    except OSError as exc:
+        raise MnistlabError(f"{name}: cannot open ({exc})") from None
+    if img.format not in ALLOWED_FORMATS:
+        raise MnistlabError(f"{name}: {img.format} images are not accepted",
+                            hint=f"use one of {', '.join(ALLOWED_FORMATS)}")
+    w, h = img.size
+    if w * h > max_pixels:
+        raise MnistlabError(f"{name}: {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} allowed",
+                            hint="scale the image down first")
+    try:
+        img.load()
+    except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise MnistlabError(f"{name}: the image data is corrupt or truncated ({exc})") from None
+    return img
+
+
+def _ink(img: Image.Image) -> np.ndarray:
+    """float32 (H,W) in [0,1], light ink on dark, background subtracted (steps 1-3)."""
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255
+        if alpha.min() < 0.5 < alpha.max():  # strokes drawn on a transparent canvas: alpha is the ink
+            return _clean(alpha)
+        img = img.convert("RGB")
+    gray = np.asarray(ImageOps.grayscale(img), dtype=np.float32) / 255
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # dark ink on light paper
+        gray = 1 - gray
+        border = 1 - border
+    return _clean(np.clip(gray - np.median(border), 0, None))
+
+
+def _clean(x: np.ndarray, floor: float = 0.15) -> np.ndarray:
+    peak = np.percentile(x[x > 0], 99.5) if (x > 0).any() else 0.0
+    if peak < 0.1:  # no ink worth the name
+        return np.zeros_like(x)
+    x = np.clip(x / peak, 0, 1)
+    return np.clip((x - floor) / (1 - floor), 0, 1)
+
+
+def to_mnist(img: Image.Image) -> tuple[np.ndarray, dict]:
+    """(uint8 (28,28) image in MNIST's form, facts about the ink) for any PIL image."""
+    ink = _ink(img)
+    rows, cols = np.nonzero(ink > 0)
+    if rows.size == 0:
+        return np.zeros((28, 28), np.uint8), {"empty": True}
+    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = np.asarray(Image.fromarray(crop, "F").resize((nw, nh), Image.LANCZOS), dtype=np.float32)
+    small = np.clip(small, 0, 1)
+    field_img = np.zeros((28, 28), np.float32)
+    total = small.sum()
+    cy, cx = ((np.arange(nh)[:, None] * small).sum() / total, (np.arange(nw)[None, :] * small).sum() / total)
+    top = int(np.clip(round(14 - cy - 0.5), 0, 28 - nh))  # centre of mass to the field's centre (13.5 + 0.5)
+    left = int(np.clip(round(14 - cx - 0.5), 0, 28 - nw))
+    field_img[top:top + nh, left:left + nw] = small
+    out = np.round(field_img * 255).astype(np.uint8)
+    specks, side_by_side = _pieces(crop)
+    return out, {"empty": False, "box": [int(h), int(w)], "specks": specks, "pieces_side_by_side": side_by_side}
+
+
+def _pieces(crop: np.ndarray) -> tuple[int, int]:
+    """(number of separate ink specks, number of large pieces side by side) in the cropped ink.
+
+    Noise breaks into many specks; several characters make large pieces that do not overlap
+    horizontally; one digit is one or two pieces (a 4 or a 5 drawn in two strokes) that overlap.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(crop > 0.3)
+    if n < 2:
+        return n, n
+    sizes = np.bincount(labels.ravel())[1:]
+    big = [i + 1 for i, size in enumerate(sizes) if size >= 0.15 * sizes.sum()]
+    columns = [np.nonzero((labels == i).any(0))[0] for i in big]
+    spans = sorted((int(c[0]), int(c[-1])) for c in columns)
+    groups, right = 0, -1
+    for lo, hi in spans:
+        if lo > right:
+            groups += 1
+        right = max(right, hi)
+    return n, groups
+
+
+@dataclass
+class Prediction:
+    """What the model read in one picture, and how sure it is that the picture is a digit at all."""
+
+    label: int  # index of the predicted class
+    digit: str  # its name
+    probability: float  # the model's probability for it
+    top3: list[tuple[str, float]]
+    probabilities: list[float]
+    not_digit: float  # 0..1; >= NOT_DIGIT_THRESHOLD means probably not a (single) digit, or the model is unsure
+    reasons: list[str] = field(default_factory=list)
+    image: np.ndarray | None = field(default=None, repr=False)  # the 28x28 uint8 image the model saw
+
+    @property
+    def is_digit(self) -> bool:
+        return self.not_digit < NOT_DIGIT_THRESHOLD
+
+    def as_dict(self) -> dict:
+        return {"digit": self.digit, "label": self.label, "probability": self.probability,
+                "top3": [{"digit": d, "probability": p} for d, p in self.top3],
+                "probabilities": self.probabilities, "not_digit": self.not_digit, "is_digit": self.is_digit,
+                "threshold": NOT_DIGIT_THRESHOLD, "reasons": self.reasons}
+
+
+def score(probs: torch.Tensor, facts: dict) -> tuple[float, list[str]]:
+    """The not-a-digit score of one picture and the reasons behind it (see the module docstring)."""
+    if facts.get("empty"):
+        return 1.0, ["empty: no ink found"]
+    parts = [(1 - float(probs.max()), "the model is unsure")]
+    if facts["specks"] > MAX_SPECKS:
+        parts.append((0.9, f"the ink is {facts['specks']} separate specks: noise, not strokes"))
+    if facts["pieces_side_by_side"] >= 2:
+        parts.append((0.8, f"{facts['pieces_side_by_side']} separate pieces side by side: several characters?"))
+    value = max(p for p, _ in parts)
+    reasons = [r for p, r in parts if p >= NOT_DIGIT_THRESHOLD]
+    return value, reasons
+
+
+def _as_image(item, index: int) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        arr = item
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255 if arr.max() <= 1 else 1), 0, 255).astype(np.uint8)
+        if arr.ndim not in (2, 3):
+            raise MnistlabError(f"image {index}: array of shape {arr.shape}, expected (H,W) or (H,W,C)")
+        return Image.fromarray(arr)
+    return open_image(item, name=str(item) if isinstance(item, (str, os.PathLike)) else f"image {index}")
+
+
+def preprocess(images) -> tuple[torch.Tensor, list[dict]]:
+    """(uint8 (N,28,28) tensor, facts per image) for paths, bytes, PIL images or arrays."""
+    pics, facts = [], []
+    for i, item in enumerate(images):
+        arr, f = to_mnist(_as_image(item, i))
+        pics.append(arr)
+        facts.append(f)
+    return torch.from_numpy(np.stack(pics)) if pics else torch.empty(0, 28, 28, dtype=torch.uint8), facts
+
+
+def classify(predictor, pics: torch.Tensor, facts: list[dict]) -> list[Prediction]:
+    """Predictions for preprocessed 28x28 images (the part the web server shares)."""
+    if list(predictor.meta["in_shape"]) != [1, 28, 28]:
+        raise MnistlabError(f"model {predictor.meta.get('name')} takes {predictor.meta['in_shape']} images; "
+                            "predict needs a 1x28x28 model (MNIST, Fashion-MNIST, KMNIST, EMNIST, QMNIST)")
+    probs = predictor.probs(pics) if len(pics) else torch.empty(0, len(predictor.classes))
+    classes = predictor.classes
+    out = []
+    for p, f, img in zip(probs, facts, pics):
+        order = torch.argsort(p, descending=True)[:3]
+        s, reasons = score(p, f)
+        out.append(Prediction(label=int(order[0]), digit=classes[int(order[0])], probability=float(p[order[0]]),
+                              top3=[(classes[int(i)], float(p[i])) for i in order],
+                              probabilities=[float(v) for v in p], not_digit=s, reasons=reasons,
+                              image=img.numpy()))
+    return out
+
+
+_DEFAULT_CACHE: dict = {}
+
+
+def default_predictor():
+    """The model shipped in the package (see src/mnistlab/_models/README.md), loaded once."""
+    from .ensemble import load_predictor
+
+    if "predictor" not in _DEFAULT_CACHE:
+        if not DEFAULT_MODEL.is_file():
+            raise MnistlabError(f"the default model {DEFAULT_MODEL} is missing from this installation",
+                                hint="pass --model RUN_DIR, or reinstall mnistlab")
+        _DEFAULT_CACHE["predictor"] = load_predictor(DEFAULT_MODEL)
+    return _DEFAULT_CACHE["predictor"]
+
+
+def predict(images, model=None, save_preprocessed: str | os.PathLike | None = None) -> list[Prediction]:
+    """Read digits in pictures (paths, bytes, PIL images or arrays) with `model` (a run directory,
+    checkpoint or ensemble file; default: the packaged model)."""
+    from .ensemble import load_predictor
+
+    if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
+        images = [images]
+    predictor = default_predictor() if model is None else load_predictor(model)
+    pics, facts = preprocess(images)
+    results = classify(predictor, pics, facts)
+    if save_preprocessed is not None:
+        from . import atomic
+
+        out = Path(save_preprocessed)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, (item, r) in enumerate(zip(images, results)):
+            stem = Path(item).stem if isinstance(item, (str, os.PathLike)) else f"image{i}"
+            buf = io.BytesIO()
+            Image.fromarray(r.image, "L").save(buf, format="PNG")
+            atomic.write_bytes(out / f"{stem}-28x28.png", buf.getvalue())
+    return results
