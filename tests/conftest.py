@@ -59,3 +59,13 @@ def registered():
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under `directory` with its bytes: to show that a failed operation wrote nothing."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def keep_artifact(path: Path) -> None:
+    """Copy a screenshot to $MNISTLAB_TEST_ARTIFACTS, when set, for people to look at."""
+    import shutil
+
+    dest = os.environ.get("MNISTLAB_TEST_ARTIFACTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(dest) / Path(path).name)

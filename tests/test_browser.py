@@ -1,0 +1,84 @@
+"""The draw-a-digit page in a real browser: Playwright drives Debian's chromium, headless, draws
+digits with mouse strokes on the canvas and reads the prediction off the page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import keep_artifact
+from test_serve import server  # noqa: F401  (the real server fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+                                reason="Debian's chromium is not installed (CI installs it)")
+
+# Strokes in canvas fractions (0..1): how a person would draw each digit
+STROKES = {
+    "1": [[(0.50, 0.15), (0.50, 0.85)]],
+    "7": [[(0.25, 0.20), (0.75, 0.20), (0.45, 0.85)]],
+    "0": [[(0.50, 0.15), (0.30, 0.30), (0.28, 0.60), (0.45, 0.85), (0.65, 0.75), (0.72, 0.45), (0.65, 0.22),
+           (0.50, 0.15)]],
+    "4": [[(0.60, 0.15), (0.25, 0.60), (0.75, 0.60)], [(0.60, 0.35), (0.60, 0.88)]],
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def draw(page, strokes):
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = []
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            points += [(x0 + (x1 - x0) * t / 8, y0 + (y1 - y0) * t / 8) for t in range(8)]
+        points.append(stroke[-1])
+        page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
+        page.mouse.down()
+        for x, y in points[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.mouse.up()
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_draw_digits_and_read_the_prediction(server, browser, viewport, tmp_path):  # noqa: F811
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#bars li').length === 10")
+    assert page.locator("#digit").inner_text() == "?"
+    box = page.locator("#pad").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport[0]  # the canvas fits the screen
+    read = {}
+    for digit, strokes in STROKES.items():
+        page.click("#clear")
+        draw(page, strokes)
+        page.wait_for_function("d => document.querySelector('#digit').dataset.digit !== '' && "
+                               "document.querySelector('#confidence').textContent.includes('sure it is')",
+                               arg=digit, timeout=10_000)
+        page.wait_for_timeout(300)  # the last stroke's request settles
+        read[digit] = page.locator("#digit").inner_text()
+    shot = tmp_path / f"page-{viewport[0]}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep_artifact(shot)
+    print("read:", read)
+    assert sum(read[d] == d for d in STROKES) >= 3, read  # mouse-drawn, like a person: 4/4 when written
+    # the 28x28 the model saw is shown, and undo/clear work
+    seen = page.evaluate("Array.from(document.querySelector('#seen').getContext('2d')"
+                         ".getImageData(0,0,28,28).data).filter((v,i)=>i%4==0).reduce((a,b)=>a+b,0)")
+    assert seen > 0
+    page.click("#undo")
+    page.click("#clear")
+    assert page.locator("#digit").inner_text() == "?"
+    page.close()

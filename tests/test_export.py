@@ -1,0 +1,57 @@
+"""ONNX export: ONNX Runtime's outputs equal PyTorch's on real test images, at any batch size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mnistlab import MnistlabError, ensemble
+from mnistlab.cli import main as cli_main
+from mnistlab.config import resolve
+from mnistlab.export import export
+from mnistlab.predict import DEFAULT_MODEL
+from mnistlab.train import train
+
+
+def ort_probs(path, images_u8):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = (images_u8.float() / 255).unsqueeze(1).numpy()
+    return session.run(["probabilities"], {"images": x})[0]
+
+
+def test_default_model_exports_and_matches_pytorch(mnist, tmp_path, capsys):
+    out = tmp_path / "default.onnx"
+    assert cli_main(["export", str(DEFAULT_MODEL), "--format", "onnx", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["classes"]) == list("0123456789") and meta["dataset"] == "mnist"
+    images = mnist.test.images[:2000]
+    expected = ensemble.load_predictor(DEFAULT_MODEL).probs(images).numpy()
+    got = ort_probs(out, images)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    for n in (1, 37):  # the batch axis is dynamic
+        assert ort_probs(out, images[:n]).shape == (n, 10)
+
+
+def test_mean_ensemble_exports_as_one_graph(mnist, tmp_path):
+    runs = [train(resolve(None, {"model": m, "train_subset": 3000, "validation": 500, "epochs": 1, "seed": s,
+                                 "normalize": norm, "out": str(tmp_path), "progress": False}), quiet=True)["run_dir"]
+            for m, s, norm in (("mlp", 0, "standardize"), ("lenet5", 1, "scale"))]
+    path = ensemble.save(ensemble.build(runs, "mean"), tmp_path / "two.safetensors")
+    out = export(path, out=tmp_path / "two.onnx")
+    images = mnist.test.images[:500]
+    np.testing.assert_allclose(ort_probs(out, images), ensemble.load_predictor(path).probs(images).numpy(),
+                               atol=1e-5)
+    vote = ensemble.save(ensemble.build(runs, "vote"), tmp_path / "vote.safetensors")
+    with pytest.raises(MnistlabError, match="vote ensemble has no probabilities"):
+        export(vote, out=tmp_path / "vote.onnx")
+    with pytest.raises(MnistlabError, match="expected a file name ending in .onnx"):
+        export(path, out=tmp_path / "two.pt")
+    assert not (tmp_path / "vote.onnx").exists()

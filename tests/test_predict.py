@@ -1,0 +1,158 @@
+"""Predicting people's own pictures: MNIST-style preprocessing on digits the test draws itself and on
+real MNIST digits re-placed off-centre, the not-a-digit score, every image format, and bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+import mnistlab
+from mnistlab import MnistlabError
+from mnistlab.cli import main as cli_main
+from mnistlab.predict import NOT_DIGIT_THRESHOLD, open_image, predict, to_mnist
+
+
+def drawn(digit: str, *, size=140, stroke=2, canvas=(300, 240), at=(60, 20), ink=(25, 25, 25), paper=(235, 230, 220),
+          mode="RGB", blur=0.0) -> Image.Image:
+    """A digit drawn with PIL's own font (Pillow >= 10.1 ships one): no system fonts needed."""
+    img = Image.new(mode, canvas, paper)
+    ImageDraw.Draw(img).text(at, digit, fill=ink, font=ImageFont.load_default(size=size), stroke_width=stroke,
+                             stroke_fill=ink)
+    return img.filter(ImageFilter.GaussianBlur(blur)) if blur else img
+
+
+VARIANTS = {
+    "thick dark-on-light": dict(stroke=5),
+    "thin dark-on-light": dict(stroke=0),
+    "light-on-dark": dict(ink=(245, 245, 245), paper=(12, 12, 12)),
+    "small off-centre": dict(size=50, stroke=1, canvas=(400, 300), at=(280, 200)),
+    "large": dict(size=400, stroke=6, canvas=(500, 500), at=(110, 0)),
+    "rgba on transparent": dict(mode="RGBA", ink=(20, 40, 200, 255), paper=(0, 0, 0, 0)),
+    "blurred photo-like": dict(blur=2.0, paper=(200, 195, 180), ink=(60, 55, 50)),
+}
+
+
+def test_drawn_digits_in_every_variant_are_read():
+    # A typeface is not handwriting (its 1 has a flag, its 7 a straight bar): measured 61/70 when
+    # written; asserted with a margin of a few images.
+    images, truth, names = [], [], []
+    for name, kw in VARIANTS.items():
+        for d in "0123456789":
+            images.append(drawn(d, **kw))
+            truth.append(d)
+            names.append(name)
+    results = predict(images)
+    right = [r.digit == t for r, t in zip(results, truth)]
+    assert sum(right) >= 58, [(n, t, r.digit) for n, t, r, ok in zip(names, truth, results, right) if not ok]
+    for name in VARIANTS:  # no variant is systematically broken
+        assert sum(ok for n, ok in zip(names, right) if n == name) >= 7, name
+
+
+def test_real_mnist_digits_replaced_off_centre_and_rescaled(mnist):
+    """500 test digits, enlarged 2-6x, inverted to dark-on-light and pasted off-centre: the
+    preprocessing must undo all of that (measured 99.4% when written; the model reads the originals at 99.5%)."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(500):
+        digit = Image.fromarray(255 - mnist.test.images[i].numpy())  # dark ink on white
+        scale = rng.uniform(2, 6)
+        digit = digit.resize((int(28 * scale), int(28 * scale)), Image.LANCZOS)
+        canvas = Image.new("L", (digit.width + 200, digit.height + 150), 255)
+        canvas.paste(digit, (int(rng.integers(0, 200)), int(rng.integers(0, 150))))
+        images.append(canvas)
+        labels.append(str(int(mnist.test.labels[i])))
+    results = predict(images)
+    accuracy = np.mean([r.digit == y for r, y in zip(results, labels)])
+    assert accuracy >= 0.97
+    # real handwriting is seldom called "not a digit" (1% when written, 2 of the 3 misreads among them)
+    assert np.mean([not r.is_digit for r in results]) <= 0.03
+    # and the preprocessed image is close to the original MNIST picture
+    again, _ = to_mnist(images[0])
+    original = mnist.test.images[0].numpy().astype(float)
+    assert np.corrcoef(again.astype(float).ravel(), original.ravel())[0, 1] > 0.95  # 0.98 when written
+
+
+def test_centre_of_mass_lands_in_the_middle():
+    img, facts = to_mnist(drawn("7", size=60, canvas=(400, 400), at=(300, 10)))
+    ys, xs = np.nonzero(img)
+    w = img[ys, xs].astype(float)
+    assert abs((ys * w).sum() / w.sum() - 14) <= 0.5 and abs((xs * w).sum() / w.sum() - 14) <= 0.5
+    assert max(facts["box"]) > 0 and img.shape == (28, 28)
+    rows, cols = np.nonzero(img > 0)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 in (20, 21)  # longer side ~20 px
+
+
+def test_not_a_digit_is_flagged():
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (120, 120), dtype=np.uint8))
+    flagged = predict([Image.new("RGB", (200, 200), "white"), noise, drawn("42", canvas=(420, 240))])
+    assert all(r.not_digit >= NOT_DIGIT_THRESHOLD and not r.is_digit for r in flagged)
+    assert "empty" in flagged[0].reasons[0] and "specks" in " ".join(flagged[1].reasons)
+    assert "side by side" in " ".join(flagged[2].reasons)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_every_format_and_mode(fmt, mode, tmp_path):
+    if mode == "RGBA" and fmt in ("JPEG", "BMP"):
+        pytest.skip(f"{fmt} has no alpha channel")
+    img = drawn("3", stroke=8)
+    if mode == "RGBA":
+        img = drawn("3", stroke=8, mode="RGBA", ink=(0, 0, 0, 255), paper=(255, 255, 255, 0))
+    else:
+        img = img.convert(mode)
+    path = tmp_path / f"three.{fmt.lower()}"
+    img.save(path, format=fmt)
+    (result,) = predict([path])
+    assert result.digit == "3" and result.is_digit
+
+
+def test_bad_images(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(MnistlabError, match="notes.png: not an image"):
+        predict([text])
+    buf = io.BytesIO()
+    drawn("3").save(buf, format="PNG")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(MnistlabError, match="cut.png: the image data is corrupt or truncated"):
+        predict([truncated])
+    tiff = tmp_path / "scan.tiff"
+    drawn("3").save(tiff, format="TIFF")
+    with pytest.raises(MnistlabError, match="TIFF images are not accepted"):
+        predict([tiff])
+    with pytest.raises(MnistlabError, match="no such file"):
+        predict([tmp_path / "missing.png"])
+    # decompression bombs: tiny files whose headers claim huge images, refused before decoding
+    for side, fragment in ((8000, "64,000,000 pixels, more than the 40,000,000 pixels allowed"),
+                           (30000, "more than the 40,000,000 pixels allowed")):
+        bomb = io.BytesIO()
+        Image.new("1", (side, side)).save(bomb, format="PNG")
+        assert len(bomb.getvalue()) < 200_000
+        with pytest.raises(MnistlabError, match=fragment):
+            open_image(bomb.getvalue())
+
+
+def test_cli_predict_prints_and_saves_what_the_model_saw(tmp_path, capsys):
+    path = tmp_path / "my_digit.png"
+    drawn("2", stroke=8).save(path)
+    seen = tmp_path / "seen"
+    assert cli_main(["predict", str(path), "--save-preprocessed", str(seen)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: 2 (") and "top 3:" in out
+    small = Image.open(seen / "my_digit-28x28.png")
+    assert small.size == (28, 28) and small.mode == "L"
+
+
+def test_predict_with_a_trained_run(tmp_path):
+    from mnistlab.config import resolve
+    from mnistlab.train import train
+
+    s = train(resolve(None, {"model": "logreg", "train_subset": 5000, "validation": 500, "epochs": 1,
+                             "out": str(tmp_path), "progress": False}), quiet=True)
+    (r,) = predict([drawn("0", stroke=8)], model=s["run_dir"])
+    assert len(r.probabilities) == 10 and abs(sum(r.probabilities) - 1) < 1e-4
+    assert mnistlab.__version__
