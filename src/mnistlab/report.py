@@ -136,7 +136,10 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
     for r in rows:
         e = evals[r["name"]]
         pics = e.get("pictures", {})
-        parts.append(f"<section><h2>{html.escape(r['name'])}</h2>")
+        detail_of = runs_of[r["name"]][0]
+        note = (f" <small>(pictures and per-class numbers: {html.escape(detail_of.name)}, the group's first run)"
+                f"</small>" if len(runs_of[r["name"]]) > 1 else "")
+        parts.append(f"<section><h2>{html.escape(r['name'])}{note}</h2>")
         confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
         parts.append(f"<p>Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2', 0):.2%}, "
                      f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: "
@@ -168,7 +171,9 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
                   f"| {_fmt(r['wall_s'], 1)} | {_fmt(r['val_acc'])} | {_fmt(r['test_acc'])} |")
     for r in rows:
         e = evals[r["name"]]
-        md += ["", f"## {r['name']}", "",
+        first = runs_of[r["name"]][0].name
+        md += ["", f"## {r['name']}" + (f" (details of {first}, the group's first run)"
+                                         if len(runs_of[r["name"]]) > 1 else ""), "",
                f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
                f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "",
                "Most confused: " + ("; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}"
