@@ -147,6 +147,11 @@ def test_cli_predict_prints_and_saves_what_the_model_saw(tmp_path, capsys):
     assert small.size == (28, 28) and small.mode == "L"
 
 
+def test_predict_is_a_top_level_function():
+    (r,) = mnistlab.predict([drawn("0", stroke=3)])
+    assert r.digit == "0" and r.image.shape == (28, 28)
+
+
 def test_predict_with_a_trained_run(tmp_path):
     from mnistlab.config import resolve
     from mnistlab.train import train

@@ -3,6 +3,7 @@
     import mnistlab
     ds = mnistlab.load("mnist")
     (x_train, y_train), (x_test, y_test) = mnistlab.load_data("mnist")
+    results = mnistlab.predict(["my_digit.png"])      # the packaged default model
 """
 
 __version__ = "0.1.0"
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 from .data import Dataset, Split, load, load_data, prepare  # noqa: E402
 from .datasets import get_spec, list_datasets  # noqa: E402
 from .errors import MnistlabError  # noqa: E402
+from .predict import predict  # noqa: E402  (the function; the module stays importable as mnistlab.predict)
 
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "get_spec", "list_datasets", "load", "load_data",
-           "prepare"]
+           "predict", "prepare"]

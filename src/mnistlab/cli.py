@@ -226,16 +226,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import predict as predict_mod
+    from .predict import NOT_DIGIT_THRESHOLD, predict
 
-    results = predict_mod.predict(args.images, model=args.model, save_preprocessed=args.save_preprocessed)
+    results = predict(args.images, model=args.model, save_preprocessed=args.save_preprocessed)
     if args.json:
         print(json.dumps([dict(r.as_dict(), file=str(f)) for f, r in zip(args.images, results)], indent=2))
         return 0
     for f, r in zip(args.images, results):
         top = ", ".join(f"{d} {p:.1%}" for d, p in r.top3)
         verdict = "" if r.is_digit else (f"  [not a digit? score {r.not_digit:.2f} >= "
-                                         f"{predict_mod.NOT_DIGIT_THRESHOLD}: {'; '.join(r.reasons)}]")
+                                         f"{NOT_DIGIT_THRESHOLD}: {'; '.join(r.reasons)}]")
         print(f"{f}: {r.digit} ({r.probability:.1%}; top 3: {top}){verdict}")
     if args.save_preprocessed:
         print(f"wrote the 28x28 images the model saw to {args.save_preprocessed}/")
