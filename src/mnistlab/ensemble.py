@@ -59,10 +59,16 @@ def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") 
         models = [_model_from(tensors, m, f"member{i}/model", f"{file} member {i}") for i, m in enumerate(members)]
         norms = [Normalization.from_dict(m["normalization"]) for m in members]
         return Predictor(models, norms, meta["method"], _describe(meta, file), members).to(device)
-    has_ema = meta.get("kind") == "state" and any(k.startswith("ema/") for k in tensors)
-    model = _model_from(tensors, meta, "ema" if has_ema else "model", str(file))
+    model = single_model(tensors, meta, str(file))
     return Predictor([model], [Normalization.from_dict(meta["normalization"])], "single",
                      _describe(meta, file)).to(device)
+
+
+def single_model(tensors: dict, meta: dict, source: str):
+    """The model of a single-model checkpoint: its EMA weights where a training state holds them
+    (those are what the run evaluated), else its weights."""
+    has_ema = meta.get("kind") == "state" and any(k.startswith("ema/") for k in tensors)
+    return _model_from(tensors, meta, "ema" if has_ema else "model", source)
 
 
 def _describe(meta: dict, file: Path) -> dict:

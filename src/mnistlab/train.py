@@ -580,21 +580,11 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], quiet: bool = False) -> dict
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, metadata) from a checkpoint file or a run directory (its best weights)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "best.safetensors").is_file():
-            raise MnistlabError(f"run directory {path} has no best.safetensors",
-                                hint="the run did not finish an epoch; train it (or resume it) first")
-        path = path / "best.safetensors"
-    tensors, meta = checkpoint.load(path, device=device)
-    prefix = "ema" if meta.get("kind") == "state" and any(k.startswith("ema/") for k in tensors) else "model"
-    state = checkpoint.with_prefix(tensors, prefix)
-    if prefix == "ema":
-        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
-    model = create_model(meta["model"], meta["in_shape"], meta["num_classes"], **meta.get("model_args", {}))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise MnistlabError(f"{path}: weights do not match model {meta['model']!r}: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval(), meta
+    from .ensemble import resolve_checkpoint, single_model
+
+    file = resolve_checkpoint(path)
+    tensors, meta = checkpoint.load(file, device=device)
+    if meta.get("kind") == "ensemble":
+        raise MnistlabError(f"{file} is an ensemble", hint="use mnistlab.ensemble.load_predictor for ensembles")
+    return single_model(tensors, meta, str(file)).to(device).eval(), meta
 
