@@ -160,4 +160,3 @@ def test_predict_with_a_trained_run(tmp_path):
                              "out": str(tmp_path), "progress": False}), quiet=True)
     (r,) = predict([drawn("0", stroke=8)], model=s["run_dir"])
     assert len(r.probabilities) == 10 and abs(sum(r.probabilities) - 1) < 1e-4
-    assert mnistlab.__version__

@@ -198,9 +198,9 @@ def cmd_ensemble(args) -> int:
     paths = args.models
     if args.select:
         predictor = ensemble_mod.load_predictor(paths[0])
-        from .evaluate import _target_split
+        from .evaluate import target_split
 
-        _, val = _target_split(predictor, "val", None, args.data_dir)
+        _, val = target_split(predictor, "val", None, args.data_dir)
         chosen, trace = ensemble_mod.select_greedy(paths, val.images, val.labels, args.method)
         print("greedy selection on the validation split:")
         for i, acc in zip(chosen, trace):

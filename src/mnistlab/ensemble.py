@@ -16,7 +16,7 @@ import torch
 
 from . import checkpoint
 from .errors import MnistlabError
-from .inference import Normalization, Predictor
+from .inference import Normalization, Predictor, combine
 from .models import create_model
 
 KIND = "ensemble"
@@ -126,20 +126,17 @@ def select_greedy(paths: list[str | os.PathLike], val_images: torch.Tensor, val_
     labels = val_labels.to(probs.device)
 
     def acc(idx: list[int]) -> float:
-        p = probs[idx]
-        if method == "vote":
-            c = torch.nn.functional.one_hot(p.argmax(2), p.shape[2]).float().mean(0) + 1e-6 * p.mean(0)
-        else:
-            c = p.mean(0)
-        return (c.argmax(1) == labels).float().mean().item()
+        return (combine(probs[idx], method).argmax(1) == labels).float().mean().item()
 
     chosen = [max(range(len(paths)), key=lambda i: acc([i]))]
     trace = [acc(chosen)]
     while True:
         best_i, best_acc = None, trace[-1]
         for i in range(len(paths)):
-            if i not in chosen and acc(chosen + [i]) > best_acc:
-                best_i, best_acc = i, acc(chosen + [i])
+            if i not in chosen:
+                a = acc(chosen + [i])
+                if a > best_acc:
+                    best_i, best_acc = i, a
         if best_i is None:
             return chosen, trace
         chosen.append(best_i)

@@ -22,7 +22,7 @@ from . import checkpoint
 from .data import load
 from .ensemble import load_predictor
 from .errors import MnistlabError
-from .inference import Predictor
+from .inference import Predictor, combine
 
 ECE_BINS = 15
 
@@ -58,10 +58,11 @@ def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the original and four one-pixel shifts
 
 
-def predict_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, batch_size: int = 2000):
-    if not tta:
-        return predictor.probs(images, batch_size)
-    return torch.stack([predictor.probs(shifted(images, dx, dy), batch_size) for dx, dy in TTA_SHIFTS]).mean(0)
+def member_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, batch_size: int = 2000):
+    """(members, N, classes) probabilities, averaged over the TTA views when `tta`."""
+    views = TTA_SHIFTS if tta else [(0, 0)]
+    return torch.stack([predictor.member_probs(shifted(images, dx, dy) if (dx, dy) != (0, 0) else images,
+                                               batch_size) for dx, dy in views]).mean(0)
 
 
 def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
@@ -102,7 +103,7 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     }
 
 
-def _target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
+def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
     meta = predictor.meta
     name = dataset or meta["dataset"]
     ds = load(name, data_dir=data_dir)
@@ -132,16 +133,16 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
              batch_size: int = 2000) -> dict:
     """Evaluate a run directory, checkpoint or ensemble; write `<out>/<split>.json` and pictures."""
     predictor = load_predictor(source)
-    ds, part = _target_split(predictor, split, dataset, data_dir)
+    ds, part = target_split(predictor, split, dataset, data_dir)
     out_dir = Path(out) if out else default_out_dir(source)
-    probs = predict_probs(predictor, part.images, tta=tta, batch_size=batch_size)
+    members = member_probs(predictor, part.images, tta=tta, batch_size=batch_size)  # each member runs once
+    probs = combine(members, predictor.method)
     result = {"source": str(source), "model": predictor.meta.get("model"), "method": predictor.method,
               "members": len(predictor.models), "dataset": ds.name, "dataset_hash": ds.content_hash,
               "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes))}
     if predictor.method != "single":  # each member next to the ensemble
-        member_probs = predictor.member_probs(part.images, batch_size)
         result["member_accuracy"] = [float((mp.argmax(1).cpu() == part.labels.cpu()).double().mean())
-                                     for mp in member_probs]
+                                     for mp in members]
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{split}{'-tta' if tta else ''}"
     if pictures:

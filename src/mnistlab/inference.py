@@ -116,9 +116,13 @@ class Predictor:
 
     def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """(N, classes) probabilities; for "vote", the share of members voting for each class."""
-        p = self.member_probs(images_u8, batch_size)
-        mean = p.mean(0)
-        if self.method != "vote":
-            return mean
-        votes = F.one_hot(p.argmax(2), p.shape[2]).float().mean(0)
-        return votes + 1e-6 * mean  # mean probability breaks ties without changing any clear majority
+        return combine(self.member_probs(images_u8, batch_size), self.method)
+
+
+def combine(member_probs: torch.Tensor, method: str) -> torch.Tensor:
+    """(M, N, C) members' probabilities -> (N, C): their mean, or for "vote" the share of votes."""
+    mean = member_probs.mean(0)
+    if method != "vote":
+        return mean
+    votes = F.one_hot(member_probs.argmax(2), member_probs.shape[2]).float().mean(0)
+    return votes + 1e-6 * mean  # mean probability breaks ties without changing any clear majority

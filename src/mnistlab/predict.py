@@ -128,11 +128,11 @@ def to_mnist(img: Image.Image) -> tuple[np.ndarray, dict]:
     left = int(np.clip(round(14 - cx), 0, 28 - nw))
     field_img[top:top + nh, left:left + nw] = small
     out = np.round(field_img * 255).astype(np.uint8)
-    specks, side_by_side = _pieces(crop)
+    specks, side_by_side = ink_pieces(crop)
     return out, {"empty": False, "box": [int(h), int(w)], "specks": specks, "pieces_side_by_side": side_by_side}
 
 
-def _pieces(crop: np.ndarray) -> tuple[int, int]:
+def ink_pieces(crop: np.ndarray) -> tuple[int, int]:
     """(number of separate ink specks, number of large pieces side by side) in the cropped ink.
 
     Noise breaks into many specks; several characters make large pieces that do not overlap

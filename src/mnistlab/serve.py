@@ -168,9 +168,9 @@ def create_app(predictor, *, source: str | None = None, max_body: int = MAX_BODY
         if pixels.shape != (28, 28):
             raise RequestError(422, f"with preprocess=false the image must be 28x28, not {pixels.shape[0]}x"
                                f"{pixels.shape[1]}")
-        from .predict import _pieces
+        from .predict import ink_pieces
 
-        specks, side_by_side = _pieces(pixels.astype(np.float32) / 255)
+        specks, side_by_side = ink_pieces(pixels.astype(np.float32) / 255)
         facts = {"empty": not pixels.any(), "specks": specks, "pieces_side_by_side": side_by_side}
         return ("pixels", (pixels, facts))
 
