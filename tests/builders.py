@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.datasets import ArchiveSpec, DatasetSpec, SplitSpec
+from mnistlab.data.registry import ArchiveSpec, DatasetSpec, SplitSpec
 
 
 def idx_bytes(array: np.ndarray, dtype_code: int = 0x08) -> bytes:

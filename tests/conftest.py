@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mnistlab
-from mnistlab import datasets
+from mnistlab.data import registry as datasets
 
 
 @pytest.fixture(scope="session", autouse=True)

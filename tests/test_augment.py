@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from mnistlab.augment import Augment, affine_matrices, augment, elastic_field, warp
+from mnistlab.training.augment import (
+    Augment,
+    affine_matrices,
+    augment,
+    elastic_field,
+    warp,
+)
 
 
 def one(angle=0, shift=(0, 0), scale=1, x=None):

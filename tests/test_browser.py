@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import keep_artifact
 from test_serve import server  # noqa: F401  (the real server fixture)
 

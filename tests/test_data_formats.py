@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import mnistlab
-from mnistlab import MnistlabError, datasets
-from mnistlab.cli import main as cli_main
-
 from builders import gz, idx_bytes, write_tiny
 from conftest import snapshot
+
+import mnistlab
+from mnistlab import MnistlabError
+from mnistlab.cli import main as cli_main
+from mnistlab.data import registry as datasets
 
 REAL_SPECS = [datasets.get_spec(n) for n in datasets.list_datasets()]
 MNIST_DIR = Path(mnistlab.__file__).parent / "_data" / "mnist"

@@ -13,18 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from mnistlab import MnistlabError, datasets, ensemble
-from mnistlab import config as config_mod
-from mnistlab.cli import main as cli_main
-from mnistlab.evaluate import compute_metrics, evaluate, expected_calibration_error, shifted
-from mnistlab.inference import Normalization, Predictor
-from mnistlab.report import report
-from mnistlab.train import train, train_seeds
-
 from builders import write_tiny
 from conftest import keep_artifact, snapshot
+from PIL import Image
+
+from mnistlab import MnistlabError
+from mnistlab.analysis import ensemble
+from mnistlab.analysis.evaluate import (
+    compute_metrics,
+    evaluate,
+    expected_calibration_error,
+    shifted,
+)
+from mnistlab.analysis.report import report
+from mnistlab.cli import main as cli_main
+from mnistlab.data import registry as datasets
+from mnistlab.models.inference import Normalization, Predictor
+from mnistlab.training import config as config_mod
+from mnistlab.training.train import train, train_seeds
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mnistlab import MnistlabError, ensemble
+from mnistlab import MnistlabError
+from mnistlab.analysis import ensemble
 from mnistlab.cli import main as cli_main
-from mnistlab.config import resolve
-from mnistlab.export import export
-from mnistlab.predict import DEFAULT_MODEL
-from mnistlab.train import train
+from mnistlab.serving.export import export
+from mnistlab.serving.predict import DEFAULT_MODEL
+from mnistlab.training.config import resolve
+from mnistlab.training.train import train
 
 
 def ort_probs(path, images_u8):

@@ -6,13 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-import mnistlab
-from mnistlab import MnistlabError, datasets
-from mnistlab.cli import main as cli_main
-
 from builders import FileServer, write_tiny
 from conftest import snapshot
+
+import mnistlab
+from mnistlab import MnistlabError
+from mnistlab.cli import main as cli_main
+from mnistlab.data import registry as datasets
 
 FORMATS = ["kmnist", "qmnist", "emnist-letters", "cifar10", "fashion-mnist"]
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 import mnistlab
 from mnistlab import MnistlabError
 from mnistlab.cli import main as cli_main
-from mnistlab.predict import NOT_DIGIT_THRESHOLD, open_image, predict, to_mnist
+from mnistlab.serving.predict import NOT_DIGIT_THRESHOLD, open_image, predict, to_mnist
 
 
 def drawn(digit: str, *, size=140, stroke=2, canvas=(300, 240), at=(60, 20), ink=(25, 25, 25), paper=(235, 230, 220),
@@ -153,8 +153,8 @@ def test_predict_is_a_top_level_function():
 
 
 def test_predict_with_a_trained_run(tmp_path):
-    from mnistlab.config import resolve
-    from mnistlab.train import train
+    from mnistlab.training.config import resolve
+    from mnistlab.training.train import train
 
     s = train(resolve(None, {"model": "logreg", "train_subset": 5000, "validation": 500, "epochs": 1,
                              "out": str(tmp_path), "progress": False}), quiet=True)

@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_predict import drawn
 
 MAX_BODY = 300_000

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mnistlab import MnistlabError, datasets
-from mnistlab import config as config_mod
-from mnistlab.checkpoint import load as load_checkpoint
-from mnistlab.cli import main as cli_main
-from mnistlab.train import load_model, resume, train, train_seeds
-
 from builders import write_tiny
 from conftest import snapshot
+
+from mnistlab import MnistlabError
+from mnistlab.cli import main as cli_main
+from mnistlab.data import registry as datasets
+from mnistlab.models.checkpoint import load as load_checkpoint
+from mnistlab.training import config as config_mod
+from mnistlab.training.train import load_model, resume, train, train_seeds
 
 QUIET = {"progress": False}
 
@@ -53,7 +53,11 @@ def test_mlp_reaches_97_percent_on_real_mnist(tmp_path):
     model, meta = load_model(run)
     assert meta["dataset"] == "mnist" and meta["normalization"]["normalize"] == "standardize"
     import mnistlab
-    from mnistlab.inference import Normalization, accuracy_and_loss, batched_logits
+    from mnistlab.models.inference import (
+        Normalization,
+        accuracy_and_loss,
+        batched_logits,
+    )
 
     test = mnistlab.load("mnist").test
     acc, _ = accuracy_and_loss(batched_logits(model, test.images, Normalization.from_dict(meta["normalization"])),

@@ -13,7 +13,7 @@ import sys
 from dataclasses import MISSING as dataclasses_MISSING
 
 from . import __version__, data
-from .datasets import ALIASES, list_datasets
+from .data.registry import ALIASES, list_datasets
 from .errors import MnistlabError
 
 
@@ -115,7 +115,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from .config import list_recipes, read_recipe, recipe_path
+    from .training.config import list_recipes, read_recipe, recipe_path
 
     rows = []
     for name in list_recipes():
@@ -132,8 +132,8 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import config as config_mod
-    from . import train as train_mod
+    from .training import config as config_mod
+    from .training import train as train_mod
 
     overrides = {}
     for name in config_mod.FIELDS:
@@ -159,7 +159,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     import inspect
     import re
 
-    from . import config as config_mod
+    from .training import config as config_mod
 
     comments = {}
     for line in inspect.getsource(config_mod.TrainConfig).splitlines():
@@ -181,7 +181,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from . import evaluate as evaluate_mod
+    from .analysis import evaluate as evaluate_mod
 
     result = evaluate_mod.evaluate(args.model, split=args.split, dataset=args.dataset, tta=args.tta, out=args.out,
                                    pictures=not args.no_pictures, data_dir=args.data_dir)
@@ -192,13 +192,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from . import ensemble as ensemble_mod
-    from . import evaluate as evaluate_mod
+    from .analysis import ensemble as ensemble_mod
+    from .analysis import evaluate as evaluate_mod
 
     paths = args.models
     if args.select:
         predictor = ensemble_mod.load_predictor(paths[0])
-        from .evaluate import target_split
+        from .analysis.evaluate import target_split
 
         _, val = target_split(predictor, "val", None, args.data_dir)
         chosen, trace = ensemble_mod.select_greedy(paths, val.images, val.labels, args.method)
@@ -218,7 +218,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import report as report_mod
+    from .analysis import report as report_mod
 
     result = report_mod.report(args.runs, out=args.out, title=args.title)
     print(f"wrote {result['html']} and {result['markdown']}")
@@ -226,7 +226,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import NOT_DIGIT_THRESHOLD, predict
+    from .serving.predict import NOT_DIGIT_THRESHOLD, predict
 
     results = predict(args.images, model=args.model, save_preprocessed=args.save_preprocessed)
     if args.json:
@@ -243,14 +243,14 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from . import serve as serve_mod
+    from .serving import serve as serve_mod
 
     serve_mod.serve(args.model, host=args.host, port=args.port, max_body=args.max_body, max_pixels=args.max_pixels)
     return 0
 
 
 def cmd_export(args) -> int:
-    from . import export as export_mod
+    from .serving import export as export_mod
 
     out = export_mod.export(args.model, format=args.format, out=args.out)
     print(f"wrote {out}")

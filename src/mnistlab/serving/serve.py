@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MnistlabError
-from .predict import MAX_PIXELS, NOT_DIGIT_THRESHOLD, ImageTooLarge, classify, open_image, to_mnist
+from ..errors import MnistlabError
+from .predict import (
+    MAX_PIXELS,
+    NOT_DIGIT_THRESHOLD,
+    ImageTooLarge,
+    classify,
+    open_image,
+    to_mnist,
+)
 
 MAX_BODY = 5 * 1024 * 1024  # bytes
 MAX_JSON_SIDE = 512
@@ -73,7 +80,7 @@ def create_app(predictor, *, source: str | None = None, max_body: int = MAX_BODY
                   description="Read handwritten digits: draw one on the page at /, or POST an image to /api/predict.")
     app.openapi_version = "3.0.3"  # the locally served Swagger UI 4 renders 3.0 documents
     info = model_info(predictor, source)
-    static = resources.files("mnistlab") / "static"
+    static = resources.files("mnistlab.serving") / "static"
 
     def error(status: int, message: str, hint: str | None = None) -> JSONResponse:
         return JSONResponse({"error": {"status": status, "message": message, "hint": hint}}, status_code=status)
@@ -241,7 +248,7 @@ def _mount_docs(app) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -253,7 +260,7 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, max_body: in
         import uvicorn
     except ImportError:
         raise MnistlabError("serving needs FastAPI and uvicorn", hint="pip install 'mnistlab[serve]'") from None
-    from .ensemble import load_predictor
+    from ..analysis.ensemble import load_predictor
     from .predict import default_predictor
 
     # One request is one small forward pass: intra-op threads only contend with the server's own.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -223,7 +223,7 @@ def validate(cfg: TrainConfig) -> None:
                                 "eager engine for the rest")
     if cfg.augment not in PRESETS:
         bad("augment", " | ".join(PRESETS))
-    from .models import MODELS
+    from ..models import MODELS
 
     if cfg.model not in MODELS:
         raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}",

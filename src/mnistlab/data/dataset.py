@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, formats, paths
-from .datasets import DatasetSpec, FileSpec, get_spec
-from .errors import MnistlabError
+from .. import atomic
+from ..errors import MnistlabError
+from . import formats, paths
 from .fetch import download, file_md5
+from .registry import DatasetSpec, FileSpec, get_spec
 
 # ----------------------------------------------------------------------------------------------
 # Finding files
@@ -730,7 +731,7 @@ def verify(name: str, data_dir=None) -> list[dict]:
 def show(name: str, *, out: str | os.PathLike, split: str = "train", count: int = 25, start: int = 0,
          random: bool = False, seed: int = 0, scale: int = 3, data_dir=None, download: bool = False) -> Path:
     """Write a labelled grid of `count` images of a split to the PNG file `out`."""
-    from .plots import image_grid, save_png
+    from ..analysis.plots import image_grid, save_png
 
     if count < 1 or count > 1024:
         raise MnistlabError(f"--count {count}: expected 1 to 1024 images")

@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import atomic
-from .errors import MnistlabError
+from .. import atomic
+from ..errors import MnistlabError
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1

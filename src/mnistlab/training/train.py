@@ -39,15 +39,14 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import __version__, checkpoint
+from .. import __version__
+from ..data import load
+from ..errors import MnistlabError
+from ..models import checkpoint, count_parameters, create_model
+from ..models.inference import Normalization, accuracy_and_loss, batched_logits, to_unit
 from . import config as config_mod
 from .augment import augment
 from .config import TrainConfig
-from .data import load
-from .errors import MnistlabError
-from .inference import Normalization, accuracy_and_loss, batched_logits, to_unit
-from .models import count_parameters, create_model
-
 
 # ----------------------------------------------------------------------------------------------
 # Environment: processes, device, seeds
@@ -580,7 +579,7 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], quiet: bool = False) -> dict
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, metadata) from a checkpoint file or a run directory (its best weights)."""
-    from .ensemble import resolve_checkpoint, single_model
+    from ..analysis.ensemble import resolve_checkpoint, single_model
 
     file = resolve_checkpoint(path)
     tensors, meta = checkpoint.load(file, device=device)

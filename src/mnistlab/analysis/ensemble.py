@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .errors import MnistlabError
-from .inference import Normalization, Predictor, combine
-from .models import create_model
+from ..errors import MnistlabError
+from ..models import checkpoint, create_model
+from ..models.inference import Normalization, Predictor, combine
 
 KIND = "ensemble"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 
 @dataclass(frozen=True)

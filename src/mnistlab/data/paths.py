@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 SYSTEM_DATA_DIRS = (Path("/usr/share/datasets"), Path("/usr/local/share/datasets"))
-BUNDLED_DIR = Path(__file__).parent / "_data"
+BUNDLED_DIR = Path(__file__).parent.parent / "_data"
 
 
 def user_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:

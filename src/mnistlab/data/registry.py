@@ -17,7 +17,7 @@ import difflib
 import string
 from dataclasses import dataclass, field
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 # IDX element type code -> numpy dtype (big-endian where it matters)
 IDX_DTYPES = {

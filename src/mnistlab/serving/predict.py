@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 NOT_DIGIT_THRESHOLD = 0.5
 MAX_SPECKS = 12  # more separate pieces of ink than this is noise, not pen strokes
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-DEFAULT_MODEL = Path(__file__).parent / "_models" / "default.safetensors"
+DEFAULT_MODEL = Path(__file__).parent.parent / "_models" / "default.safetensors"
 
 
 class ImageTooLarge(MnistlabError):
@@ -239,7 +239,7 @@ _DEFAULT_CACHE: dict = {}
 
 def default_predictor():
     """The model shipped in the package (see src/mnistlab/_models/README.md), loaded once."""
-    from .ensemble import load_predictor
+    from ..analysis.ensemble import load_predictor
 
     if "predictor" not in _DEFAULT_CACHE:
         if not DEFAULT_MODEL.is_file():
@@ -252,7 +252,7 @@ def default_predictor():
 def predict(images, model=None, save_preprocessed: str | os.PathLike | None = None) -> list[Prediction]:
     """Read digits in pictures (paths, bytes, PIL images or arrays) with `model` (a run directory,
     checkpoint or ensemble file; default: the packaged model)."""
-    from .ensemble import load_predictor
+    from ..analysis.ensemble import load_predictor
 
     if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
         images = [images]
@@ -260,7 +260,7 @@ def predict(images, model=None, save_preprocessed: str | os.PathLike | None = No
     pics, facts = preprocess(images)
     results = classify(predictor, pics, facts)
     if save_preprocessed is not None:
-        from . import atomic
+        from .. import atomic
 
         out = Path(save_preprocessed)
         out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import atomic
-from .errors import MnistlabError
+from .. import atomic
+from ..errors import MnistlabError
 
 
 def save_png(image: Image.Image, out: str | os.PathLike) -> Path:

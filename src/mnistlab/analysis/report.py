@@ -16,8 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
-from . import __version__, checkpoint
-from .errors import MnistlabError
+from .. import __version__
+from ..errors import MnistlabError
+from ..models import checkpoint
 from .evaluate import evaluate
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-from . import checkpoint
-from .data import load
+from ..data import load
+from ..errors import MnistlabError
+from ..models import checkpoint
+from ..models.inference import Predictor, combine
 from .ensemble import load_predictor
-from .errors import MnistlabError
-from .inference import Predictor, combine
 
 ECE_BINS = 15
 

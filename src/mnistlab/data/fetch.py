@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__, atomic
-from .errors import MnistlabError
+from .. import __version__, atomic
+from ..errors import MnistlabError
 
 CHUNK = 1 << 20  # bytes read per iteration
 

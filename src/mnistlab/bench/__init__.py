@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, atomic
+from .. import __version__, atomic
 
 SUITES: dict[str, Callable[..., list[dict]]] = {}
 
@@ -78,7 +78,8 @@ def timeit(fn: Callable[[], object], *, repeat: int, warmup: int = 1) -> dict:
 def bench_data(quick: bool = False) -> list[dict]:
     """Loading the bundled MNIST into tensors: cold (gunzip + verify), warm (verified decoded cache),
     against the reference every tutorial writes (gzip.open + np.frombuffer, no verification)."""
-    from . import data, paths
+    from .. import data
+    from ..data import paths
 
     repeat = 3 if quick else 7
     spec_dir = paths.BUNDLED_DIR / "mnist"
@@ -132,8 +133,8 @@ def fast_recipe() -> str:
 
 def _train_timed(recipe: str, seed: int, **overrides) -> dict:
     """Wall time of a whole `mnistlab train` (data load, model creation, training, the test pass)."""
-    from .config import resolve
-    from .train import train
+    from ..training.config import resolve
+    from ..training.train import train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = resolve(recipe, {"seed": seed, "out": out, "progress": False, "device": _device(), **overrides})
@@ -150,7 +151,7 @@ def epoch_flops(model_name: str, n_images: int = 60000, **model_args) -> float:
     """FLOPs of one training epoch (forward + backward) of a model on 1x28x28 images, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models import create_model
+    from ..models import create_model
 
     model = create_model(model_name, (1, 28, 28), 10, **model_args)
     x = torch.randn(64, 1, 28, 28)
@@ -187,7 +188,7 @@ def bench_speed(quick: bool = False) -> list[dict]:
     base = rows[0]["wall_s_mean"]
     for row in rows:
         row["time_ratio_to_fast"] = row["wall_s_mean"] / base
-    from .config import resolve
+    from ..training.config import resolve
 
     cfg = resolve(recipe)
     flops = epoch_flops(cfg.model, **cfg.model_args) * cfg.epochs * (1 if cfg.validation == 0 else 55 / 60)
@@ -199,7 +200,7 @@ def bench_speed(quick: bool = False) -> list[dict]:
 @suite
 def bench_zoo(quick: bool = False) -> list[dict]:
     """Training throughput (images/s, batch 128, forward+backward+Adam step) and memory of every model."""
-    from .models import count_parameters, create_model, list_models
+    from ..models import count_parameters, create_model, list_models
 
     device = torch.device(_device())
     steps = 3 if quick else 10
@@ -235,9 +236,9 @@ def bench_zoo(quick: bool = False) -> list[dict]:
 def bench_infer(quick: bool = False) -> list[dict]:
     """Predictions per second of the default model on real MNIST test images, batch 1 and batch 1024,
     in PyTorch (the reference) and ONNX Runtime, on this machine's CPU cores."""
-    from . import data
-    from .ensemble import load_predictor
-    from .predict import DEFAULT_MODEL
+    from .. import data
+    from ..analysis.ensemble import load_predictor
+    from ..serving.predict import DEFAULT_MODEL
 
     images = data.load("mnist").test.images
     predictor = load_predictor(DEFAULT_MODEL)
@@ -252,7 +253,7 @@ def bench_infer(quick: bool = False) -> list[dict]:
     try:
         import onnxruntime as ort
 
-        from .export import export
+        from ..serving.export import export
     except ImportError:
         return rows
     with tempfile.TemporaryDirectory() as tmp:
@@ -385,7 +386,7 @@ async def _load(url: str, method: str, path: str, content, *, clients: int, tota
 
 def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "bench-results", quick: bool = False) -> dict:
     """Run the named suites (all by default), print a table per suite and write `<out_dir>/<suite>.json`."""
-    from .errors import MnistlabError
+    from ..errors import MnistlabError
 
     names = suites or list(SUITES)
     unknown = [n for n in names if n not in SUITES]

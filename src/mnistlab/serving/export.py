@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import atomic
-from .ensemble import load_predictor
-from .errors import MnistlabError
+from .. import atomic
+from ..analysis.ensemble import load_predictor
+from ..errors import MnistlabError
 
 
 class Exported(nn.Module):

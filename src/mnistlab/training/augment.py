@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import MnistlabError
+from ..errors import MnistlabError
 
 
 @dataclass(frozen=True)

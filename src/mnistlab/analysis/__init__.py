@@ -1,0 +1,1 @@
+"""Analysis of trained models: evaluation, ensembles, reports and their pictures."""
