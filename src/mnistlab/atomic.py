@@ -1,8 +1,9 @@
 """Atomic file writes: write a temporary file beside the target, rename it into place on success.
 
-A reader never sees a half-written file, and a failure (or a kill) leaves at most a hidden
-`.NAME.*.part` file, which is removed on any exception. Files get the usual permissions
-(0666 less the umask), not mkstemp's private 0600.
+A reader never sees a half-written file. A failure removes the temporary file; a kill cannot, so
+temporary files are named `.NAME.<pid>.<random>.part` and `remove_stale(directory)` deletes those
+whose writer is gone (or that are a day old), which the cache writers call before they write.
+Files get the usual permissions (0666 less the umask), not mkstemp's private 0600.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+STALE_AFTER_S = 24 * 3600  # a temporary file this old is stale whoever wrote it (a pid may be reused)
 
 
 def _umask() -> int:
@@ -24,7 +28,7 @@ def _umask() -> int:
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in `path`'s directory; on success, rename it onto `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -44,3 +48,29 @@ def write_bytes(path: str | os.PathLike, data) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in `directory` that no live process is writing; return them."""
+    removed = []
+    now = time.time()
+    for tmp in Path(directory).glob(".*.part"):
+        parts = tmp.name.rsplit(".", 3)  # [".NAME", "<pid>", "<random>", "part"]
+        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+        try:
+            if (pid is not None and not _alive(pid)) or now - tmp.stat().st_mtime > STALE_AFTER_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to judge
+    return removed

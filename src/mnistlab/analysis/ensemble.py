@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint, create_model
-from ..models.inference import Normalization, Predictor, combine
+from ..models.inference import Predictor, combine
 
 KIND = "ensemble"
 

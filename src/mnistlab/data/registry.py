@@ -14,6 +14,7 @@ download time and by `mnistlab data verify`.
 from __future__ import annotations
 
 import difflib
+import math
 import string
 from dataclasses import dataclass, field
 
@@ -87,6 +88,35 @@ class DatasetSpec:
     @property
     def channels(self) -> int:
         return self.image_shape[0] if len(self.image_shape) == 3 else 1
+
+    def max_content_size(self, file_name: str) -> int:
+        """The most bytes `file_name`'s decompressed content can hold for the split counts registered here.
+
+        Exact for IDX files (header + data); for CIFAR-10 batches, the whole split's records (a batch
+        holds a share of them). Decompression stops past this size, so a gzip bomb costs nothing.
+        """
+        for split in self.splits.values():
+            if file_name not in split.files:
+                continue
+            if self.format == "cifar10-bin":
+                return split.count * (1 + 3 * 32 * 32)
+            if file_name == split.files[0]:  # IDX images: magic, 3 dimensions, N*H*W bytes
+                return 16 + split.count * math.prod(self.image_shape)
+            if self.format == "qmnist":  # IDX int32 label rows: magic, 2 dimensions, N*8 int32
+                return 12 + split.count * 8 * 4
+            return 8 + split.count  # IDX uint8 labels: magic, 1 dimension, N bytes
+        raise ValueError(f"{self.name}: {file_name!r} belongs to no split")
+
+    def describe_file(self, file_name: str) -> str:
+        """`file_name`'s role in words, for error messages: '60000 28x28 images of mnist's train split'."""
+        for split_name, split in self.splits.items():
+            if file_name in split.files:
+                if file_name == split.files[0] or self.format == "cifar10-bin":
+                    what = "x".join(map(str, self.image_shape)) + " images"
+                else:
+                    what = "labels"
+                return f"{split.count} {what} of {self.name}'s {split_name} split"
+        return f"a file of {self.name}"
 
 
 DATASETS: dict[str, DatasetSpec] = {}

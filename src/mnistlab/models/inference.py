@@ -3,50 +3,24 @@ evaluation, ensembles, prediction and the web server share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Normalization:
-    """How a model expects its input: uint8 -> float, then `normalize` with the training set's stats."""
-
-    normalize: str  # "standardize" | "scale" | "none"
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """float images in [0,1] (N,C,H,W) -> the model's input scale."""
-        if self.normalize == "none":
-            return x * 255.0
-        if self.normalize == "scale":
-            return x
-        mean, std = self._constants(x.device, x.dtype)
-        return (x - mean) / std
-
-    def _constants(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # Made once per device: no host-to-device copy per batch (and none inside a CUDA graph).
-        key = (str(device), dtype)
-        cache = self.__dict__.setdefault("_cache", {})
-        if key not in cache:
-            cache[key] = (torch.tensor(self.mean, dtype=dtype, device=device).view(1, -1, 1, 1),
-                          torch.tensor(self.std, dtype=dtype, device=device).view(1, -1, 1, 1))
-        return cache[key]
-
-    def as_dict(self) -> dict:
-        return {"normalize": self.normalize, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Normalization:
-        return cls(d["normalize"], tuple(d["mean"]), tuple(d["std"]))
+from ..data.normalization import Normalization, to_unit
 
 
-def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N,H,W) or (N,C,H,W) -> float32 (N,C,H,W) in [0,1]."""
-    x = images_u8.unsqueeze(1) if images_u8.dim() == 3 else images_u8
-    return x.float().div_(255.0)
+class NormalizedModel(torch.nn.Module):
+    """A model that takes float images in [0,1] (N,C,H,W), its normalisation applied inside.
+
+    What ONNX export ships, and what anything that works in pixel units (an attack's epsilon) needs.
+    """
+
+    def __init__(self, model: torch.nn.Module, norm: Normalization):
+        super().__init__()
+        self.model, self.norm = model, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.norm.apply(x))
 
 
 @torch.no_grad()

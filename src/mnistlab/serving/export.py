@@ -20,28 +20,18 @@ from torch import nn
 from .. import atomic
 from ..analysis.ensemble import load_predictor
 from ..errors import MnistlabError
+from ..models.inference import NormalizedModel
 
 
 class Exported(nn.Module):
-    """[0,1] images -> normalised per member -> averaged softmax probabilities."""
+    """[0,1] images -> each member's own normalisation and model -> averaged softmax probabilities."""
 
     def __init__(self, predictor):
         super().__init__()
-        self.members = nn.ModuleList(predictor.models)
-        for i, n in enumerate(predictor.norms):
-            scale = 255.0 if n.normalize == "none" else 1.0
-            mean = torch.tensor(n.mean if n.normalize == "standardize" else [0.0] * len(n.mean)).view(1, -1, 1, 1)
-            std = torch.tensor(n.std if n.normalize == "standardize" else [1.0] * len(n.std)).view(1, -1, 1, 1)
-            self.register_buffer(f"scale{i}", torch.tensor(scale))
-            self.register_buffer(f"mean{i}", mean)
-            self.register_buffer(f"std{i}", std)
+        self.members = nn.ModuleList(NormalizedModel(m, n) for m, n in zip(predictor.models, predictor.norms))
 
     def forward(self, images):
-        probs = []
-        for i, m in enumerate(self.members):
-            x = (images * getattr(self, f"scale{i}") - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
-            probs.append(torch.softmax(m(x), dim=1))
-        return torch.stack(probs).mean(0)
+        return torch.stack([torch.softmax(m(images), dim=1) for m in self.members]).mean(0)
 
 
 def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.PathLike | None = None,

@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import load
+from ..data.normalization import Normalization, to_unit
 from ..errors import MnistlabError
 from ..models import checkpoint, count_parameters, create_model
-from ..models.inference import Normalization, accuracy_and_loss, batched_logits, to_unit
+from ..models.inference import accuracy_and_loss, batched_logits
 from . import config as config_mod
 from .augment import augment
 from .config import TrainConfig

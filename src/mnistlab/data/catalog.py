@@ -1,0 +1,116 @@
+"""The questions `mnistlab data` answers: what is there (status), what is in it (info), is it
+intact (verify), and what does it look like (show)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import MnistlabError
+from . import files
+from .dataset import load
+from .registry import get_spec
+
+# `verify` statuses: ok (a pin matched), unpinned (nothing to compare with: not ok, not corrupt),
+# mismatch / error (corrupt, truncated, unreadable), missing (not found).
+FAILED = ("mismatch", "error")
+
+
+def status(name: str, data_dir=None) -> dict:
+    """Where each of a dataset's files would be read from, without reading them."""
+    spec = get_spec(name)
+    found = {fname: files.locate(spec, f, data_dir) for fname, f in spec.files.items()}
+    present = [loc for loc in found.values() if loc is not None]
+    origins = sorted({loc.origin for loc in present})
+    state = "present" if len(present) == len(found) else ("partial" if present else "missing")
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "state": state,
+        "origin": "+".join(origins) if origins else "download",
+        "location": str(next(iter(present)).path.parent) if present else spec.mirrors[0],
+        "files": {fname: (str(loc) if loc else None) for fname, loc in found.items()},
+    }
+
+
+def info(name: str, data_dir=None, *, download: bool = False, verify: bool = True) -> dict:
+    """Sizes, classes, per-class counts, pixel statistics, content hashes and sources of a dataset."""
+    ds = load(name, data_dir=data_dir, download=download, verify=verify)
+    mean, std = ds.stats
+    return {
+        "name": ds.name,
+        "title": ds.spec.title,
+        "description": ds.spec.description,
+        "image_shape": list(ds.image_shape),
+        "num_classes": ds.num_classes,
+        "classes": list(ds.classes),
+        "splits": {
+            s.name: {"count": len(s), "class_counts": s.class_counts().tolist()} for s in (ds.train, ds.test)
+        },
+        "pixel_mean": list(mean),
+        "pixel_std": list(std),
+        "content_hash": ds.content_hash,
+        "files": [r.as_dict() for r in ds.sources],
+        "homepage": ds.spec.homepage,
+        "license": ds.spec.license,
+        "citation": ds.spec.citation,
+    }
+
+
+def verify(name: str, data_dir=None) -> list[dict]:
+    """Re-hash every file of a dataset found on disk (not the decoded cache: what is on disk), one
+    result per file: status ok, unpinned, mismatch, error or missing (see FAILED)."""
+    spec = get_spec(name)
+    results = []
+    archives_ok: set[Path] = set()
+    for fname, file in spec.files.items():
+        loc = files.locate(spec, file, data_dir)
+        if loc is None:
+            results.append({"file": fname, "status": "missing", "location": None, "detail": "not found"})
+            continue
+        try:
+            raw = None
+            if loc.member:
+                if loc.path not in archives_ok:  # hashed again whatever its stamp says, once per call
+                    files.check_archive(spec, loc.path, remember=False)
+                    archives_ok.add(loc.path)
+                raw = files.read_members(spec, loc.path, [loc], verify=False)[fname]
+            _, record = files.read_file(spec, loc, use_cache=False, raw=raw)
+        except MnistlabError as exc:
+            failed = "mismatch" if isinstance(exc, files.HashMismatch) else "error"
+            results.append({"file": fname, "status": failed, "location": str(loc), "detail": exc.message})
+            continue
+        if record.verified == "unpinned":
+            results.append({"file": fname, "status": "unpinned", "location": str(loc), "method": "none",
+                            "detail": f"nothing pinned for this copy to compare with (content SHA-256 "
+                            f"{record.sha256}): not verified"})
+        else:
+            detail = record.sha256 if record.verified == "sha256" else (
+                spec.archives[file.archive].md5 if loc.member else file.md5)
+            results.append({"file": fname, "status": "ok", "location": str(loc), "method": record.verified,
+                            "detail": detail})
+    return results
+
+
+def show(name: str, *, out: str | os.PathLike, split: str = "train", count: int = 25, start: int = 0,
+         random: bool = False, seed: int = 0, scale: int = 3, data_dir=None, download: bool = False) -> Path:
+    """Write a labelled grid of `count` images of a split to the PNG file `out`."""
+    from ..analysis.plots import image_grid, save_png
+
+    if count < 1 or count > 1024:
+        raise MnistlabError(f"--count {count}: expected 1 to 1024 images")
+    if not 1 <= scale <= 16:
+        raise MnistlabError(f"--scale {scale}: expected 1 to 16")
+    ds = load(name, data_dir=data_dir, download=download)
+    part = ds.split(split)
+    if random:
+        idx = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:count]
+    else:
+        if not 0 <= start < len(part):
+            raise MnistlabError(f"--start {start}: expected 0 to {len(part) - 1} for {name}'s {split} split")
+        idx = torch.arange(start, min(start + count, len(part)))
+    images = part.images[idx].numpy()
+    captions = [f"{int(i)}: {ds.classes[int(y)]}" for i, y in zip(idx, part.labels[idx])]
+    return save_png(image_grid(images, captions, scale=scale), out)
