@@ -28,7 +28,8 @@ from mnistlab.analysis.evaluate import (
 from mnistlab.analysis.report import report
 from mnistlab.cli import main as cli_main
 from mnistlab.data import registry as datasets
-from mnistlab.models.inference import Normalization, Predictor
+from mnistlab.data.normalization import Normalization
+from mnistlab.models.predictor import Predictor, load_predictor
 from mnistlab.training import config as config_mod
 from mnistlab.training.train import train, train_seeds
 
@@ -125,8 +126,8 @@ def test_an_ensemble_of_one_equals_the_model(seed_runs, tmp_path):
         one = evaluate(path, pictures=False, out=tmp_path / method)
         assert one["accuracy"] == single["accuracy"] and one["confusion_matrix"] == single["confusion_matrix"]
         assert one["member_accuracy"] == [single["accuracy"]]
-    probs_single = ensemble.load_predictor(runs[0]).probs(torch.zeros(5, 28, 28, dtype=torch.uint8))
-    probs_one = ensemble.load_predictor(tmp_path / "one-mean.safetensors").probs(torch.zeros(5, 28, 28,
+    probs_single = load_predictor(runs[0]).probs(torch.zeros(5, 28, 28, dtype=torch.uint8))
+    probs_one = load_predictor(tmp_path / "one-mean.safetensors").probs(torch.zeros(5, 28, 28,
                                                                                              dtype=torch.uint8))
     assert torch.allclose(probs_single, probs_one)
 

@@ -12,6 +12,7 @@ import pytest
 from mnistlab import MnistlabError
 from mnistlab.analysis import ensemble
 from mnistlab.cli import main as cli_main
+from mnistlab.models.predictor import load_predictor
 from mnistlab.serving.export import export
 from mnistlab.serving.predict import DEFAULT_MODEL
 from mnistlab.training.config import resolve
@@ -33,7 +34,7 @@ def test_default_model_exports_and_matches_pytorch(mnist, tmp_path, capsys):
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["classes"]) == list("0123456789") and meta["dataset"] == "mnist"
     images = mnist.test.images[:2000]
-    expected = ensemble.load_predictor(DEFAULT_MODEL).probs(images).numpy()
+    expected = load_predictor(DEFAULT_MODEL).probs(images).numpy()
     got = ort_probs(out, images)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(1) == expected.argmax(1)).all()
@@ -48,7 +49,7 @@ def test_mean_ensemble_exports_as_one_graph(mnist, tmp_path):
     path = ensemble.save(ensemble.build(runs, "mean"), tmp_path / "two.safetensors")
     out = export(path, out=tmp_path / "two.onnx")
     images = mnist.test.images[:500]
-    np.testing.assert_allclose(ort_probs(out, images), ensemble.load_predictor(path).probs(images).numpy(),
+    np.testing.assert_allclose(ort_probs(out, images), load_predictor(path).probs(images).numpy(),
                                atol=1e-5)
     vote = ensemble.save(ensemble.build(runs, "vote"), tmp_path / "vote.safetensors")
     with pytest.raises(MnistlabError, match="vote ensemble has no probabilities"):

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 import mnistlab
 from mnistlab import MnistlabError
 from mnistlab.cli import main as cli_main
-from mnistlab.serving.predict import NOT_DIGIT_THRESHOLD, open_image, predict, to_mnist
+from mnistlab.serving.images import open_image
+from mnistlab.serving.predict import NOT_DIGIT_THRESHOLD, predict, to_mnist
 
 
 def drawn(digit: str, *, size=140, stroke=2, canvas=(300, 240), at=(60, 20), ink=(25, 25, 25), paper=(235, 230, 220),
@@ -127,8 +128,8 @@ def test_bad_images(tmp_path):
     with pytest.raises(MnistlabError, match="no such file"):
         predict([tmp_path / "missing.png"])
     # decompression bombs: tiny files whose headers claim huge images, refused before decoding
-    for side, fragment in ((8000, "64,000,000 pixels, more than the 40,000,000 pixels allowed"),
-                           (30000, "more than the 40,000,000 pixels allowed")):
+    for side, fragment in ((8000, "64,000,000 pixels, more than the 25,000,000 pixels allowed"),
+                           (30000, "more than the 25,000,000 pixels allowed")):
         bomb = io.BytesIO()
         Image.new("1", (side, side)).save(bomb, format="PNG")
         assert len(bomb.getvalue()) < 200_000

@@ -113,7 +113,7 @@ BAD = [
     ("bad JSON", dict(content=b"{image:", headers={"Content-Type": "application/json"}), 400, "not valid JSON"),
     ("JSON without image", dict(json={"pixels": [[0]]}), 422, "`image` field"),
     ("JSON ragged rows", dict(json={"image": [[0, 1], [2]]}), 422, "2-D array"),
-    ("JSON 3-D", dict(json={"image": [[[0]]]}), 422, "expected a 2-D array"),
+    ("JSON 3-D", dict(json={"image": [[[0]]]}), 422, "2-D array of numbers"),
     ("JSON too big", dict(json={"image": [[0] * 600] * 2}), 422, "at most 512x512"),
     ("JSON out of range", dict(json={"image": [[300] * 28] * 28}), 422, "0..255"),
     ("JSON not 28x28 raw", dict(json={"image": [[0] * 10] * 10, "preprocess": False}), 422, "must be 28x28"),

@@ -21,8 +21,9 @@ from mnistlab import MnistlabError
 from mnistlab.cli import main as cli_main
 from mnistlab.data import registry as datasets
 from mnistlab.models.checkpoint import load as load_checkpoint
+from mnistlab.models.predictor import load_model
 from mnistlab.training import config as config_mod
-from mnistlab.training.train import load_model, resume, train, train_seeds
+from mnistlab.training.train import resume, train, train_seeds
 
 QUIET = {"progress": False}
 

@@ -8,9 +8,10 @@ without a traceback, and the exit status is 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
-from dataclasses import MISSING as dataclasses_MISSING
 
 from . import __version__, data
 from .data.registry import ALIASES, list_datasets
@@ -160,25 +161,17 @@ def cmd_train(args) -> int:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, its help taken from the field's comment in config.py."""
-    import inspect
-    import re
-
+    """One flag per TrainConfig field, its help taken from the field's metadata."""
     from .training import config as config_mod
 
-    comments = {}
-    for line in inspect.getsource(config_mod.TrainConfig).splitlines():
-        m = re.match(r"\s+(\w+): .*?#\s*(.*)$", line)
-        if m:
-            comments[m.group(1)] = m.group(2)
     group = p.add_argument_group("run config (each overrides the recipe; see also --set)")
     for name, f in config_mod.FIELDS.items():
         if name == "recipe":  # set by --recipe itself
             continue
         flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not dataclasses_MISSING else f.default_factory()
-        help_text = f"{comments.get(name, '')} (default: {default!r})".replace("%", "%%")
-        if config_mod._expected_type(name) is bool:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} (default: {default!r})".replace("%", "%%")
+        if config_mod.field_type(name) is bool:
             group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
         else:
@@ -199,10 +192,11 @@ def cmd_evaluate(args) -> int:
 def cmd_ensemble(args) -> int:
     from .analysis import ensemble as ensemble_mod
     from .analysis import evaluate as evaluate_mod
+    from .models.predictor import load_predictor
 
     paths = args.models
     if args.select:
-        predictor = ensemble_mod.load_predictor(paths[0])
+        predictor = load_predictor(paths[0])
         from .analysis.evaluate import target_split
 
         _, val = target_split(predictor, "val", None, args.data_dir)
@@ -248,10 +242,25 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serving import serve as serve_mod
-
-    serve_mod.serve(args.model, host=args.host, port=args.port, max_body=args.max_body, max_pixels=args.max_pixels)
+    try:
+        from .serving import serve as serve_mod
+    except ImportError:
+        raise MnistlabError("serving needs FastAPI and uvicorn", hint="pip install 'mnistlab[serve]'") from None
+    chosen = {f.name: getattr(args, f"limit_{f.name}") for f in dataclasses.fields(serve_mod.Limits)}
+    limits = serve_mod.Limits(**{k: v for k, v in chosen.items() if v is not None})
+    serve_mod.serve(args.model, host=args.host, port=args.port, limits=limits)
     return 0
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of serving.limits.Limits, its help from the field's metadata."""
+    from .serving.limits import Limits
+
+    group = p.add_argument_group("limits (what one request or client may cost the server)")
+    for f in dataclasses.fields(Limits):
+        kind = int if isinstance(f.default, int) else float
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f"limit_{f.name}", type=kind, default=None,
+                           metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {f.default})")
 
 
 def cmd_export(args) -> int:
@@ -274,7 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for add in (_add_data_verbs, _add_train_verb, _add_analysis_verbs, _add_serving_verbs, _add_info_verbs):
+        add(verbs)
+    return parser
 
+
+def _add_data_verbs(verbs) -> None:
     data_p = verbs.add_parser("data", help="list, inspect, show, verify and fetch datasets")
     data_verbs = data_p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
 
@@ -315,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download again even if the files are present")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_train_verb(verbs) -> None:
     p = verbs.add_parser("train", help="train a model: a recipe, flags, several seeds, or resume a run",
                          description="Train a model and evaluate it: validation each epoch, the test set once at "
                          "the end. Writes a run directory (config, log, checkpoints, summary).",
@@ -333,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_analysis_verbs(verbs) -> None:
     p = verbs.add_parser("evaluate", help="metrics, confusion matrix, calibration and pictures of a trained model",
                          description="Evaluate a run directory, checkpoint or ensemble file: accuracy, top-k, "
                          "cross-entropy, per-class precision/recall/F1, confusion matrix, calibration (ECE), "
@@ -363,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="mnistlab report", help="page title")
     p.set_defaults(func=cmd_report)
 
+
+def _add_serving_verbs(verbs) -> None:
     p = verbs.add_parser("predict", help="read digits in your own images (PNG, JPEG, BMP, GIF, WebP)",
                          description="Bring each image into MNIST's form (grayscale, light on dark, ink cropped, "
                          "longer side 20 px, centre of mass at the centre of 28x28) and classify it. Flags "
@@ -375,12 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("serve", help="the draw-a-digit web page and HTTP API",
                          description="Serve the draw-a-digit page at / and the API at /api/predict, /api/health, "
-                         "/api/model (OpenAPI at /docs).")
+                         "/api/model (OpenAPI at /docs). Every cost a request can cause is bounded by the "
+                         "limits below.")
     p.add_argument("--model", help="run directory, checkpoint or ensemble file (default: the packaged model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-body", type=int, default=5 * 1024 * 1024, help="largest request body, bytes")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, pixels (checked before decoding)")
+    _add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("export", help="export a model or mean ensemble to ONNX")
@@ -389,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: NAME.onnx)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_info_verbs(verbs) -> None:
     p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
     p.set_defaults(func=cmd_models)
 
@@ -402,7 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-results", help="directory for the JSON results (default: bench-results)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
     p.set_defaults(func=cmd_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,3 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`mnistlab data info mnist | head -1`): stop quietly, as `cat` would.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe

@@ -14,71 +14,15 @@ from pathlib import Path
 
 import torch
 
-from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from ..models import checkpoint, create_model
-from ..models.inference import Predictor, combine
-
-KIND = "ensemble"
-
-
-def _model_from(tensors: dict, meta: dict, prefix: str, source: str):
-    model = create_model(meta["model"], meta["in_shape"], meta["num_classes"], **meta.get("model_args", {}))
-    state = checkpoint.with_prefix(tensors, prefix)
-    if prefix.endswith("ema"):
-        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise MnistlabError(f"{source}: weights do not match model {meta['model']!r}: "
-                            f"{str(exc).splitlines()[0]}") from None
-    return model.eval()
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory means its best.safetensors; a file is taken as it is."""
-    path = Path(path)
-    if path.is_dir():
-        best = path / "best.safetensors"
-        if not best.is_file():
-            raise MnistlabError(f"run directory {path} has no best.safetensors",
-                                hint="the run has not finished an epoch: train (or resume) it first")
-        return best
-    if not path.exists():
-        raise MnistlabError(f"{path} does not exist", hint="pass a run directory, a .safetensors checkpoint "
-                            "or an ensemble file")
-    return path
-
-
-def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
-    """A Predictor from a run directory, a checkpoint file, or an ensemble file."""
-    file = resolve_checkpoint(path)
-    tensors, meta = checkpoint.load(file, device="cpu")
-    if meta.get("kind") == KIND:
-        members = meta["members"]
-        models = [_model_from(tensors, m, f"member{i}/model", f"{file} member {i}") for i, m in enumerate(members)]
-        norms = [Normalization.from_dict(m["normalization"]) for m in members]
-        return Predictor(models, norms, meta["method"], _describe(meta, file), members).to(device)
-    model = single_model(tensors, meta, str(file))
-    return Predictor([model], [Normalization.from_dict(meta["normalization"])], "single",
-                     _describe(meta, file)).to(device)
-
-
-def single_model(tensors: dict, meta: dict, source: str):
-    """The model of a single-model checkpoint: its EMA weights where a training state holds them
-    (those are what the run evaluated), else its weights."""
-    has_ema = meta.get("kind") == "state" and any(k.startswith("ema/") for k in tensors)
-    return _model_from(tensors, meta, "ema" if has_ema else "model", source)
-
-
-def _describe(meta: dict, file: Path) -> dict:
-    out = {k: meta[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape") if k in meta}
-    out["name"] = meta.get("name") or (file.parent.name if file.name in ("best.safetensors", "last.safetensors")
-                                       else file.stem)
-    out["model"] = meta.get("model", KIND)
-    out["source"] = str(file)
-    out["config"] = meta.get("config", {})
-    return out
+from ..models import checkpoint
+from ..models.predictor import (
+    ENSEMBLE,
+    Predictor,
+    combine,
+    load_predictor,
+    resolve_checkpoint,
+)
 
 
 def check_compatible(metas: list[dict], sources: list[str]) -> None:
@@ -109,11 +53,8 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
     check_compatible(metas, [str(p) for p in paths])
     models = [s.models[0] for s in singles]
     norms = [s.norms[0] for s in singles]
-    member_meta = []
-    for p in paths:
-        _, m = checkpoint.load(resolve_checkpoint(p))
-        member_meta.append(m)
-    meta = {**metas[0], "name": f"ensemble of {len(models)}", "model": KIND}
+    member_meta = [checkpoint.read_header(resolve_checkpoint(p))[0] for p in paths]
+    meta = {**metas[0], "name": f"ensemble of {len(models)}", "model": ENSEMBLE}
     return Predictor(models, norms, method, meta, member_meta)
 
 
@@ -155,10 +96,9 @@ def save(predictor: Predictor, out: str | os.PathLike) -> Path:
     for i, (model, meta) in enumerate(zip(predictor.models, predictor.member_meta)):
         tensors.update(checkpoint.prefixed(model.state_dict(), f"member{i}/model"))
         members.append({k: meta[k] for k in ("model", "model_args", "in_shape", "num_classes", "classes", "dataset",
-                                             "dataset_hash", "normalization", "params", "config") if k in meta})
-    first = members[0]
-    meta = {"kind": KIND, "method": predictor.method, "members": members, "name": out.stem,
-            **{k: first[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape")}}
+                                             "dataset_hash", "normalization", "params", "config", "holdout")
+                        if k in meta})
+    meta = {"kind": ENSEMBLE, "method": predictor.method, "members": members, "name": out.stem}
     return checkpoint.save(out, tensors, meta)
 
 

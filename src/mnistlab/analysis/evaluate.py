@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-from ..data import load
+from .. import atomic
+from ..data import Holdout, load
 from ..errors import MnistlabError
-from ..models import checkpoint
-from ..models.inference import Predictor, combine
-from .ensemble import load_predictor
+from ..models.predictor import Predictor, combine, load_predictor
+from ..rundir import RunDir
 
 ECE_BINS = 15
 
@@ -104,6 +104,8 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
 
 
 def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
+    """(dataset, split) to evaluate `predictor` on: the test split, or exactly the validation examples
+    its run held out (by the holdout record saved with the model)."""
     meta = predictor.meta
     name = dataset or meta["dataset"]
     ds = load(name, data_dir=data_dir)
@@ -117,15 +119,18 @@ def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir
         return ds, ds.test
     if split != "val":
         raise MnistlabError(f"--split {split!r}: expected test or val")
-    validation = meta.get("config", {}).get("validation", 0)
-    if not validation:
-        raise MnistlabError(f"{meta['source']} was trained without a validation split; evaluate --split test")
-    return ds, ds.train.split(validation=validation, seed=0, stratified=True)[1]  # the split train.py held out
+    if name != meta["dataset"]:
+        raise MnistlabError(f"--split val with --dataset {name}: the validation split belongs to {meta['dataset']}",
+                            hint="evaluate another dataset on its test split")
+    if not meta.get("holdout"):
+        raise MnistlabError(f"{meta['source']} records no validation split (trained without one, or by an older "
+                            "mnistlab)", hint="evaluate --split test")
+    return ds, ds.train.held_out(Holdout.from_dict(meta["holdout"]))[1]
 
 
 def default_out_dir(source: str | os.PathLike) -> Path:
     source = Path(source)
-    return source / "eval" if source.is_dir() else source.with_name(source.stem + "-eval")
+    return RunDir(source).eval_dir if source.is_dir() else source.with_name(source.stem + "-eval")
 
 
 def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | None = None, tta: bool = False,
@@ -163,19 +168,16 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
         if log:
             pics["curves"] = plots.training_curves(log, out_dir / "curves.png")
         result["pictures"] = {k: str(v) for k, v in pics.items() if v is not None}
-    checkpoint.atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=2))
+    atomic.write_text(out_dir / f"{name}.json", json.dumps(result, indent=2))
     result["json"] = str(out_dir / f"{name}.json")
     return result
 
 
 def _run_log(source) -> list[dict] | None:
+    """The per-epoch log of the run a model came from, if it came from one."""
     path = Path(source)
-    log = (path if path.is_dir() else path.parent) / "log.jsonl"
-    if not log.is_file():
-        return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "epoch" in r]
-    return rows or None
+    run = RunDir(path) if RunDir.is_run(path) else RunDir.holding(path)
+    return (run.epochs() or None) if run is not None else None
 
 
 def format_table(result: dict) -> str:

@@ -10,40 +10,26 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, atomic
 from ..errors import MnistlabError
-from ..models import checkpoint
+from ..rundir import RunDir
 from .evaluate import evaluate
 
 
-def _runs_in(path: Path) -> list[Path]:
-    """The run directories a path stands for: itself, or the seed runs of a group directory."""
-    if (path / "config.json").is_file():
-        return [path]
-    runs = sorted(p for p in path.iterdir() if (p / "config.json").is_file()) if path.is_dir() else []
-    if not runs:
-        raise MnistlabError(f"{path} is neither a run directory nor a group of runs (no config.json inside)",
-                            hint="pass the directories `mnistlab train` printed")
-    return runs
+def _evaluation(run: RunDir) -> dict:
+    existing = run.read_json(f"{RunDir.EVAL}/test.json")
+    if existing and all(Path(p).is_file() for p in existing.get("pictures", {}).values()):
+        return existing
+    return evaluate(run.path, split="test")
 
 
-def _evaluation(run: Path) -> dict:
-    existing = run / "eval" / "test.json"
-    if existing.is_file():
-        result = json.loads(existing.read_text())
-        if all(Path(p).is_file() for p in result.get("pictures", {}).values()):
-            return result
-    return evaluate(run, split="test")
-
-
-def _row(name: str, runs: list[Path]) -> dict:
-    summaries = [json.loads((r / "summary.json").read_text()) for r in runs if (r / "summary.json").is_file()]
+def _row(name: str, runs: list[RunDir]) -> dict:
+    summaries = [s for s in (r.read_summary() for r in runs) if s is not None]
     if not summaries:
         raise MnistlabError(f"{name}: no finished run (summary.json) inside", hint="finish or resume the run first")
 
@@ -102,16 +88,21 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
     """Write `<out>/report.html` (self-contained) and `<out>/report.md` for the given runs or groups."""
     if not paths:
         raise MnistlabError("report needs at least one run directory")
-    groups = [(Path(p).name, _runs_in(Path(p))) for p in paths]
-    rows = [_row(name, runs) for name, runs in groups]
-    runs_of = dict(groups)
-    evals = {name: _evaluation(runs[0]) for name, runs in groups}
+    groups = {Path(p).name: RunDir.runs_in(p) for p in paths}
+    rows = [_row(name, runs) for name, runs in groups.items()]
+    evals = {name: _evaluation(runs[0]) for name, runs in groups.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out / "report.html", out / "report.md"
+    atomic.write_text(html_path, _html(title, rows, evals, groups))
+    atomic.write_text(md_path, _markdown(title, rows, evals, groups))
+    return {"html": str(html_path), "markdown": str(md_path), "rows": rows}
 
-    # ---- HTML ----
+
+def _html(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
     best = max(rows, key=lambda r: r["test_acc"]["mean"] if r["test_acc"] else -1)
     e0 = evals[best["name"]]
+    seeds = (f" (mean ± std over seeds {best['seeds']})" if len(best["seeds"]) > 1 else f", seed {best['seeds'][0]}")
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1>"
@@ -119,11 +110,11 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
              f"mnistlab {__version__}, {time.strftime('%Y-%m-%d %H:%M')}</p></header><main>"]
     parts.append("<section><h2>Headline</h2><div class='headline'>"
                  f"<div class='card'><div class='v'>{_fmt(best['test_acc'])}%</div><div class='k'>test accuracy, "
-                 f"{html.escape(best['name'])}{' (mean ± std over seeds ' + str(best['seeds']) + ')' if len(best['seeds']) > 1 else ', seed ' + str(best['seeds'][0])}</div></div>"
-                 f"<div class='card'><div class='v'>{e0['errors']}</div><div class='k'>errors in {e0['n']} test images</div></div>"
-                 f"<div class='card'><div class='v'>{e0['macro_avg']['f1']:.4f}</div><div class='k'>macro F1</div></div>"
-                 f"<div class='card'><div class='v'>{e0['ece']:.4f}</div><div class='k'>expected calibration error</div></div>"
-                 "</div></section>")
+                 f"{html.escape(best['name'] + seeds)}</div></div>"
+                 f"<div class='card'><div class='v'>{e0['errors']}</div><div class='k'>errors in {e0['n']} test images"
+                 f"</div></div><div class='card'><div class='v'>{e0['macro_avg']['f1']:.4f}</div><div class='k'>macro "
+                 f"F1</div></div><div class='card'><div class='v'>{e0['ece']:.4f}</div><div class='k'>expected "
+                 "calibration error</div></div></div></section>")
     parts.append("<section><h2>Runs</h2><table><tr><th>run</th><th>model</th><th>recipe</th><th>params</th>"
                  "<th>epochs</th><th>seeds</th><th>wall time (s)</th><th>val acc (%)</th><th>test acc (%)</th></tr>")
     for r in rows:
@@ -134,58 +125,56 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
                      f"<td class='num'>{_fmt(r['test_acc'])}</td></tr>")
     parts.append("</table><p>Accuracy figures are mean ± sample std over the listed seeds; the test split was "
                  "evaluated once per run, after model selection on the validation split.</p></section>")
-    for r in rows:
-        e = evals[r["name"]]
-        pics = e.get("pictures", {})
-        detail_of = runs_of[r["name"]][0]
-        note = (f" <small>(pictures and per-class numbers: {html.escape(detail_of.name)}, the group's first run)"
-                f"</small>" if len(runs_of[r["name"]]) > 1 else "")
-        parts.append(f"<section><h2>{html.escape(r['name'])}{note}</h2>")
-        confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
-        parts.append(f"<p>Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2', 0):.2%}, "
-                     f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: "
-                     f"{html.escape(confused) or 'none'}.</p><div class='figs'>")
-        captions = {"curves": "training curves", "confusion": "confusion matrix (test)",
-                    "per_class": "per-class recall and precision (test)", "reliability": "reliability diagram (test)",
-                    "mistakes": "misclassified test images: true>predicted confidence"}
-        for key, caption in captions.items():
-            if key in pics:
-                parts.append(_img(pics[key], caption))
-        parts.append("</div><h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
-                     "<th>support</th></tr>")
-        for c in e["per_class"]:
-            parts.append(f"<tr><td>{html.escape(c['class'])}</td><td class='num'>{c['precision']:.4f}</td>"
-                         f"<td class='num'>{c['recall']:.4f}</td><td class='num'>{c['f1']:.4f}</td>"
-                         f"<td class='num'>{c['support']}</td></tr>")
-        parts.append("</table>")
-        parts.append(_model_card_html(r, e, runs_of[r["name"]][0]))
-        parts.append("</section>")
+    parts += [_run_section(r, evals[r["name"]], groups[r["name"]]) for r in rows]
     parts.append("</main></body></html>")
-    html_path = out / "report.html"
-    checkpoint.atomic_write_text(html_path, "".join(parts))
+    return "".join(parts)
 
-    # ---- Markdown ----
+
+CAPTIONS = {"curves": "training curves", "confusion": "confusion matrix (test)",
+            "per_class": "per-class recall and precision (test)", "reliability": "reliability diagram (test)",
+            "mistakes": "misclassified test images: true>predicted confidence"}
+
+
+def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
+    note = (f" <small>(pictures and per-class numbers: {html.escape(runs[0].path.name)}, the group's first run)"
+            f"</small>" if len(runs) > 1 else "")
+    confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
+    parts = [f"<section><h2>{html.escape(r['name'])}{note}</h2>",
+             f"<p>Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2', 0):.2%}, "
+             f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: "
+             f"{html.escape(confused) or 'none'}.</p><div class='figs'>"]
+    pics = e.get("pictures", {})
+    parts += [_img(pics[key], caption) for key, caption in CAPTIONS.items() if key in pics]
+    parts.append("</div><h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+                 "<th>support</th></tr>")
+    for c in e["per_class"]:
+        parts.append(f"<tr><td>{html.escape(c['class'])}</td><td class='num'>{c['precision']:.4f}</td>"
+                     f"<td class='num'>{c['recall']:.4f}</td><td class='num'>{c['f1']:.4f}</td>"
+                     f"<td class='num'>{c['support']}</td></tr>")
+    parts.append("</table>")
+    parts.append(_model_card_html(r, e, runs[0]))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
     md = [f"# {title}", "", "| run | model | params | epochs | seeds | wall time (s) | val acc (%) | test acc (%) |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['name']} | {r['model']} | {r['params']:,} | {r['epochs']} | {', '.join(map(str, r['seeds']))} "
                   f"| {_fmt(r['wall_s'], 1)} | {_fmt(r['val_acc'])} | {_fmt(r['test_acc'])} |")
     for r in rows:
-        e = evals[r["name"]]
-        first = runs_of[r["name"]][0].name
-        md += ["", f"## {r['name']}" + (f" (details of {first}, the group's first run)"
-                                         if len(runs_of[r["name"]]) > 1 else ""), "",
+        e, runs = evals[r["name"]], groups[r["name"]]
+        detail = f" (details of {runs[0].path.name}, the group's first run)" if len(runs) > 1 else ""
+        confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
+        md += ["", f"## {r['name']}{detail}", "",
                f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
-               f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "",
-               "Most confused: " + ("; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}"
-                                              for m in e["most_confused"][:5]) or "none") + "."]
-    md_path = out / "report.md"
-    checkpoint.atomic_write_text(md_path, "\n".join(md) + "\n")
-    return {"html": str(html_path), "markdown": str(md_path), "rows": rows}
+               f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "", f"Most confused: {confused or 'none'}."]
+    return "\n".join(md) + "\n"
 
 
-def _model_card_html(row: dict, e: dict, run: Path) -> str:
-    cfg = json.loads((run / "config.json").read_text())
+def _model_card_html(row: dict, e: dict, run: RunDir) -> str:
+    cfg = run.read_json(RunDir.CONFIG) or {}
     keys = ["model", "model_args", "dataset", "validation", "epochs", "batch_size", "optimizer", "lr", "schedule",
             "augment", "ema", "label_smoothing", "seed"]
     recipe = ", ".join(f"{k}={cfg[k]!r}" for k in keys if k in cfg and cfg[k] not in ("", {}, None))

@@ -237,7 +237,7 @@ def bench_infer(quick: bool = False) -> list[dict]:
     """Predictions per second of the default model on real MNIST test images, batch 1 and batch 1024,
     in PyTorch (the reference) and ONNX Runtime, on this machine's CPU cores."""
     from .. import data
-    from ..analysis.ensemble import load_predictor
+    from ..models.predictor import load_predictor
     from ..serving.predict import DEFAULT_MODEL
 
     images = data.load("mnist").test.images

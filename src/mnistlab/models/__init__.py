@@ -1,10 +1,16 @@
-"""The model zoo: a registry of named models, from logistic regression to An et al.'s M3/M5/M7.
+"""Models: the registry of named models (the zoo itself is in `zoo.py`), checkpoints, and running them.
 
     model = create_model("m5", in_shape=(1, 28, 28), num_classes=10)
     list_models()          # names, for the CLI's choices and the parametrised tests
 
 Each model is a function decorated with `@register_model` that builds an `nn.Module` from the input
 shape (C,H,W) and the class count, plus keyword options. Every model returns logits.
+
+    __init__.py    the registry: register_model, create_model, list_models
+    zoo.py         the models, from logistic regression to An et al.'s M3/M5/M7
+    checkpoint.py  safetensors files with JSON metadata, validated before anything is built
+    inference.py   batched logits, and a model that takes [0,1] images
+    predictor.py   one model or an ensemble behind one interface, loaded from any checkpoint
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
         with torch.no_grad():
             out = model(torch.zeros(2, *in_shape))
         model.train()
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except Exception as exc:  # options come from users and files: any failure to build is theirs to fix
         raise MnistlabError(f"model {name!r} does not fit input shape {'x'.join(map(str, in_shape))} "
                             f"with options {options}: {str(exc).splitlines()[0]}",
                             hint="pick a model for this dataset's image size, or change its options") from None
@@ -77,123 +83,4 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
     return model
 
 
-def _flat_size(features: nn.Module, in_shape: tuple[int, ...]) -> int:
-    with torch.no_grad():
-        return features(torch.zeros(1, *in_shape)).numel()
-
-
-# ----------------------------------------------------------------------------------------------
-
-
-@register_model("logreg", "multinomial logistic regression: flatten, one linear layer, softmax")
-def logreg(in_shape, num_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(in_shape).prod()), num_classes))
-
-
-@register_model("mlp", "the seeds' three-layer net: 784-128-10, ReLU, dropout (hidden sizes configurable)")
-def mlp(in_shape, num_classes, hidden: Sequence[int] = (128,), dropout: float = 0.0):
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = int(torch.tensor(in_shape).prod())
-    for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU()]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        width = int(h)
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
-
-
-@register_model("keras-cnn", "Keras tutorial CNN: conv 32 3x3 ReLU, max-pool 2, dense 100 ReLU, dense 10")
-def keras_cnn(in_shape, num_classes):
-    features = nn.Sequential(nn.Conv2d(in_shape[0], 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 100), nn.ReLU(),
-                         nn.Linear(100, num_classes))
-
-
-@register_model("pytorch-example", "pytorch/examples mnist Net: conv 32, conv 64, max-pool, dropout, fc 128, fc 10")
-def pytorch_example(in_shape, num_classes):
-    features = nn.Sequential(
-        nn.Conv2d(in_shape[0], 32, 3), nn.ReLU(),
-        nn.Conv2d(32, 64, 3), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-    )
-    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 128), nn.ReLU(), nn.Dropout(0.5),
-                         nn.Linear(128, num_classes))
-
-
-@register_model("lenet5", "LeNet-5 (LeCun et al. 1998): conv 6 5x5, avg-pool, conv 16 5x5, avg-pool, 120, 84, tanh")
-def lenet5(in_shape, num_classes):
-    # The original takes 32x32 inputs; MNIST's 28x28 gets 2 pixels of padding so C1 is 28x28 either way.
-    pad = 2 if in_shape[1] == 28 else 0
-    features = nn.Sequential(
-        nn.Conv2d(in_shape[0], 6, 5, padding=pad), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-    )
-    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), 120), nn.Tanh(),
-                         nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes))
-
-
-def _an2020(in_shape, num_classes, kernel: int, widths: Sequence[int]) -> nn.Module:
-    """An et al. (2020): bias-free convolutions without padding or pooling, each with BatchNorm and ReLU,
-    then a bias-free linear layer with BatchNorm1d."""
-    layers: list[nn.Module] = []
-    channels = in_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(channels, w, kernel, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
-        channels = w
-    features = nn.Sequential(*layers, nn.Flatten())
-    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), num_classes, bias=False),
-                         nn.BatchNorm1d(num_classes))
-
-
-@register_model("m3", "An et al. 2020 M3: ten 3x3 convs (32..176 channels), BatchNorm, no pooling")
-def m3(in_shape, num_classes):
-    return _an2020(in_shape, num_classes, 3, range(32, 177, 16))
-
-
-@register_model("m5", "An et al. 2020 M5: five 5x5 convs (32..160 channels), BatchNorm, no pooling")
-def m5(in_shape, num_classes):
-    return _an2020(in_shape, num_classes, 5, (32, 64, 96, 128, 160))
-
-
-@register_model("m7", "An et al. 2020 M7: four 7x7 convs (48..192 channels), BatchNorm, no pooling")
-def m7(in_shape, num_classes):
-    return _an2020(in_shape, num_classes, 7, (48, 96, 144, 192))
-
-
-class RowRNN(nn.Module):
-    """Reads an image row by row: each row (C*W values) is one time step; the last state classifies."""
-
-    def __init__(self, in_shape, num_classes, cell: str, hidden: int, layers: int):
-        super().__init__()
-        if cell not in ("lstm", "gru"):
-            raise ValueError(f"cell={cell!r}: expected 'lstm' or 'gru'")
-        rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn(in_shape[0] * in_shape[2], hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, num_classes)
-
-    def forward(self, x):  # x: (N,C,H,W)
-        seq = x.permute(0, 2, 1, 3).flatten(2)  # (N,H,C*W): one step per row
-        out, _ = self.rnn(seq)
-        return self.head(out[:, -1])
-
-
-@register_model("rnn", "a recurrent net reading one image row per time step (LSTM or GRU)")
-def rnn(in_shape, num_classes, cell: str = "lstm", hidden: int = 128, layers: int = 1):
-    return RowRNN(in_shape, num_classes, cell, hidden, layers)
-
-
-@register_model("fast", "mnistlab's own small CNN for time-to-accuracy: stride-2 5x5, 3x3, pool, 3x3 (see `fast` recipe)")
-def fast(in_shape, num_classes, width: int = 16):
-    # Downsample first (a stride-2 5x5 conv: the one-channel input is cheap to read but slow to
-    # convolve at full size), then spend the FLOPs at 14x14 and 7x7. BatchNorm lets a one-cycle
-    # schedule with a high learning rate converge in one or two epochs. Chosen on the validation
-    # split by time-to-accuracy on 2 CPU cores (see README, "Speed").
-    c = in_shape[0]
-
-    def block(ci, co, k, stride=1):
-        return [nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
-
-    features = nn.Sequential(*block(c, width, 5, stride=2), *block(width, 2 * width, 3), nn.MaxPool2d(2),
-                             *block(2 * width, 2 * width, 3), nn.Flatten())
-    return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), num_classes))
+from . import zoo  # noqa: E402,F401  (fills the registry)

@@ -1,19 +1,27 @@
 """Checkpoints: tensors in safetensors, everything else as JSON in its header; atomic; no pickle.
 
 A checkpoint file `NAME.safetensors` holds tensors under prefixes (`model/`, `ema/`, `optim/`,
-`rng/`) and one metadata entry, `mnistlab`, with a JSON object: the format version, the resolved
-run config, the dataset's description and normalisation constants, and training state. A copy of
-that JSON is written beside it as `NAME.json` for people to read; loading uses only the file.
+`rng/`, `memberN/model/`) and one metadata entry, `mnistlab`, with a JSON object: the format
+version, the resolved run config, the dataset's description and normalisation constants, and
+training state. A copy of that JSON is written beside it as `NAME.json` for people to read;
+loading uses only the file.
+
+Nothing in a file is trusted: `read_header` checks the metadata against the schema below (every
+field's type and range, class names against the class count, one normalisation per input
+channel, a non-empty member list), and `build_model` builds the model first on PyTorch's `meta`
+device, where nothing is allocated, to compare every tensor's shape and dtype with the file's
+before the real model is made. Weights that are not finite are refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import atomic
@@ -21,26 +29,31 @@ from ..errors import MnistlabError
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic.write_text(path, text)
+KINDS = ("weights", "state", "ensemble")  # best weights; full training state (resume); several models
+MAX_CLASSES = 1000
+MAX_CHANNELS, MAX_SIDE = 4, 512  # input shapes a checkpoint may declare
+MAX_MEMBERS = 64
+MAX_NAME = 200  # characters of a class, dataset or model name
 
 
 def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write tensors and metadata to `path` (.safetensors) atomically, and the JSON beside it."""
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, **meta}
-    header = json.dumps(meta)
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic.replacing(path) as tmp:
-        save_file(flat, tmp, metadata={"mnistlab": header})
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+        save_file(flat, tmp, metadata={"mnistlab": json.dumps(meta)})
+    atomic.write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a checkpoint; clear errors for a missing, foreign or corrupt file."""
+def _open_error(path: Path, exc: Exception) -> MnistlabError:
+    return MnistlabError(f"{path}: not a readable safetensors checkpoint ({exc})",
+                         hint="the file is corrupt or truncated, or not an mnistlab checkpoint")
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[str, tuple[int, ...]]]]:
+    """(validated metadata, {tensor name: (dtype, shape)}) of a checkpoint, without reading its tensors."""
     path = Path(path)
     if path.is_dir():
         raise MnistlabError(f"{path} is a directory, expected a .safetensors checkpoint",
@@ -48,36 +61,213 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
     if not path.is_file():
         raise MnistlabError(f"checkpoint {path} does not exist")
     try:
-        tensors = load_file(path, device=str(device))
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as f:
             header = (f.metadata() or {}).get("mnistlab")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MnistlabError(f"{path}: not a readable safetensors checkpoint ({exc})",
-                            hint="the file is corrupt or truncated, or not an mnistlab checkpoint") from None
+            shapes = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _open_error(path, exc) from None
     if header is None:
         raise MnistlabError(f"{path}: a safetensors file without mnistlab metadata",
                             hint="mnistlab reads only checkpoints it wrote (with their config and dataset)")
     try:
         meta = json.loads(header)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise MnistlabError(f"{path}: its mnistlab metadata is not valid JSON") from None
+    return validate(meta, str(path)), shapes
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, validated metadata) of a checkpoint; clear errors for a missing, foreign or corrupt file."""
+    meta, _ = read_header(path)
+    try:
+        tensors = load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _open_error(Path(path), exc) from None
+    for name, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise MnistlabError(f"{path}: tensor {name} holds NaN or infinite values",
+                                hint="the model diverged before it was saved, or the file was altered")
+    return tensors, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# The metadata schema
+
+
+def _bad(source: str, field: str, expected: str, value=None) -> MnistlabError:
+    shown = "" if value is None else f" (found {json.dumps(value)[:80]})"
+    return MnistlabError(f"{source}: metadata field {field!r}: expected {expected}{shown}",
+                         hint="the checkpoint was altered or written by another program; use one mnistlab wrote")
+
+
+def _int(meta: dict, key: str, source: str, lo: int, hi: int, where: str = "") -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _bad(source, where + key, f"an integer from {lo} to {hi}", value)
+    return value
+
+
+def _str(meta: dict, key: str, source: str, where: str = "", optional: bool = False) -> str | None:
+    value = meta.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        raise _bad(source, where + key, f"a name of 1 to {MAX_NAME} characters", value)
+    return value
+
+
+def _json_scalar_or_list(value) -> bool:
+    scalar = (str, int, float, bool)
+    return isinstance(value, scalar) or (isinstance(value, list) and len(value) <= 64
+                                         and all(isinstance(v, scalar) for v in value))
+
+
+def validate_model(meta: dict, source: str, where: str = "") -> dict:
+    """Check one model's description (what every single-model checkpoint and ensemble member holds)."""
+    from ..data.normalization import Normalization
+    from . import MODELS
+
+    if not isinstance(meta, dict):
+        raise _bad(source, where.rstrip("."), "an object")
+    if _str(meta, "model", source, where) not in MODELS:
+        raise _bad(source, where + "model", f"one of {', '.join(MODELS)}", meta["model"])
+    args = meta.get("model_args", {})
+    if not isinstance(args, dict) or not all(isinstance(k, str) and _json_scalar_or_list(v) for k, v in args.items()):
+        raise _bad(source, where + "model_args", "an object of option names to numbers, strings or lists", args)
+    shape = meta.get("in_shape")
+    if (not isinstance(shape, list) or len(shape) != 3 or any(not isinstance(s, int) or isinstance(s, bool)
+                                                              for s in shape)
+            or not 1 <= shape[0] <= MAX_CHANNELS or not all(1 <= s <= MAX_SIDE for s in shape[1:])):
+        raise _bad(source, where + "in_shape", f"[channels 1-{MAX_CHANNELS}, height, width 1-{MAX_SIDE}]", shape)
+    n = _int(meta, "num_classes", source, 2, MAX_CLASSES, where)
+    classes = meta.get("classes")
+    if (not isinstance(classes, list) or len(classes) != n or len(set(map(str, classes))) != n
+            or not all(isinstance(c, str) and 0 < len(c) <= MAX_NAME for c in classes)):
+        raise _bad(source, where + "classes", f"{n} distinct class names (num_classes is {n})", classes)
+    _str(meta, "dataset", source, where)
+    norm = meta.get("normalization")
+    try:
+        parsed = Normalization.from_dict(norm)
+    except MnistlabError as exc:
+        raise _bad(source, where + "normalization", exc.message) from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _bad(source, where + "normalization", '{"normalize", "mean", "std"}', norm) from None
+    if len(parsed.mean) != shape[0]:
+        raise _bad(source, where + "normalization", f"one mean and std per input channel ({shape[0]})", norm)
+    for optional_object in ("config", "holdout"):
+        if optional_object in meta and not isinstance(meta[optional_object], (dict, type(None))):
+            raise _bad(source, where + optional_object, "an object", meta[optional_object])
+    return meta
+
+
+def validate(meta, source: str) -> dict:
+    """`meta` if it is a checkpoint's metadata this version of mnistlab can use; a clear error otherwise."""
+    if not isinstance(meta, dict):
+        raise MnistlabError(f"{source}: its mnistlab metadata is a JSON {type(meta).__name__}, expected an object")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise MnistlabError(f"{path}: checkpoint format {meta.get('format')!r} version {meta.get('version')!r}, "
+        raise MnistlabError(f"{source}: checkpoint format {meta.get('format')!r} version {meta.get('version')!r}, "
                             f"expected {FORMAT!r} version {VERSION}",
                             hint="it was written by another version of mnistlab")
-    return tensors, meta
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise _bad(source, "kind", " | ".join(KINDS), kind)
+    if kind != "ensemble":
+        validate_model(meta, source)
+        if kind == "state":
+            _validate_state(meta, source)
+        return meta
+    if meta.get("method") not in ("mean", "vote"):
+        raise _bad(source, "method", "mean | vote", meta.get("method"))
+    members = meta.get("members")
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        raise _bad(source, "members", f"a list of 1 to {MAX_MEMBERS} model descriptions", members)
+    for i, member in enumerate(members):
+        validate_model(member, source, where=f"members[{i}].")
+        if member["classes"] != members[0]["classes"] or member["in_shape"] != members[0]["in_shape"]:
+            raise _bad(source, f"members[{i}]", "the classes and input shape of members[0]")
+    return meta
+
+
+def _validate_state(meta: dict, source: str) -> None:
+    """The extra fields a training state (last.safetensors, for --resume) needs."""
+    _int(meta, "epoch", source, 0, 1 << 30)
+    checks = {"config": dict, "history": list, "best": dict, "optimizer": dict}
+    for key, typ in checks.items():
+        if not isinstance(meta.get(key), typ):
+            raise _bad(source, key, f"a JSON {typ.__name__}", meta.get(key))
+    opt = meta["optimizer"]
+    if not isinstance(opt.get("param_groups"), list) or not isinstance(opt.get("scalars"), dict):
+        raise _bad(source, "optimizer", '{"param_groups": [...], "scalars": {...}}', opt)
+    if not isinstance(meta.get("scheduler"), (dict, type(None))):
+        raise _bad(source, "scheduler", "an object or null", meta.get("scheduler"))
+    if not all(isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in meta["history"]):
+        raise _bad(source, "history", "a list of per-epoch objects")
+
+
+# ----------------------------------------------------------------------------------------------
+# From tensors to a model
+
+
+def model_prefix(meta: dict, names, member: int | None = None) -> str:
+    """Where a model's weights sit in a file: `memberN/model/` in an ensemble; in a training state its
+    EMA weights (`ema/module.`) where it has them, since those are what the run evaluated; else `model/`."""
+    if member is not None:
+        return f"member{member}/model/"
+    if meta.get("kind") == "state" and any(n.startswith("ema/module.") for n in names):
+        return "ema/module."
+    return "model/"
+
+
+def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> torch.nn.Module:
+    """The model `desc` describes, with the weights under `prefix`, in eval mode; every tensor's shape
+    and dtype compared with a skeleton built on the meta device before anything real is allocated."""
+    from . import create_model
+
+    args = (desc["model"], desc["in_shape"], desc["num_classes"])
+    with torch.device("meta"):
+        skeleton = create_model(*args, **desc.get("model_args", {}))
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    check_state(skeleton.state_dict(), {k: (str(v.dtype), tuple(v.shape)) for k, v in state.items()},
+                f"{source} ({desc['model']})")
+    model = create_model(*args, **desc.get("model_args", {}))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def check_state(expected: dict[str, torch.Tensor], found: dict[str, tuple[str, tuple[int, ...]]], source: str) -> None:
+    """The tensors `found` ({name: (dtype, shape)}) must be exactly those of `expected` (a state_dict)."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = [f"{k} {found[k][1]} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in found and (tuple(v.shape) != found[k][1] or _dtype_name(v.dtype) != _dtype_name(found[k][0]))]
+    if missing or extra or wrong:
+        parts = [f"missing {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected {', '.join(extra[:5])}" if extra else "",
+                 f"wrong shape or type {', '.join(wrong[:5])}" if wrong else ""]
+        raise MnistlabError(f"{source}: weights do not match the model: {'; '.join(p for p in parts if p)}",
+                            hint="the checkpoint is damaged, or its metadata describes another model")
+
+
+def _dtype_name(dtype) -> str:
+    """torch.float32 and safetensors' 'F32' under one name."""
+    names = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+             "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+    text = str(dtype).removeprefix("torch.")
+    return names.get(text, text)
+
+
+def count_elements(shapes: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    return sum(math.prod(shape) for _, shape in shapes.values())
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}/{k}": v for k, v in state.items()}
 
 
 def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors under `prefix/`, with the prefix removed."""
     p = prefix + "/"
     return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
-
-
-def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {f"{prefix}/{k}": v for k, v in state.items()}
 
 
 def optimizer_to_parts(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

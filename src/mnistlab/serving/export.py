@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from .. import atomic
-from ..analysis.ensemble import load_predictor
 from ..errors import MnistlabError
 from ..models.inference import NormalizedModel
+from ..models.predictor import load_predictor
 
 
 class Exported(nn.Module):

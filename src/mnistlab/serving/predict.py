@@ -33,60 +33,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import MnistlabError
+from .images import open_image, standardize, to_pixels
 
 NOT_DIGIT_THRESHOLD = 0.5
 MAX_SPECKS = 12  # more separate pieces of ink than this is noise, not pen strokes
-MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MODEL = Path(__file__).parent.parent / "_models" / "default.safetensors"
 
 
-class ImageTooLarge(MnistlabError):
-    """An image whose header declares more pixels than allowed (refused before decoding)."""
-
-
-def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """A PIL image from a path, bytes or file object; its size is checked before it is decoded."""
-    try:
-        if isinstance(source, (str, os.PathLike)):
-            name = str(source)
-            if not Path(source).is_file():
-                raise MnistlabError(f"{name}: no such file")
-            img = Image.open(source)
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            img = Image.open(io.BytesIO(bytes(source)))
-        else:
-            img = Image.open(source)
-    except UnidentifiedImageError:
-        raise MnistlabError(f"{name}: not an image mnistlab can read",
-                            hint=f"use one of {', '.join(ALLOWED_FORMATS)}") from None
-    except Image.DecompressionBombError as exc:  # PIL's own guard, for headers past ~179 megapixels
-        raise ImageTooLarge(f"{name}: more than the {max_pixels:,} pixels allowed ({exc})",
-                            hint="scale the image down first") from None
-    except OSError as exc:
-        raise MnistlabError(f"{name}: cannot open ({exc})") from None
-    if img.format not in ALLOWED_FORMATS:
-        raise MnistlabError(f"{name}: {img.format} images are not accepted",
-                            hint=f"use one of {', '.join(ALLOWED_FORMATS)}")
-    w, h = img.size
-    if w * h > max_pixels:
-        raise ImageTooLarge(f"{name}: {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} pixels allowed",
-                            hint="scale the image down first")
-    try:
-        img.load()
-    except (OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise MnistlabError(f"{name}: the image data is corrupt or truncated ({exc})") from None
-    return img
-
-
 def _ink(img: Image.Image) -> np.ndarray:
-    """float32 (H,W) in [0,1], light ink on dark, background subtracted (steps 1-3)."""
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    """float32 (H,W) in [0,1], light ink on dark, background subtracted (steps 1-3), from an image in
+    mode L, LA, RGB or RGBA (what `open_image` and `standardize` give)."""
+    if img.mode in ("RGBA", "LA"):
         alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255
         if alpha.min() < 0.5 < alpha.max():  # strokes drawn on a transparent canvas: alpha is the ink
             return _clean(alpha)
@@ -194,15 +154,13 @@ def score(probs: torch.Tensor, facts: dict) -> tuple[float, list[str]]:
 
 
 def _as_image(item, index: int) -> Image.Image:
+    """Any input `predict` takes, through the one door (`mnistlab.serving.images`)."""
     if isinstance(item, Image.Image):
-        return item
+        return standardize(item)
     if isinstance(item, np.ndarray):
-        arr = item
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255 if arr.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        if arr.ndim not in (2, 3):
-            raise MnistlabError(f"image {index}: array of shape {arr.shape}, expected (H,W) or (H,W,C)")
-        return Image.fromarray(arr)
+        pixels = to_pixels(item, f"image {index}")
+        return standardize(Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1
+                                                  else pixels))
     return open_image(item, name=str(item) if isinstance(item, (str, os.PathLike)) else f"image {index}")
 
 
@@ -239,7 +197,7 @@ _DEFAULT_CACHE: dict = {}
 
 def default_predictor():
     """The model shipped in the package (see src/mnistlab/_models/README.md), loaded once."""
-    from ..analysis.ensemble import load_predictor
+    from ..models.predictor import load_predictor
 
     if "predictor" not in _DEFAULT_CACHE:
         if not DEFAULT_MODEL.is_file():
@@ -252,7 +210,7 @@ def default_predictor():
 def predict(images, model=None, save_preprocessed: str | os.PathLike | None = None) -> list[Prediction]:
     """Read digits in pictures (paths, bytes, PIL images or arrays) with `model` (a run directory,
     checkpoint or ensemble file; default: the packaged model)."""
-    from ..analysis.ensemble import load_predictor
+    from ..models.predictor import load_predictor
 
     if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
         images = [images]

@@ -92,36 +92,70 @@ def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
     return k / k.sum()
 
 
-def elastic_field(n: int, size: tuple[int, int], alpha: float, sigma: float, generator: torch.Generator,
-                  device, dtype) -> torch.Tensor:
-    """(N,H,W,2) smooth random displacements of about `alpha` pixels, in grid_sample's normalised units."""
-    h, w = size
-    noise = torch.rand(n, 2, h, w, generator=generator, device=device, dtype=dtype) * 2 - 1
-    k = _gaussian_kernel(sigma, device, dtype)
+def smooth_field(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """(N,2,H,W) uniform noise in [-1,1] -> (N,H,W,2) smooth displacements of about `alpha` pixels,
+    in grid_sample's normalised units (a Gaussian blur, separable, dx and dy kept apart)."""
+    _, _, h, w = noise.shape
+    k = _gaussian_kernel(sigma, noise.device, noise.dtype)
     r = k.numel() // 2
-    # separable blur, channels (dx, dy) kept apart with groups=2
     noise = F.conv2d(F.pad(noise, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(2, 1, 1, -1), groups=2)
     noise = F.conv2d(F.pad(noise, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(2, 1, -1, 1), groups=2)
     disp_px = noise * alpha
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=device, dtype=dtype)
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=noise.device, dtype=noise.dtype)
     return disp_px.permute(0, 2, 3, 1) * scale
 
 
-def augment(x: torch.Tensor, cfg: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Randomly transform a batch (N,C,H,W) of [0,1] images; draws come from `generator` only."""
+def elastic_field(n: int, size: tuple[int, int], alpha: float, sigma: float, generator: torch.Generator,
+                  device, dtype) -> torch.Tensor:
+    """(N,H,W,2) smooth random displacements of about `alpha` pixels, in grid_sample's normalised units."""
+    noise = torch.rand(n, 2, *size, generator=generator, device=device, dtype=dtype) * 2 - 1
+    return smooth_field(noise, alpha, sigma)
+
+
+@dataclass
+class Draw:
+    """The random numbers of one batch's augmentation, drawn apart from their use: the CUDA-graph
+    step draws them outside the graph into buffers the captured step reads."""
+
+    angle: torch.Tensor  # (N,) degrees
+    scale: torch.Tensor  # (N,)
+    shift: torch.Tensor  # (N,2) pixels (right, down)
+    noise: torch.Tensor | None  # (N,2,H,W) uniform in [-1,1], smoothed into the elastic field; None if off
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.angle, self.scale, self.shift, self.noise) if t is not None]
+
+
+def draw(cfg: Augment, n: int, size: tuple[int, int], generator: torch.Generator, device) -> Draw | None:
+    """A batch's random transform parameters, from `generator` only (None when `cfg` does nothing)."""
     if not cfg.active:
-        return x
-    n, _, h, w = x.shape
-    dev, dt = x.device, torch.float32
+        return None
+    h, w = size
+    dt = torch.float32
 
     def uniform(limit: float) -> torch.Tensor:
-        return (torch.rand(n, generator=generator, device=dev, dtype=dt) * 2 - 1) * limit
+        return (torch.rand(n, generator=generator, device=device, dtype=dt) * 2 - 1) * limit
 
     angle = uniform(cfg.rotate)
     scale = 1 + uniform(cfg.zoom)
     shift = torch.stack([uniform(cfg.translate * w), uniform(cfg.translate * h)], dim=1)
-    theta = affine_matrices(angle, shift, scale, (h, w))
-    disp = None
+    noise = None
     if cfg.elastic_alpha:
-        disp = elastic_field(n, (h, w), cfg.elastic_alpha, cfg.elastic_sigma, generator, dev, dt).to(x.dtype)
+        noise = torch.rand(n, 2, h, w, generator=generator, device=device, dtype=dt) * 2 - 1
+    return Draw(angle, scale, shift, noise)
+
+
+def apply(x: torch.Tensor, cfg: Augment, params: Draw | None) -> torch.Tensor:
+    """Transform a batch (N,C,H,W) of [0,1] images by `params` (from `draw`); nothing for None."""
+    if params is None:
+        return x
+    theta = affine_matrices(params.angle, params.shift, params.scale, tuple(x.shape[-2:]))
+    disp = None
+    if params.noise is not None:
+        disp = smooth_field(params.noise, cfg.elastic_alpha, cfg.elastic_sigma).to(x.dtype)
     return warp(x, theta, disp)
+
+
+def augment(x: torch.Tensor, cfg: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Randomly transform a batch (N,C,H,W) of [0,1] images; draws come from `generator` only."""
+    return apply(x, cfg, draw(cfg, x.shape[0], tuple(x.shape[-2:]), generator, x.device))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import typing
 from dataclasses import dataclass, field, fields
@@ -23,63 +24,72 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
-SCHEDULES = ("none", "step", "exponential", "cosine", "onecycle")
+
+
+def setting(default, help: str):
+    """A TrainConfig field with its meaning and units, which `mnistlab train --help` shows."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
 
 
 @dataclass
 class TrainConfig:
     # --- what to train, on what ---
-    recipe: str = ""  # name of the recipe this config started from ("" = none)
-    model: str = "mlp"  # a name from `mnistlab models`
-    model_args: dict = field(default_factory=dict)  # keyword options of the model, e.g. {hidden = [256]}
-    dataset: str = "mnist"  # a name from `mnistlab data list`
-    data_dir: str = ""  # directory to look for data in first ("" = $MNISTLAB_DATA_DIR / defaults)
-    validation: float = 5000  # examples held out of train for model selection: a count, or a fraction < 1; 0 = none
-    train_subset: int = 0  # train on only the first N remaining examples (smoke runs); 0 = all
-    normalize: str = "standardize"  # "standardize" (dataset mean/std), "scale" ([0,1]) or "none"
+    recipe: str = setting("", "name of the recipe this config started from ('' = none)")
+    model: str = setting("mlp", "a name from `mnistlab models`")
+    model_args: dict = setting(dict(), "keyword options of the model, e.g. {hidden = [256]}")
+    dataset: str = setting("mnist", "a name from `mnistlab data list`")
+    data_dir: str = setting("", "directory to look for data in first ('' = $MNISTLAB_DATA_DIR / defaults)")
+    validation: float = setting(5000, "examples held out of train for model selection: a count, or a fraction < 1; "
+                                "0 = none")
+    train_subset: int = setting(0, "train on only the first N remaining examples (smoke runs); 0 = all")
+    normalize: str = setting("standardize", "'standardize' (dataset mean/std), 'scale' ([0,1]) or 'none'")
 
     # --- optimisation ---
-    epochs: int = 10  # passes over the training examples
-    batch_size: int = 128  # examples per step, summed over all processes (global batch)
-    optimizer: str = "adam"  # sgd | adam | adamw | adadelta
-    lr: float = 1e-3  # learning rate (peak rate for onecycle)
-    momentum: float = 0.9  # SGD momentum; Adam beta1
-    nesterov: bool = False  # SGD: Nesterov momentum
-    weight_decay: float = 0.0  # L2 (sgd/adam/adadelta) or decoupled (adamw) weight decay
-    schedule: str = "none"  # none | step | exponential | cosine | onecycle
-    step_size: int = 1  # step schedule: epochs between decays
-    gamma: float = 0.7  # step/exponential schedules: factor per step_size epochs / per epoch
-    warmup: float = 0.25  # onecycle: fraction of steps spent rising to the peak rate
-    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0..1
-    grad_clip: float = 0.0  # clip the gradient's global norm to this; 0 = off
-    ema: float = 0.0  # decay of an exponential moving average of the weights per step (0 = off, An 2020: 0.999)
-    early_stopping: int = 0  # stop after this many epochs without a better validation accuracy; 0 = off
+    epochs: int = setting(10, "passes over the training examples")
+    batch_size: int = setting(128, "examples per step, summed over all processes (global batch)")
+    optimizer: str = setting("adam", "sgd | adam | adamw | adadelta")
+    lr: float = setting(1e-3, "learning rate (peak rate for onecycle)")
+    momentum: float = setting(0.9, "SGD momentum; Adam beta1")
+    nesterov: bool = setting(False, "SGD: Nesterov momentum")
+    weight_decay: float = setting(0.0, "L2 (sgd/adam/adadelta) or decoupled (adamw) weight decay")
+    schedule: str = setting("none", "none | step | exponential | cosine | onecycle")
+    step_size: int = setting(1, "step schedule: epochs between decays")
+    gamma: float = setting(0.7, "step/exponential schedules: factor per step_size epochs / per epoch")
+    warmup: float = setting(0.25, "onecycle: fraction of steps spent rising to the peak rate")
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing, 0..1")
+    grad_clip: float = setting(0.0, "clip the gradient's global norm to this; 0 = off")
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights per step (0 = off; "
+                         "An et al. 2020: 0.999)")
+    early_stopping: int = setting(0, "stop after this many epochs without a better validation accuracy; 0 = off")
 
     # --- augmentation (on the device, per batch) ---
-    augment: str = "none"  # preset: none | seed (10 deg, 10%, 10%) | an2020 (20 deg, 20%) | elastic
-    rotate: float | None = None  # max rotation, degrees (None = the preset's)
-    translate: float | None = None  # max shift, fraction of the image size (None = the preset's)
-    zoom: float | None = None  # max zoom in/out, fraction (None = the preset's)
-    elastic_alpha: float | None = None  # elastic distortion strength, pixels (None = the preset's)
-    elastic_sigma: float | None = None  # elastic field smoothness, pixels (None = the preset's)
+    augment: str = setting("none", "preset: none | seed (10 deg, 10%, 10%) | an2020 (20 deg, 20%) | elastic")
+    rotate: float | None = setting(None, "max rotation, degrees (None = the preset's)")
+    translate: float | None = setting(None, "max shift, fraction of the image size (None = the preset's)")
+    zoom: float | None = setting(None, "max zoom in/out, fraction (None = the preset's)")
+    elastic_alpha: float | None = setting(None, "elastic distortion strength, pixels (None = the preset's)")
+    elastic_sigma: float | None = setting(None, "elastic field smoothness, pixels (None = the preset's)")
 
     # --- engine ---
-    seed: int = 0  # seeds weights, data order, augmentation and dropout
-    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False  # NHWC memory layout for convolutions (GPU)
-    compile: bool = False  # torch.compile the model (GPU; costs start-up time)
-    cuda_graphs: bool = False  # capture each training step (forward, backward, fused SGD) as one CUDA graph
-    eval_batch_size: int = 2000  # examples per evaluation batch
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    seed: int = setting(0, "seeds weights, data order, augmentation and dropout")
+    device: str = setting("auto", "auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
+    precision: str = setting("fp32", "fp32 | bf16 (autocast)")
+    channels_last: bool = setting(False, "NHWC memory layout for convolutions (GPUs; CPU max-pooling too)")
+    compile: bool = setting(False, "torch.compile the model (GPU; costs start-up time)")
+    cuda_graphs: bool = setting(False, "capture each training step (augmentation, forward, backward, fused SGD) as "
+                                "one CUDA graph")
+    eval_batch_size: int = setting(2000, "examples per evaluation batch")
+    threads: int = setting(0, "torch CPU threads; 0 = torch's default")
 
     # --- output ---
-    out: str = "runs"  # parent directory of run directories
-    name: str = ""  # run directory name ("" = <recipe or model>-<dataset>-s<seed>)
-    checkpoint_every: int = 1  # save the last checkpoint every N epochs (and always at the end)
-    progress: bool = True  # a progress bar per epoch
-    tensorboard: bool = False  # also write TensorBoard scalars (needs the tensorboard package)
+    out: str = setting("runs", "parent directory of run directories")
+    name: str = setting("", "run directory name ('' = <recipe or model>-<dataset>-s<seed>)")
+    checkpoint_every: int = setting(1, "save the last checkpoint every N epochs (and always at the end)")
+    progress: bool = setting(True, "a progress bar per epoch on a terminal (one line per epoch otherwise)")
+    tensorboard: bool = setting(False, "also write TensorBoard scalars (needs the tensorboard package)")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,9 +100,9 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpoint_every", "data_dir"}
 
 
-def _expected_type(name: str):
-    hints = typing.get_type_hints(TrainConfig)
-    return hints[name]
+def field_type(name: str):
+    """The declared type of config field `name` (e.g. `float | None`)."""
+    return typing.get_type_hints(TrainConfig)[name]
 
 
 def coerce(name: str, value, *, source: str):
@@ -104,7 +114,7 @@ def coerce(name: str, value, *, source: str):
         raise MnistlabError(f"{source}: unknown config key {name!r}",
                             hint=(f"did you mean {close[0]!r}? " if close else "")
                             + "`mnistlab train --help` lists the keys")
-    typ = _expected_type(name)
+    typ = field_type(name)
     optional = typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None))
     base = [t for t in typing.get_args(typ) if t is not type(None)][0] if optional else typ
     if value is None:
@@ -164,70 +174,78 @@ def read_recipe(name: str) -> dict:
     return values
 
 
-def resolve(recipe: str | None = None, overrides: dict | None = None) -> TrainConfig:
+def resolve(recipe: str | None = None, overrides: dict | None = None, *, source: str = "override") -> TrainConfig:
     """Defaults, then the recipe, then the overrides; checked field by field, then as a whole."""
     cfg = TrainConfig()
     layers = []
     if recipe:
         layers.append((f"recipe {recipe}", read_recipe(recipe)))
     if overrides:
-        layers.append(("override", overrides))
-    for source, values in layers:
+        if not isinstance(overrides, dict):
+            raise MnistlabError(f"{source}: expected an object of config keys and values")
+        layers.append((source, overrides))
+    for where, values in layers:
         for key, value in values.items():
-            setattr(cfg, key, coerce(key, value, source=source))
+            setattr(cfg, key, coerce(key, value, source=where))
     validate(cfg)
     return cfg
 
 
+# Ranges of single fields: key -> (accepts the value, what was expected)
+RANGES = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "eval_batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "a positive number"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "0 <= value < 1"),
+    "ema": (lambda v: 0 <= v < 1, "0 (off) or a decay below 1, such as 0.999"),
+    "warmup": (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
+    "validation": (lambda v: v >= 0, "a count, a fraction below 1, or 0 for none"),
+    "checkpoint_every": (lambda v: v >= 1, "at least 1"),
+    "train_subset": (lambda v: v >= 0, "0 (all) or a count"),
+    "threads": (lambda v: v >= 0, "0 (torch's default) or a thread count"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "grad_clip": (lambda v: v >= 0, "0 (off) or a norm"),
+    "rotate": (lambda v: v is None or 0 <= v <= 180, "0 to 180 degrees"),
+    "translate": (lambda v: v is None or 0 <= v < 1, "a fraction of the image size below 1"),
+    "zoom": (lambda v: v is None or 0 <= v < 1, "a fraction below 1"),
+    "elastic_alpha": (lambda v: v is None or 0 <= v <= 1000, "0 to 1000 pixels"),
+    "elastic_sigma": (lambda v: v is None or 0 < v <= 100, "more than 0, up to 100 pixels"),
+}
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Checks that span fields or ranges; each error names the key and what was expected."""
+    """Checks of values, ranges and combinations; each error names the key and what was expected."""
+    from ..models import MODELS
+    from .augment import PRESETS
+    from .optim import OPTIMIZERS, SCHEDULES
 
     def bad(key, expected):
         raise MnistlabError(f"{key}={getattr(cfg, key)!r}: expected {expected}")
 
-    if cfg.optimizer not in OPTIMIZERS:
-        bad("optimizer", " | ".join(OPTIMIZERS))
-    if cfg.schedule not in SCHEDULES:
-        bad("schedule", " | ".join(SCHEDULES))
-    if cfg.normalize not in ("standardize", "scale", "none"):
-        bad("normalize", "standardize | scale | none")
-    if cfg.precision not in ("fp32", "bf16"):
-        bad("precision", "fp32 | bf16")
-    if cfg.epochs < 1:
-        bad("epochs", "at least 1")
-    if cfg.batch_size < 1:
-        bad("batch_size", "at least 1")
-    if cfg.lr <= 0:
-        bad("lr", "a positive number")
-    if not 0 <= cfg.label_smoothing < 1:
-        bad("label_smoothing", "0 <= value < 1")
-    if not 0 <= cfg.ema < 1:
-        bad("ema", "0 (off) or a decay below 1, such as 0.999")
-    if cfg.validation < 0:
-        bad("validation", "a count, a fraction below 1, or 0 for none")
-    if cfg.early_stopping and not cfg.validation:
-        raise MnistlabError("early_stopping needs a validation split (validation > 0)")
-    if cfg.eval_batch_size < 1:
-        bad("eval_batch_size", "at least 1")
-    if cfg.checkpoint_every < 1:
-        bad("checkpoint_every", "at least 1")
-    from .augment import PRESETS
-
-    if cfg.cuda_graphs:
-        unsupported = [k for k, bad in (("optimizer", cfg.optimizer != "sgd"), ("ema", cfg.ema), ("grad_clip", cfg.grad_clip),
-                                        ("compile", cfg.compile), ("augment", cfg.augment != "none"))
-                       if bad]
-        if unsupported:
-            raise MnistlabError(f"cuda_graphs=true supports plain SGD training only; turn off: {', '.join(unsupported)}",
-                                hint="the graph path captures forward, backward and a fused SGD step; keep the "
-                                "eager engine for the rest")
-    if cfg.augment not in PRESETS:
-        bad("augment", " | ".join(PRESETS))
-    from ..models import MODELS
-
+    for key, value in cfg.as_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            bad(key, "a finite number")
+    for key, (accepts, expected) in RANGES.items():
+        if not accepts(getattr(cfg, key)):
+            bad(key, expected)
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
+               "precision": ("fp32", "bf16"), "augment": PRESETS}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            bad(key, " | ".join(allowed))
     if cfg.model not in MODELS:
         raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}",
                             hint="`mnistlab models` lists them")
+    if cfg.early_stopping and not cfg.validation:
+        raise MnistlabError("early_stopping needs a validation split (validation > 0)")
+    if cfg.cuda_graphs:
+        unsupported = [k for k, off in (("optimizer", cfg.optimizer != "sgd"), ("ema", cfg.ema),
+                                        ("grad_clip", cfg.grad_clip), ("compile", cfg.compile)) if off]
+        if unsupported:
+            raise MnistlabError(f"cuda_graphs=true supports SGD training only; turn off: {', '.join(unsupported)}",
+                                hint="the graph path captures augmentation, forward, backward and a fused SGD "
+                                "step; keep the eager engine for the rest")
 
 
 def augmentation(cfg: TrainConfig):

@@ -75,11 +75,21 @@ async function send() {
 const bars = document.getElementById("bars");
 let classes = [...Array(10).keys()].map(String);
 
+// Class names come from the model's checkpoint, which anyone can write: they are text, never markup.
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
 function buildBars() {
-  bars.innerHTML = "";
+  bars.replaceChildren();
   classes.forEach((c, i) => {
-    const li = document.createElement("li");
-    li.innerHTML = `<span>${c}</span><div class="bar"><span></span></div><span class="p">0%</span>`;
+    const li = element("li");
+    const bar = element("div", "bar");
+    bar.appendChild(element("span"));
+    li.append(element("span", "", String(c)), bar, element("span", "p", "0%"));
     li.dataset.index = i;
     bars.appendChild(li);
   });

@@ -1,0 +1,130 @@
+"""One model or an ensemble behind one interface, loaded from a run directory, a checkpoint or an
+ensemble file: what evaluation, ensembles, prediction, the server and export all start from.
+
+    predictor = load_predictor("runs/seed-cnn-mnist-s0")        # its best.safetensors
+    probs = predictor.probs(images_u8)                           # (N, classes)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.normalization import Normalization
+from ..errors import MnistlabError
+from . import checkpoint
+from .inference import batched_logits
+
+ENSEMBLE = "ensemble"  # the `kind` of an ensemble file
+
+
+class Predictor:
+    """One model or an ensemble, behind one interface: class probabilities for uint8 images.
+
+    `method` is "single", "mean" (averaged probabilities) or "vote" (majority of the members'
+    predictions; ties go to the class with the higher mean probability). `meta` describes what the
+    predictor expects: dataset, classes, in_shape, num_classes.
+    """
+
+    def __init__(self, models: list[torch.nn.Module], norms: list[Normalization], method: str, meta: dict,
+                 member_meta: list[dict] | None = None):
+        if method not in ("single", "mean", "vote"):
+            raise ValueError(f"method={method!r}")
+        self.models, self.norms, self.method, self.meta = models, norms, method, meta
+        self.member_meta = member_meta or [meta]
+        # Convolutions (and max-pooling above all) run several times faster channels-last on CPUs.
+        self.channels_last = [any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) for model in models]
+        for model, cl in zip(self.models, self.channels_last):
+            if cl:
+                model.to(memory_format=torch.channels_last)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.meta.get('name', '?')}, {self.method}, members={len(self.models)})"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def to(self, device) -> Predictor:
+        self.models = [m.to(device) for m in self.models]
+        return self
+
+    def member_probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """(members, N, classes) softmax probabilities of each member."""
+        return torch.stack([F.softmax(batched_logits(m, images_u8, n, batch_size=batch_size, channels_last=cl), dim=1)
+                            for m, n, cl in zip(self.models, self.norms, self.channels_last)])
+
+    def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """(N, classes) probabilities; for "vote", the share of members voting for each class."""
+        return combine(self.member_probs(images_u8, batch_size), self.method)
+
+
+def combine(member_probs: torch.Tensor, method: str) -> torch.Tensor:
+    """(M, N, C) members' probabilities -> (N, C): their mean, or for "vote" the share of votes."""
+    mean = member_probs.mean(0)
+    if method != "vote":
+        return mean
+    votes = F.one_hot(member_probs.argmax(2), member_probs.shape[2]).float().mean(0)
+    return votes + 1e-6 * mean  # mean probability breaks ties without changing any clear majority
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory means its best.safetensors; a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.safetensors"
+        if not best.is_file():
+            raise MnistlabError(f"run directory {path} has no best.safetensors",
+                                hint="the run has not finished an epoch: train (or resume) it first")
+        return best
+    if not path.exists():
+        raise MnistlabError(f"{path} does not exist", hint="pass a run directory, a .safetensors checkpoint "
+                            "or an ensemble file")
+    return path
+
+
+def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+    """A Predictor from a run directory, a checkpoint file, or an ensemble file."""
+    file = resolve_checkpoint(path)
+    tensors, meta = checkpoint.load(file, device="cpu")
+    return predictor_from(tensors, meta, str(file)).to(device)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, metadata) from a single-model checkpoint or a run directory (its best weights)."""
+    file = resolve_checkpoint(path)
+    tensors, meta = checkpoint.load(file)
+    if meta["kind"] == ENSEMBLE:
+        raise MnistlabError(f"{file} is an ensemble", hint="use mnistlab.models.predictor.load_predictor for ensembles")
+    return checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), str(file)).to(device), meta
+
+
+def predictor_from(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> Predictor:
+    """A Predictor from a checkpoint's tensors and validated metadata (see `checkpoint.validate`)."""
+    if meta["kind"] == ENSEMBLE:
+        members = meta["members"]
+        models = [checkpoint.build_model(m, tensors, checkpoint.model_prefix(meta, tensors, i), f"{source} member {i}")
+                  for i, m in enumerate(members)]
+        norms = [Normalization.from_dict(m["normalization"]) for m in members]
+        return Predictor(models, norms, meta["method"], describe(meta, source), members)
+    model = checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), source)
+    return Predictor([model], [Normalization.from_dict(meta["normalization"])], "single", describe(meta, source))
+
+
+def describe(meta: dict, source: str) -> dict:
+    """What a Predictor expects and where it came from."""
+    file = Path(source)
+    out = {k: meta[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape", "holdout")
+           if k in meta}
+    if meta["kind"] == ENSEMBLE:
+        out.update({k: meta["members"][0][k] for k in ("dataset", "classes", "num_classes", "in_shape")})
+        out["holdout"] = meta["members"][0].get("holdout")
+    out["name"] = meta.get("name") or (file.parent.name if file.name in ("best.safetensors", "last.safetensors")
+                                       else file.stem)
+    out["model"] = meta.get("model", ENSEMBLE)
+    out["source"] = source
+    out["config"] = meta.get("config") or {}
+    return out

@@ -1,0 +1,146 @@
+"""People's images, decoded with bounded cost: the one door every picture comes in by.
+
+`open_image` takes a path, bytes or a file object and returns a small PIL image in one of the
+modes L, LA, RGB or RGBA, or raises MnistlabError (ImageTooLarge for the 413 kind). Its limits:
+
+- the format must be PNG, JPEG, BMP, GIF or WebP, and the file at most MAX_FILE_BYTES;
+- the pixel count the header declares at most `max_pixels` (MAX_PIXELS: a 24-megapixel phone
+  photo fits), checked before anything is decoded;
+- JPEGs are decoded at a reduced scale (1/2 to 1/8 per side, by the decoder itself), and every
+  image is reduced to at most DECODE_SIDE pixels per side before any pixel work: a digit never
+  needs more, and the cost of what follows no longer grows with the upload;
+- at most MAX_DECODES images are decoded at once in a process, so memory is bounded by
+  MAX_DECODES x the largest decode (about 100 MB for a 25-megapixel RGBA PNG) whatever arrives;
+- EXIF orientation is applied (a phone stores a portrait photo sideways and says so in EXIF);
+- any decoder failure, whatever Pillow raises, is a MnistlabError naming the image.
+
+`to_pixels` is the one rule for arrays: uint8 as it is, other numbers in 0..1 scaled by 255 or
+in 0..255 kept, anything else (non-finite, negative, past 255, the wrong shape) an error.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import MnistlabError
+from .limits import MAX_DECODES, MAX_PIXELS
+
+MAX_FILE_BYTES = 64 << 20  # an image file read by predict (the server has its own body limit)
+DECODE_SIDE = 1024  # images are reduced to at most this many pixels per side before any pixel work
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+_decoding = threading.BoundedSemaphore(MAX_DECODES)
+
+
+class ImageTooLarge(MnistlabError):
+    """An image larger than allowed (refused before decoding)."""
+
+
+def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A decoded, oriented, reduced PIL image (mode L, LA, RGB or RGBA) from a path, bytes or file."""
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        source = _read_file(Path(source))
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        source = bytes(source)
+    else:
+        source = source.read(MAX_FILE_BYTES + 1)
+        if not isinstance(source, bytes) or len(source) > MAX_FILE_BYTES:
+            raise MnistlabError(f"{name}: expected the bytes of an image file of at most {MAX_FILE_BYTES:,} bytes")
+    try:
+        img = Image.open(io.BytesIO(source))
+        fmt, (w, h) = img.format, img.size
+    except Image.DecompressionBombError:  # Pillow's own guard, for headers past ~179 megapixels
+        raise ImageTooLarge(f"{name}: more than the {max_pixels:,} pixels allowed",
+                            hint="scale the image down first") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged header makes Pillow raise
+        raise MnistlabError(f"{name}: not an image mnistlab can read ({type(exc).__name__})",
+                            hint=f"use one of {', '.join(ALLOWED_FORMATS)}") from None
+    if fmt not in ALLOWED_FORMATS:
+        raise MnistlabError(f"{name}: {fmt} images are not accepted", hint=f"use one of {', '.join(ALLOWED_FORMATS)}")
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{name}: {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} pixels allowed",
+                            hint="scale the image down first")
+    with _decoding:
+        try:
+            return _decode(img)
+        except MnistlabError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged body can make Pillow raise nearly anything
+            raise MnistlabError(f"{name}: the image data is corrupt or truncated ({type(exc).__name__}: "
+                                f"{str(exc)[:100]})") from None
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        if not path.is_file():
+            raise MnistlabError(f"{path}: no such file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageTooLarge(f"{path}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} an image may have",
+                                hint="scale the image down first")
+        return path.read_bytes()
+    except OSError as exc:
+        raise MnistlabError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _decode(img: Image.Image) -> Image.Image:
+    """Decode (a JPEG at a reduced scale), then `standardize`."""
+    if img.format == "JPEG":
+        img.draft(img.mode, (DECODE_SIDE, DECODE_SIDE))  # DCT scaling: decodes 1/2..1/8 of each side
+    img.load()
+    return standardize(img)
+
+
+def standardize(img: Image.Image) -> Image.Image:
+    """A decoded image oriented by its EXIF, in mode L, LA, RGB or RGBA, at most DECODE_SIDE per side."""
+    img = ImageOps.exif_transpose(img) or img
+    img = _standard_mode(img)
+    factor = math.ceil(max(img.size) / DECODE_SIDE)
+    return img.reduce(factor) if factor > 1 else img
+
+
+def _standard_mode(img: Image.Image) -> Image.Image:
+    """L, LA, RGB or RGBA; 16-bit and float images scaled into 8 bits rather than clipped."""
+    if img.mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.nanmax(values)) if values.size else 1.0)
+        scale = 255.0 / top if top > 255 else (255.0 if top <= 1 else 1.0)
+        return Image.fromarray(np.clip(np.nan_to_num(values) * scale, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGBA")  # palette (with or without transparency), CMYK, YCbCr, LAB, ...
+
+
+def to_pixels(value, name: str = "image", *, max_side: int = 4096) -> np.ndarray:
+    """uint8 pixels (H,W) or (H,W,C) from an array-like, by the one rule in the module docstring."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise MnistlabError(f"{name}: expected a 2-D array of numbers (rows of equal length)") from None
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        pass
+    elif arr.ndim != 2:
+        raise MnistlabError(f"{name}: array of shape {list(arr.shape)}, expected (H,W) or (H,W,C) with C 1, 3 or 4")
+    if not (1 <= arr.shape[0] <= max_side and 1 <= arr.shape[1] <= max_side):
+        raise MnistlabError(f"{name}: array of shape {list(arr.shape)}, expected sides of 1 to {max_side}")
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise MnistlabError(f"{name}: array of {arr.dtype} values, expected numbers")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        raise MnistlabError(f"{name}: values must be finite numbers in 0..255 (or 0..1)")
+    if arr.max() <= 1:
+        arr = arr * 255
+    return np.round(arr).astype(np.uint8)

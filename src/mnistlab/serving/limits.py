@@ -1,0 +1,37 @@
+"""The bounds on what a request, an image or a client may cost: defaults for `open_image` and the
+server, one `mnistlab serve` flag each. No web imports here, so the CLI can read them cheaply."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+from ..errors import MnistlabError
+
+MAX_PIXELS = 25_000_000  # header-declared pixels of an image; a 24-megapixel phone photo fits
+MAX_DECODES = max(1, min(4, os.cpu_count() or 1))  # images decoded at once in one process
+
+
+def _limit(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request or client may cost the server (see `mnistlab.serving.serve`)."""
+
+    max_body: int = _limit(5 * 1024 * 1024, "bytes of a request body")
+    max_pixels: int = _limit(MAX_PIXELS, "pixels an image's header may declare (checked before decoding)")
+    body_timeout: float = _limit(30.0, "seconds for a whole request body to arrive")
+    header_timeout: float = _limit(10.0, "seconds for a request's headers to arrive")
+    keep_alive: int = _limit(5, "seconds an idle kept-alive connection stays open")
+    max_connections: int = _limit(1000, "open connections in all")
+    max_per_client: int = _limit(64, "open connections from one address")
+    max_inflight: int = _limit(32, "predict requests reading their body or being served at once; more wait")
+    decoders: int = _limit(MAX_DECODES, "worker threads decoding images and running the model")
+
+    def __post_init__(self):
+        for f in fields(self):
+            if not getattr(self, f.name) > 0:
+                raise MnistlabError(f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r}: expected a positive "
+                                    "number")

@@ -1,0 +1,80 @@
+"""Connections the server will hold, and for how long: uvicorn's HTTP protocol with a header
+timeout and connection limits, which uvicorn itself does not have.
+
+uvicorn arms no timer on a new connection, and every byte a client trickles cancels its keep-alive
+timer, so a client that sends a request's headers one byte at a time holds a connection for ever;
+a thousand such clients take every file descriptor, and the server answers nobody. Here:
+
+- a request's headers must be complete within `header_timeout` seconds of the connection opening
+  (or of the previous response, on a kept-alive connection), else the connection is closed;
+- at most `max_connections` connections are open in all, and `max_per_client` from one address;
+  a connection past either limit is closed as soon as it is accepted.
+
+The body has its own deadline in the application (`serve.read_body`), and idle kept-alive
+connections uvicorn's own `timeout_keep_alive`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+logger = logging.getLogger("mnistlab.serve")
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with the limits in the module docstring (set by `guarded`)."""
+
+    header_timeout = 10.0  # seconds
+    max_connections = 1000
+    max_per_client = 64
+    _header_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        from_host = sum(1 for c in self.connections if c.client and c.client[0] == host) if host else 0
+        if len(self.connections) > self.max_connections or from_host > self.max_per_client:
+            logger.info("refused a connection from %s: %d open in all, %d from it (limits %d, %d)", host,
+                        len(self.connections), from_host, self.max_connections, self.max_per_client)
+            transport.close()
+            return
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers are due within the same time
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if not busy and not self.pipeline and not self.transport.is_closing():
+            logger.info("closed a connection from %s: no complete request headers within %.0f s",
+                        self.client[0] if self.client else "?", self.header_timeout)
+            self.transport.close()
+
+
+def guarded(header_timeout: float, max_connections: int, max_per_client: int) -> type[GuardedProtocol]:
+    """A GuardedProtocol class with these limits, for `uvicorn.Config(http=...)`."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"header_timeout": header_timeout,
+                                                         "max_connections": max_connections,
+                                                         "max_per_client": max_per_client})

@@ -1,0 +1,110 @@
+"""One training step, two ways: eager, or replayed as a CUDA graph. Both run `forward_loss`.
+
+A step takes the indices of a batch into the training images (uint8, on the device), draws the
+batch's augmentation from the epoch's generator, and returns (loss, logits) after updating the
+weights. The CUDA-graph step captures augmentation, forward, backward and a fused SGD update once
+and replays them; the random numbers of each batch are drawn outside the graph (the same draws,
+in the same order, as the eager step) into buffers the captured step reads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.normalization import Normalization, to_unit
+from . import augment as aug_mod
+
+
+def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, aug: aug_mod.Augment,
+                 params: aug_mod.Draw | None, cfg, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, logits) of a batch: uint8 -> [0,1] -> augmented -> normalised -> model."""
+    x = norm.apply(aug_mod.apply(to_unit(images_u8), aug, params))
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # cache_enabled=False: autocast's weight cache must not outlive a captured graph
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16",
+                        cache_enabled=not cfg.cuda_graphs):
+        logits = model(x)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing), logits
+
+
+class EagerStep:
+    """Forward, backward and an optimizer step, as PyTorch runs them op by op."""
+
+    def __init__(self, model, forward_model, opt, train_x, train_y, norm, aug, cfg, device, *,
+                 keep_grads: bool = False):
+        self.model, self.forward_model, self.opt = model, forward_model, opt
+        self.train_x, self.train_y, self.norm, self.aug, self.cfg, self.device = (train_x, train_y, norm, aug, cfg,
+                                                                                   device)
+        self.keep_grads = keep_grads  # a CUDA graph owns the gradient tensors: zero them in place
+
+    def __call__(self, idx: torch.Tensor, generator: torch.Generator):
+        params = aug_mod.draw(self.aug, len(idx), tuple(self.train_x.shape[-2:]), generator, self.device)
+        loss, logits = forward_loss(self.forward_model, self.train_x[idx], self.train_y[idx], norm=self.norm,
+                                    aug=self.aug, params=params, cfg=self.cfg, device=self.device)
+        self.opt.zero_grad(set_to_none=not self.keep_grads)
+        loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return loss, logits
+
+
+class CudaGraphStep:
+    """The whole step of one full batch captured once as a CUDA graph and replayed: one launch instead
+    of a hundred, for small models whose GPU time is dwarfed by Python and kernel-launch overhead.
+
+    The batch is gathered inside the graph from a static index buffer; the learning rate is a device
+    tensor the scheduler fills in place (momentum, baked into the graph, stays constant: a one-cycle
+    schedule does not cycle it on this path). Capture needs a few eager warm-up steps; the model and
+    optimizer state are restored afterwards (momentum buffers zeroed, which is what a fresh SGD
+    starts from), so the warm-up leaves no trace in the run. A last, partial batch runs eagerly.
+    """
+
+    def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device):
+        self.opt, self.aug, self.batch, self.device = opt, aug, batch, device
+        self.size = tuple(train_x.shape[-2:])
+        self.idx = torch.arange(batch, device=device) % train_x.shape[0]
+        self.params = aug_mod.draw(aug, batch, self.size, torch.Generator(device=device).manual_seed(0), device)
+        for group in opt.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+
+        def step():
+            loss, logits = forward_loss(model, train_x[self.idx], train_y[self.idx], norm=norm, aug=aug,
+                                        params=self.params, cfg=cfg, device=device)
+            loss.backward()
+            opt.step()
+            return loss.detach(), logits.detach()
+
+        self._capture(model, opt, step)
+
+    def _capture(self, model, opt, step) -> None:
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():  # undo the warm-up: the run starts from the state it was given
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for state in opt.state.values():
+                for v in state.values():
+                    if torch.is_tensor(v) and v.is_floating_point():
+                        v.zero_()
+        self.graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.loss, self.logits = step()
+
+    def __call__(self, idx: torch.Tensor, generator: torch.Generator):
+        self.idx.copy_(idx)
+        fresh = aug_mod.draw(self.aug, self.batch, self.size, generator, self.device)
+        if fresh is not None:  # the same draws, in the same order, as the eager step makes
+            for static, value in zip(self.params.tensors(), fresh.tensors()):
+                static.copy_(value)
+        self.graph.replay()
+        return self.loss, self.logits
