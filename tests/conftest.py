@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import mnistlab
@@ -69,3 +74,68 @@ def keep_artifact(path: Path) -> None:
     if dest:
         Path(dest).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(dest) / Path(path).name)
+
+
+# ---------- the HTTP server, started for real ----------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mnistlab serve` started for real in its own process, its log in a file."""
+
+    def __init__(self, log: Path, *flags: str):
+        port = free_port()
+        self.url, self.log = f"http://127.0.0.1:{port}", log
+        self.proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), *flags],
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+        self.proc.kill()
+        raise RuntimeError("server did not start within 60 s")
+
+    def memory_mb(self) -> tuple[int, int]:
+        """(resident now, peak resident) of the server process, MB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines())
+              if k in ("VmRSS", "VmHWM")}
+        return kb["VmRSS"] // 1024, kb["VmHWM"] // 1024
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+MAX_BODY = 300_000  # the shared server's body limit (small, so the limit is cheap to test)
+
+
+@pytest.fixture(scope="session")
+def running(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("server") / "server.log", "--max-body", str(MAX_BODY))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(running):
+    return running.url
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many generated cases the fuzz tests ran (tests/test_fuzz.py)."""
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and fuzz.CASES:
+        total = sum(fuzz.CASES.values())
+        parts = ", ".join(f"{surface} {n:,}" for surface, n in fuzz.CASES.items())
+        terminalreporter.write_line(f"fuzz: {total:,} generated cases across {len(fuzz.CASES)} surfaces ({parts})")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from conftest import keep_artifact
-from test_serve import server  # noqa: F401  (the real server fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
@@ -81,3 +80,34 @@ def test_draw_digits_and_read_the_prediction(server, browser, viewport, tmp_path
     page.click("#clear")
     assert page.locator("#digit").inner_text() == "?"
     page.close()
+
+
+EVIL = ['<img src=x onerror="window.__xss = 1">', "<script>window.__xss = 2</script>", "<b>bold</b>"]
+
+
+def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
+    """A checkpoint anyone can write names the classes; the page once built its bars with innerHTML."""
+    import json
+
+    from conftest import Server
+    from safetensors import safe_open
+    from test_checkpoints import rewritten
+
+    from mnistlab.serving.predict import DEFAULT_MODEL
+
+    with safe_open(DEFAULT_MODEL, "pt") as f:
+        meta = json.loads(f.metadata()["mnistlab"])
+    meta["classes"] = EVIL + list("3456789")
+    evil = rewritten(DEFAULT_MODEL, tmp_path / "evil.safetensors", meta=meta)
+    server = Server(tmp_path / "evil.log", "--model", str(evil))
+    try:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_function("document.querySelectorAll('#bars li').length === 10")
+        labels = page.eval_on_selector_all("#bars li > span:first-child", "els => els.map(e => e.textContent)")
+        assert labels[:3] == EVIL  # shown as the text it is
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("#bars img, #bars script, #bars b").count() == 0
+        page.close()
+    finally:
+        server.stop()

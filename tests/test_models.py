@@ -45,3 +45,14 @@ def test_model_errors():
         create_model("m7", (1, 12, 12))
     with pytest.raises(MnistlabError, match="cell='transformer'"):
         create_model("rnn", cell="transformer")
+
+
+def test_keras_cnn_initialises_as_the_keras_tutorial():
+    import math
+
+    model = create_model("keras-cnn")
+    conv, hidden, out = model[0][0], model[1], model[3]
+    for layer, limit in ((conv, math.sqrt(6 / 9)), (hidden, math.sqrt(6 / 5408)), (out, math.sqrt(6 / 110))):
+        w = layer.weight.abs()
+        assert w.max() <= limit and w.max() > 0.9 * limit  # uniform in +-limit: he_uniform, glorot for the output
+        assert (layer.bias == 0).all()

@@ -4,49 +4,15 @@ answered with a 4xx JSON error (never a 500), and the server still serving after
 from __future__ import annotations
 
 import io
-import os
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import numpy as np
 import pytest
+from conftest import MAX_BODY, Server  # noqa: F401  (Server: the tests below start their own)
 from PIL import Image
 from test_predict import drawn
-
-MAX_BODY = 300_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), "--max-body",
-                             str(MAX_BODY)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read()}")
-    else:
-        proc.kill()
-        raise RuntimeError("server did not start within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 def png(img: Image.Image) -> bytes:
@@ -118,6 +84,21 @@ BAD = [
     ("JSON out of range", dict(json={"image": [[300] * 28] * 28}), 422, "0..255"),
     ("JSON not 28x28 raw", dict(json={"image": [[0] * 10] * 10, "preprocess": False}), 422, "must be 28x28"),
     ("JSON bad preprocess", dict(json={"image": [[0] * 28] * 28, "preprocess": "yes"}), 422, "true or false"),
+    ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers={"Content-Type": "application/json"}), 400,
+     "nested too deeply"),
+    ("JSON integer of 5,000 digits", dict(content=b'{"image": [[' + b"9" * 5000 + b"]]}",
+                                          headers={"Content-Type": "application/json"}), 400, "5000 digits"),
+    ("JSON NaN", dict(content=b'{"image": [[NaN]]}', headers={"Content-Type": "application/json"}), 400,
+     "NaN is not a number"),
+    ("JSON bools", dict(json={"image": [[True, False]]}), 422, "2-D array of numbers"),
+    ("multipart without boundary", dict(content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}), 400,
+     "no boundary"),
+    ("multipart cut short", dict(content=b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png"
+                                 b"\"\r\n\r\n\x89PNG", headers={"Content-Type": "multipart/form-data; boundary=b"}),
+     400, "malformed multipart form"),
+    ("damaged PNG chunk", dict(content=None, headers={"Content-Type": "image/png"}), 400, "request body: "),
+    ("PNG header cut short", dict(content=None, headers={"Content-Type": "image/png"}), 400, "not an image"),
+
     ("multipart without file", dict(files={"other": ("x.txt", b"abc", "text/plain")}), 422, "`file` field"),
     ("multipart with text", dict(files={"file": ("x.txt", b"abc", "text/plain")}), 400, "not an image"),
     ("TIFF", dict(content=None, headers={"Content-Type": "image/png"}), 400, "TIFF images are not accepted"),
@@ -130,6 +111,12 @@ def test_bad_requests_get_a_4xx_json_error(server, case, kwargs, status, fragmen
         buf = io.BytesIO()
         drawn("3").save(buf, format="TIFF")
         kwargs = dict(kwargs, content=buf.getvalue())
+    if case == "damaged PNG chunk":  # the IDAT length field: Pillow raised SyntaxError, the server a 500
+        damaged = bytearray(png(drawn("3")))
+        damaged[37:41] = b"\xff\xff\xff\xff"
+        kwargs = dict(kwargs, content=bytes(damaged))
+    if case == "PNG header cut short":  # Pillow raised ValueError
+        kwargs = dict(kwargs, content=png(drawn("3"))[:20])
     r = httpx.post(f"{server}/api/predict", timeout=30, **kwargs)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -155,3 +142,143 @@ def test_concurrent_clients_all_succeed(server):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(64)))
     assert all(r.status_code == 200 and r.json()["digit"] == "5" for r in results)
+
+
+# ---------- slow, rude and hostile clients ----------
+
+def connect(url: str, source: str = "127.0.0.1") -> socket.socket:
+    """A raw TCP connection to the server from `source` (any 127.x.y.z address is this machine)."""
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_until_closed(sock: socket.socket, wait: float) -> bytes:
+    """Everything the server sends until it closes the connection (or `wait` seconds pass)."""
+    sock.settimeout(wait)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data
+
+
+def closed_by_peer(sock: socket.socket, wait: float) -> bool:
+    sock.settimeout(wait)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.fixture
+def strict(tmp_path):
+    """A server with short timeouts and small connection limits, so the tests run in seconds."""
+    server = Server(tmp_path / "strict.log", "--header-timeout", "2", "--body-timeout", "2", "--max-per-client", "20",
+                    "--max-connections", "900")
+    yield server
+    server.stop()
+
+
+def test_headers_that_trickle_are_cut_off_and_everyone_else_is_served(strict):
+    """1,100 connections whose headers never finish, from 55 addresses: uvicorn held each for ever,
+    and with the process's file descriptors gone /api/health failed for the whole attack."""
+    import resource
+
+    n = min(1100, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+    slow = []
+    for i in range(n):
+        sock = connect(strict.url, f"127.0.{1 + i // 20}.1")  # 20 connections from each of 55 addresses
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        slow.append(sock)
+    t0 = time.time()
+    while True:  # over the connection limit at first; served again once the slow ones are cut off
+        try:
+            if httpx.get(f"{strict.url}/api/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() - t0 < 8, "/api/health did not answer within the header timeout plus margin"
+        time.sleep(0.2)
+    assert all(closed_by_peer(sock, wait=max(0.1, 6 - (time.time() - t0))) for sock in slow)
+    for sock in slow:
+        sock.close()
+    # one address may hold at most 20 connections: the rest are closed at once
+    mine = [connect(strict.url, "127.0.99.1") for _ in range(30)]
+    time.sleep(0.5)
+    assert sum(closed_by_peer(sock, wait=0.2) for sock in mine) >= 10
+    for sock in mine:
+        sock.close()
+    assert httpx.get(f"{strict.url}/api/health").status_code == 200
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(strict):
+    sock = connect(strict.url)
+    sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+                 + b"\x89PNG")
+    t0 = time.time()
+    answer = read_until_closed(sock, wait=8).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer, answer
+    assert time.time() - t0 < 7  # and closed, not left open for the rest of the body
+    sock.close()
+
+
+def test_a_client_that_leaves_mid_body_is_one_log_line(strict):
+    sock = connect(strict.url)
+    sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)
+    time.sleep(0.3)
+    sock.close()
+    time.sleep(1)
+    assert httpx.get(f"{strict.url}/api/health").status_code == 200
+    log = strict.log.read_text()
+    assert log.count("disconnected before its request body was complete") == 1, log
+    assert "Traceback" not in log and "Exception" not in log
+
+
+def test_a_malformed_content_length_is_a_400(strict):
+    sock = connect(strict.url)
+    sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 12a\r\n\r\n")
+    assert read_until_closed(sock, wait=5).startswith(b"HTTP/1.1 400")
+    sock.close()
+
+
+@pytest.mark.slow
+def test_under_load_with_hostile_bodies_memory_stays_bounded_and_nothing_is_a_5xx(running):
+    """Good drawings from 16 clients, while others send images just under the pixel limit (paletted
+    PNGs of 3 KB that decode to 24 megapixels; six at once took 4.9 GB before), bombs past it, damaged
+    images and hostile JSON. Every answer is 200 or 4xx, and the server's peak memory stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = png(drawn("5", stroke=3))
+    near_limit = png(Image.new("P", (4900, 4900)))
+    damaged = bytearray(good)
+    damaged[37:41] = b"\xff\xff\xff\xff"
+    hostile = [(near_limit, "image/png")] * 12 + [(bomb_png(), "image/png"), (bytes(damaged), "image/png"),
+                                                  (b"[" * 100_000, "application/json"),
+                                                  (b'{"image": [[' + b"9" * 5000 + b"]]}", "application/json")] * 3
+    _, peak_before = running.memory_mb()
+
+    def send(item):
+        body, ctype = item
+        r = httpx.post(f"{running.url}/api/predict", content=body, headers={"Content-Type": ctype}, timeout=120)
+        return r.status_code, (r.json().get("digit") if r.status_code == 200 and body is good else None)
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(send, [(good, "image/png")] * 160 + hostile))
+    statuses = [s for s, _ in results]
+    assert max(statuses) < 500, sorted(set(statuses))
+    assert [d for s, d in results[:160]] == ["5"] * 160
+    now, peak = running.memory_mb()
+    print(f"server memory: peak {peak_before} MB before the load, {peak} MB after; {now} MB resident now")
+    assert peak - peak_before < 700, (peak_before, peak)
+    assert httpx.get(f"{running.url}/api/health").status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,28 @@ def test_bench_data_writes_a_table_and_json(tmp_path):
     assert result["suite"] == "data" and result["machine"]["torch"]
     assert {r["name"] for r in result["rows"]} >= {"mnistlab.load warm (verified cache)"}
     assert all(r["median_s"] > 0 for r in result["rows"])
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_closed_pipe_ends_quietly(unbuffered):
+    """`mnistlab data info mnist | head -1`: the reader goes away; no BrokenPipeError traceback."""
+    env = dict(os.environ, PYTHONUNBUFFERED=unbuffered)
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "data", "info", "mnist"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the command has written a byte: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
+def test_the_package_claims_only_what_it_does():
+    """Its one-line description names verbs the CLI has (it said 'attack' before anything attacked)."""
+    from importlib.metadata import metadata
+
+    from mnistlab.cli import build_parser
+
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)
+    for text in (metadata("mnistlab")["Summary"], mnistlab.__doc__.splitlines()[0]):
+        claimed = re.findall(r"\b(load|train|evaluate|attack|serve|audit|map|predict|export|ensemble|report|tune)\b",
+                             text.lower())
+        assert claimed and all(v in verbs or v == "load" for v in claimed), (text, claimed)

@@ -223,3 +223,132 @@ def test_recipe_dry_runs_from_the_cli(recipe, tmp_path):
     assert "test accuracy" in out.stdout
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     assert summary["recipe"] == recipe and summary["epochs_run"] == 1
+
+
+# ---------- runs that go wrong ----------
+
+def test_a_diverging_run_stops_with_the_epoch_and_step(tmp_path):
+    c = cfg(model="mlp", optimizer="sgd", lr=1e12, train_subset=4000, validation=500, epochs=3, out=str(tmp_path),
+            name="boom")
+    with pytest.raises(MnistlabError, match=r"training diverged: the loss stopped being finite at epoch 1, "
+                                            r"step \d+ of 32") as err:
+        train(c, quiet=True)
+    assert "lower the learning rate" in err.value.hint
+    log = [json.loads(line) for line in (tmp_path / "boom" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "diverged" and log[-1]["epoch"] == 1
+    assert not (tmp_path / "boom" / "summary.json").exists()  # not a success
+
+
+def test_a_dataset_of_identical_images_is_refused_before_training(tmp_path, registered, empty_cache):
+    # an unpinned CIFAR-10 copy whose images are all zero: std 0 made every loss NaN, and the run
+    # finished "successfully" with acc 100%
+    import tarfile
+
+    import numpy as np
+
+    tiny, _ = write_tiny(datasets.get_spec("cifar10"), tmp_path / "data", name="zeros")
+    archive = tmp_path / "data" / "zeros" / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp_path / "data" / "zeros", filter="data")
+    archive.unlink()
+    for path in (tmp_path / "data" / "zeros").rglob("*.bin"):
+        records = np.frombuffer(path.read_bytes(), np.uint8).reshape(-1, 3073).copy()
+        records[:, 1:] = 0
+        path.write_bytes(records.tobytes())
+    registered(tiny)
+    with pytest.raises(MnistlabError, match=r"zeros: normalisation mean \[0.0, 0.0, 0.0\], std \[0.0, 0.0, 0.0\]") \
+            as err:
+        train(cfg(model="logreg", dataset="zeros", data_dir=str(tmp_path / "data"), validation=4,
+                  out=str(tmp_path / "runs")), quiet=True)
+    assert "every training pixel has the same value" in err.value.hint
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def interrupted(tmp_path):
+    """A run that finished 2 of its 3 epochs, as a kill would leave it (summary removed)."""
+    c = cfg(model="logreg", train_subset=2000, validation=500, epochs=2, out=str(tmp_path), name="run")
+    train(c, quiet=True)
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 3}))
+    from safetensors import safe_open
+
+    with safe_open(run / "last.safetensors", "pt") as f:
+        meta = json.loads(f.metadata()["mnistlab"])
+    meta["config"]["epochs"] = 3
+    from test_checkpoints import rewritten
+
+    rewritten(run / "last.safetensors", run / "last.safetensors.new", meta=meta).replace(run / "last.safetensors")
+    return run
+
+
+def test_resume_after_a_log_line_cut_short(interrupted):
+    with open(interrupted / "log.jsonl", "a") as f:
+        f.write('{"epoch": 3, "train_loss": 0.5, "trai')  # what a kill mid-write leaves
+    s = resume(interrupted, quiet=True)
+    assert s["epochs_run"] == 3
+    log = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "train_loss" in r] == [1, 2, 3]
+    assert next(r for r in log if r.get("event") == "resume")["damaged_lines_dropped"] == 1
+
+
+def test_resume_from_damaged_checkpoints_is_a_clear_error(interrupted, tmp_path):
+    from safetensors.torch import load_file
+    from test_checkpoints import meta_of, rewritten
+
+    last = interrupted / "last.safetensors"
+    tensors, meta = load_file(last), meta_of(last)
+    cases = [(dict(tensors=({k: v for k, v in tensors.items() if k != "model/1.bias"})), "missing model/1.bias"),
+             (dict(meta={k: v for k, v in meta.items() if k != "optimizer"}), "field 'optimizer'"),
+             (dict(meta={**meta, "history": "none"}), "field 'history'"),
+             (dict(tensors={k: v for k, v in tensors.items() if k != "rng/torch"}), "random-number state"),
+             (dict(meta={**meta, "optimizer": {"param_groups": [{}], "scalars": {}}}), "cannot restore")]
+    for change, fragment in cases:
+        broken = tmp_path / "broken"
+        import shutil
+
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(interrupted, broken)
+        rewritten(last, broken / "last.safetensors", **change)
+        with pytest.raises(MnistlabError, match=fragment):
+            resume(broken, quiet=True)
+
+
+def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist):
+    """CUDA graphs need a GPU, but what they add is only capture and replay: the step over static
+    buffers (indices, augmentation draws) must train exactly like the eager step, augmentation on."""
+    from mnistlab.data.normalization import Normalization
+    from mnistlab.models import create_model
+    from mnistlab.training.optim import make_optimizer
+    from mnistlab.training.steps import EagerStep, StaticStep
+
+    c = cfg(model="fast", optimizer="sgd", lr=0.05, augment="elastic", label_smoothing=0.1)
+    norm = Normalization("standardize", (0.1307,), (0.3081,))
+    x, y = mnist.train.images[:512], mnist.train.labels[:512]
+    weights = []
+    for kind in ("eager", "static"):
+        torch.manual_seed(0)
+        model = create_model("fast", (1, 28, 28), 10)
+        opt = make_optimizer(c, model.parameters())
+        aug = config_mod.augmentation(c)
+        if kind == "eager":
+            step = EagerStep(model, model, opt, x, y, norm, aug, c, torch.device("cpu"))
+        else:
+            step = StaticStep(model, opt, x, y, norm, aug, c, 64, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(7)
+        for i in range(4):
+            loss, _ = step(torch.arange(i * 64, (i + 1) * 64), gen)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    # and the config no longer refuses augmentation with cuda_graphs (it refused only the preset before,
+    # and rotate/translate/zoom were silently dropped)
+    assert cfg(cuda_graphs=True, optimizer="sgd", rotate=10, translate=0.1).cuda_graphs
+
+
+def test_one_line_per_epoch_when_output_is_not_a_terminal(tmp_path):
+    out = run_cli("train", "--recipe", "seed-mlp", "--dry-run", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "it/s" not in out.stderr  # no bar redraws in a log file
+    assert out.stdout.count("epoch 1/1") == 1

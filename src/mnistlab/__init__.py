@@ -1,4 +1,4 @@
-"""mnistlab: load, train, evaluate, attack and serve models on the MNIST family of datasets.
+"""mnistlab: load, train, evaluate, ensemble and serve models on the MNIST family of datasets.
 
     import mnistlab
     ds = mnistlab.load("mnist")

@@ -430,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at the interpreter's exit
+        return status
     except MnistlabError as exc:
         print(f"mnistlab: error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -94,9 +94,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
 # The metadata schema
 
 
-def _bad(source: str, field: str, expected: str, value=None) -> MnistlabError:
+def _bad(source: str, field: str, expected: str, value=None, *, detail: str | None = None) -> MnistlabError:
     shown = "" if value is None else f" (found {json.dumps(value)[:80]})"
-    return MnistlabError(f"{source}: metadata field {field!r}: expected {expected}{shown}",
+    what = detail or f"expected {expected}{shown}"
+    return MnistlabError(f"{source}: metadata field {field!r}: {what}",
                          hint="the checkpoint was altered or written by another program; use one mnistlab wrote")
 
 
@@ -149,7 +150,7 @@ def validate_model(meta: dict, source: str, where: str = "") -> dict:
     try:
         parsed = Normalization.from_dict(norm)
     except MnistlabError as exc:
-        raise _bad(source, where + "normalization", exc.message) from None
+        raise _bad(source, where + "normalization", "", detail=exc.message) from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise _bad(source, where + "normalization", '{"normalize", "mean", "std"}', norm) from None
     if len(parsed.mean) != shape[0]:

@@ -24,6 +24,7 @@ import io
 import math
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def open_image(source, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> 
         if not isinstance(source, bytes) or len(source) > MAX_FILE_BYTES:
             raise MnistlabError(f"{name}: expected the bytes of an image file of at most {MAX_FILE_BYTES:,} bytes")
     try:
-        img = Image.open(io.BytesIO(source))
+        with warnings.catch_warnings():  # Pillow warns past 89 megapixels; our own, lower limit follows
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source))
         fmt, (w, h) = img.format, img.size
     except Image.DecompressionBombError:  # Pillow's own guard, for headers past ~179 megapixels
         raise ImageTooLarge(f"{name}: more than the {max_pixels:,} pixels allowed",

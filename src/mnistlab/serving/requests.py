@@ -18,6 +18,7 @@ from python_multipart.multipart import (
     FormParserError,
     MultipartParseError,
     MultipartParser,
+    MultipartState,
     parse_options_header,
 )
 
@@ -162,6 +163,8 @@ def multipart_file(content_type: str, body: bytes) -> tuple[str, bytes]:
         parser = MultipartParser(boundary, callbacks, max_size=len(body))
         parser.write(body)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            raise MultipartParseError("the form ends before its closing boundary")
     except (MultipartParseError, FormParserError, ValueError, IndexError) as exc:
         raise RequestError(400, f"malformed multipart form ({str(exc)[:200]})") from None
     for part in parts:

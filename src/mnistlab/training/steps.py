@@ -4,7 +4,7 @@ A step takes the indices of a batch into the training images (uint8, on the devi
 batch's augmentation from the epoch's generator, and returns (loss, logits) after updating the
 weights. The CUDA-graph step captures augmentation, forward, backward and a fused SGD update once
 and replays them; the random numbers of each batch are drawn outside the graph (the same draws,
-in the same order, as the eager step) into buffers the captured step reads.
+in the same order, as the eager step) into buffers the captured step reads (`StaticStep`).
 """
 
 from __future__ import annotations
@@ -51,60 +51,73 @@ class EagerStep:
         return loss, logits
 
 
-class CudaGraphStep:
-    """The whole step of one full batch captured once as a CUDA graph and replayed: one launch instead
-    of a hundred, for small models whose GPU time is dwarfed by Python and kernel-launch overhead.
-
-    The batch is gathered inside the graph from a static index buffer; the learning rate is a device
-    tensor the scheduler fills in place (momentum, baked into the graph, stays constant: a one-cycle
-    schedule does not cycle it on this path). Capture needs a few eager warm-up steps; the model and
-    optimizer state are restored afterwards (momentum buffers zeroed, which is what a fresh SGD
-    starts from), so the warm-up leaves no trace in the run. A last, partial batch runs eagerly.
-    """
+class StaticStep:
+    """The step over static buffers (the batch's indices and augmentation draws): what a CUDA graph
+    captures. `run` reads only the buffers, so it can be captured once and replayed; called directly
+    it runs eagerly, which is how the tests check it on a CPU."""
 
     def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device):
-        self.opt, self.aug, self.batch, self.device = opt, aug, batch, device
+        self.model, self.opt, self.train_x, self.train_y = model, opt, train_x, train_y
+        self.norm, self.aug, self.cfg, self.batch, self.device = norm, aug, cfg, batch, device
         self.size = tuple(train_x.shape[-2:])
         self.idx = torch.arange(batch, device=device) % train_x.shape[0]
         self.params = aug_mod.draw(aug, batch, self.size, torch.Generator(device=device).manual_seed(0), device)
-        for group in opt.param_groups:
-            group["lr"] = torch.tensor(float(group["lr"]), device=device)
 
-        def step():
-            loss, logits = forward_loss(model, train_x[self.idx], train_y[self.idx], norm=norm, aug=aug,
-                                        params=self.params, cfg=cfg, device=device)
-            loss.backward()
-            opt.step()
-            return loss.detach(), logits.detach()
+    def fill(self, idx: torch.Tensor, generator: torch.Generator) -> None:
+        """Copy a batch's indices, and its draws (the eager step's, in the same order), into the buffers."""
+        self.idx.copy_(idx)
+        fresh = aug_mod.draw(self.aug, self.batch, self.size, generator, self.device)
+        if fresh is not None:
+            for static, value in zip(self.params.tensors(), fresh.tensors()):
+                static.copy_(value)
 
-        self._capture(model, opt, step)
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.opt.zero_grad(set_to_none=True)
+        loss, logits = forward_loss(self.model, self.train_x[self.idx], self.train_y[self.idx], norm=self.norm,
+                                    aug=self.aug, params=self.params, cfg=self.cfg, device=self.device)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), logits.detach()
 
-    def _capture(self, model, opt, step) -> None:
-        saved = {k: v.clone() for k, v in model.state_dict().items()}
+    def __call__(self, idx: torch.Tensor, generator: torch.Generator):
+        self.fill(idx, generator)
+        return self.run()
+
+
+class CudaGraphStep(StaticStep):
+    """The static step captured once as a CUDA graph and replayed: one launch instead of a hundred,
+    for small models whose GPU time is dwarfed by Python and kernel-launch overhead.
+
+    The learning rate becomes a device tensor the scheduler fills in place (momentum, baked into the
+    graph, stays constant: a one-cycle schedule does not cycle it on this path). Capture needs a few
+    eager warm-up steps; the model and optimizer state are restored afterwards (momentum buffers
+    zeroed, which is what a fresh SGD starts from), so the warm-up leaves no trace in the run. A
+    last, partial batch runs eagerly.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for group in self.opt.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                step()
+                self.run()
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():  # undo the warm-up: the run starts from the state it was given
-            for k, v in model.state_dict().items():
+            for k, v in self.model.state_dict().items():
                 v.copy_(saved[k])
-            for state in opt.state.values():
+            for state in self.opt.state.values():
                 for v in state.values():
                     if torch.is_tensor(v) and v.is_floating_point():
                         v.zero_()
         self.graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
-            self.loss, self.logits = step()
+            self.loss, self.logits = self.run()
 
     def __call__(self, idx: torch.Tensor, generator: torch.Generator):
-        self.idx.copy_(idx)
-        fresh = aug_mod.draw(self.aug, self.batch, self.size, generator, self.device)
-        if fresh is not None:  # the same draws, in the same order, as the eager step makes
-            for static, value in zip(self.params.tensors(), fresh.tensors()):
-                static.copy_(value)
+        self.fill(idx, generator)
         self.graph.replay()
         return self.loss, self.logits

@@ -1,0 +1,317 @@
+"""Fuzzing every parser of outside input: IDX and CIFAR-10 decoding, the gzip, zip and tar readers,
+the image path of `mnistlab.predict`, the JSON and multipart request decoders, and checkpoint
+metadata and files. Property: every input ends in a result or a MnistlabError (a RequestError, on
+the server), never another exception; a hang or a runaway allocation would fail the run too
+(pytest-timeout, and the size caps the parsers enforce).
+
+Inputs are mutations of valid seeds (bytes flipped, set to boundary values, inserted, deleted,
+duplicated, cut) and structure-aware cases (IDX headers with random dimensions, JSON documents and
+metadata trees with random values). Hypothesis is derandomised, so CI runs the same cases every
+time. $MNISTLAB_FUZZ_EXAMPLES sets the examples per surface (default below); the session summary
+prints the total.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from safetensors.torch import save_file
+
+from mnistlab import MnistlabError
+from mnistlab.data import formats
+from mnistlab.models import checkpoint
+from mnistlab.models.predictor import predictor_from
+from mnistlab.serving import requests
+from mnistlab.serving.predict import DEFAULT_MODEL, predict, to_mnist
+
+EXAMPLES = int(os.environ.get("MNISTLAB_FUZZ_EXAMPLES", "6000"))
+CASES: dict[str, int] = {}  # surface -> cases run, for the session summary
+
+
+def fuzz(share: float = 1.0):
+    """Hypothesis settings for one surface: `share` of EXAMPLES cases, derandomised, no deadline."""
+    return settings(max_examples=max(10, int(EXAMPLES * share)), deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def case(surface: str) -> None:
+    """Count one generated case of `surface` (the session summary prints the totals)."""
+    CASES[surface] = CASES.get(surface, 0) + 1
+
+
+def expect_clean(fn, *args, **kwargs):
+    """Run a parser: a result, or MnistlabError; anything else fails the test (and hypothesis shrinks it)."""
+    try:
+        return fn(*args, **kwargs)
+    except MnistlabError:
+        return None
+
+
+@st.composite
+def mutated(draw, seeds: list[bytes], max_ops: int = 6):
+    """One of `seeds` with up to `max_ops` random edits."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(0, max_ops))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "duplicate", "cut"]))
+        i = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and data:
+            value = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]))
+            width = draw(st.sampled_from([1, 2, 4]))
+            data[i:i + width] = bytes([value]) * width
+        elif op == "insert":
+            data[i:i] = draw(st.binary(max_size=16))
+        elif op == "delete":
+            del data[i:i + draw(st.integers(1, 16))]
+        elif op == "duplicate":
+            data[i:i] = data[i:i + draw(st.integers(1, 64))]
+        elif op == "cut":
+            del data[i:]
+    return bytes(data)
+
+
+# ---------- IDX, CIFAR-10, gzip, zip, tar ----------
+
+def idx(array: np.ndarray, code: int = 0x08) -> bytes:
+    dtype = {0x08: ">u1", 0x0C: ">i4"}[code]
+    return struct.pack(">I", (code << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + \
+        array.astype(dtype).tobytes()
+
+
+IDX_SEEDS = [idx(np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256), idx(np.arange(5) % 10),
+             idx(np.arange(16).reshape(2, 8), 0x0C)]
+
+
+@fuzz()
+@given(st.one_of(mutated(IDX_SEEDS), st.binary(max_size=64),
+                 st.builds(lambda magic, dims, tail: struct.pack(">I", magic) + b"".join(struct.pack(">I", d)
+                                                                                          for d in dims) + tail,
+                           st.sampled_from([0x801, 0x803, 0xC02, 0x0, 0xFFFFFFFF]),
+                           st.lists(st.integers(0, 2**32 - 1), max_size=4), st.binary(max_size=64))),
+       st.sampled_from([(3, 0x08), (1, 0x08), (2, 0x0C)]))
+def test_idx_and_cifar_decoding(data, kind):
+    case("IDX and CIFAR-10 decoding")
+    ndim, code = kind
+    array = expect_clean(formats.parse_idx, data, "fuzz", ndim=ndim, dtype_code=code)
+    assert array is None or array.ndim == ndim
+    expect_clean(formats.parse_cifar10, data, "fuzz")
+
+
+GZ_SEEDS = [gzip.compress(s, mtime=0) for s in IDX_SEEDS] + [gzip.compress(b"x" * 5000) + gzip.compress(b"yz")]
+
+
+@fuzz()
+@given(st.one_of(mutated(GZ_SEEDS), st.binary(max_size=64).map(lambda b: b"\x1f\x8b" + b)))
+def test_gzip_reader(data):
+    case("gzip reader")
+    out = expect_clean(formats.decompress, data, "fuzz", limit=4096)
+    assert out is None or len(out) <= 4096
+
+
+def _zip_seed() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("gzip/a.gz", GZ_SEEDS[0])
+        zf.writestr("gzip/b.gz", GZ_SEEDS[1])
+    return buf.getvalue()
+
+
+def _tar_seed() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, content in (("batches/a.bin", b"\x01" * 3073), ("batches/b.bin", b"\x02" * 3073)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+@fuzz(share=0.25)
+@given(st.one_of(mutated([_zip_seed()]), mutated([_tar_seed()])))
+def test_archive_readers(tmp_path_factory, data):
+    case("zip and tar readers")
+    path = tmp_path_factory.getbasetemp() / "fuzz-archive"
+    path.write_bytes(data)
+    limits = ({"gzip/a.gz": 4096, "gzip/b.gz": 4096} if data[:2] == b"PK" else
+              {"batches/a.bin": 8192, "batches/b.bin": 8192})
+    found = expect_clean(formats.read_members, path, limits)
+    assert found is None or all(len(found[m]) <= limit for m, limit in limits.items())
+
+
+# ---------- the image path of predict ----------
+
+def _image_seeds() -> list[bytes]:
+    seeds = []
+    for fmt, mode in (("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "1"), ("JPEG", "RGB"), ("GIF", "P"),
+                      ("BMP", "RGB"), ("WEBP", "RGB"), ("PNG", "I;16")):
+        img = Image.new(mode, (40, 32))
+        if mode != "I;16":
+            img.paste(Image.new(mode, (12, 20), 255 if mode in ("L", "1", "P") else (255,) * len(mode)), (14, 6))
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        seeds.append(buf.getvalue())
+    return seeds
+
+
+IMAGE_SEEDS = _image_seeds()
+
+
+@fuzz()
+@given(mutated(IMAGE_SEEDS))
+def test_images_through_predict(data):
+    case("images through mnistlab.predict")
+    result = expect_clean(predict, data)  # the packaged model, loaded once
+    assert result is None or (len(result) == 1 and 0 <= result[0].not_digit <= 1)
+
+
+@fuzz(share=0.25)
+@given(st.one_of(
+    st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=8), min_size=1,
+             max_size=8),
+    st.lists(st.lists(st.integers(-300, 300), min_size=3, max_size=3), min_size=1, max_size=40)))
+def test_arrays_through_preprocessing(rows):
+    case("arrays through the preprocessing")
+    from mnistlab.serving.images import to_pixels
+
+    pixels = expect_clean(to_pixels, rows if len({len(r) for r in rows}) == 1 else np.array([1.5j]))
+    if pixels is not None:
+        out, _ = to_mnist(Image.fromarray(pixels))
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+
+
+# ---------- the HTTP request decoders ----------
+
+def _json_docs():
+    leaf = st.one_of(st.integers(-10**30, 10**30), st.floats(), st.booleans(), st.none(), st.text(max_size=4))
+    row = st.lists(st.one_of(st.integers(-5, 300), st.floats(-1, 256)), min_size=1, max_size=30)
+    image = st.one_of(st.lists(row, min_size=1, max_size=30), st.recursive(leaf, lambda c: st.lists(c, max_size=4),
+                                                                         max_leaves=12))
+    return st.fixed_dictionaries({"image": image}, optional={"preprocess": st.one_of(st.booleans(), leaf)})
+
+
+JSON_SEEDS = [json.dumps({"image": [[0, 255, 3]] * 3}).encode(), json.dumps({"image": [[0] * 28] * 28,
+                                                                             "preprocess": False}).encode()]
+
+
+@fuzz()
+@given(st.one_of(_json_docs().map(lambda d: json.dumps(d).encode()), mutated(JSON_SEEDS), st.binary(max_size=64),
+                 st.integers(1, 5000).map(lambda n: b"[" * n), st.integers(1, 500).map(lambda n: b"9" * n)))
+def test_json_request_decoder(body):
+    case("JSON request decoder")
+    try:
+        job = requests.decode("application/json", body)
+    except requests.RequestError as exc:
+        assert 400 <= exc.status < 500
+        return
+    assert (job.image is None) != (job.pixels is None)
+
+
+def _form(filename: bytes, payload: bytes, boundary: bytes = b"XyZ") -> bytes:
+    return (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename +
+            b"\"\r\nContent-Type: image/png\r\n\r\n" + payload + b"\r\n--" + boundary + b"--\r\n")
+
+
+FORM_SEEDS = [_form(b"a.png", IMAGE_SEEDS[0]), _form(b"b.gif", IMAGE_SEEDS[5])]
+
+
+@fuzz()
+@given(mutated(FORM_SEEDS), st.sampled_from(["multipart/form-data; boundary=XyZ", "multipart/form-data",
+                                             'multipart/form-data; boundary="XyZ"', "multipart/form-data; boundary="]))
+def test_multipart_request_decoder(body, content_type):
+    case("multipart request decoder")
+    try:
+        job = requests.decode(content_type, body)
+    except requests.RequestError as exc:
+        assert 400 <= exc.status < 500
+        return
+    assert job.image is not None
+
+
+# ---------- checkpoints ----------
+
+@pytest.fixture(scope="module")
+def real_checkpoint():
+    """A logistic regression's weights with the packaged model's metadata: the same checks and build
+    path as any checkpoint, and cheap to build for every case that passes validation."""
+    from mnistlab.models import create_model
+
+    _, meta = checkpoint.load(DEFAULT_MODEL)
+    meta = {**meta, "model": "logreg", "model_args": {}}
+    tensors = checkpoint.prefixed(create_model("logreg").state_dict(), "model")
+    return tensors, meta
+
+
+JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(),
+                                     st.text(max_size=8)),
+                           lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=6), c,
+                                                                                        max_size=4)),
+                           max_leaves=10)
+
+
+def _paths(tree, prefix=()):
+    yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _paths(v, prefix + (i,))
+
+
+@fuzz()
+@given(st.data())
+def test_checkpoint_metadata(real_checkpoint, data):
+    case("checkpoint metadata")
+    tensors, meta = real_checkpoint
+    meta = json.loads(json.dumps(meta))
+    if data.draw(st.booleans()):  # as an ensemble of it, sometimes
+        meta = {"format": meta["format"], "version": meta["version"], "kind": "ensemble", "method": "mean",
+                "members": [meta]}
+        tensors = {k.replace("model/", "member0/model/", 1): v for k, v in tensors.items()}
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from([p for p in _paths(meta) if p]))
+        parent = meta
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and data.draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(JSON_VALUES)
+    try:
+        valid = checkpoint.validate(meta, "fuzz")
+    except MnistlabError:
+        return
+    expect_clean(predictor_from, tensors, valid, "fuzz")
+
+
+@fuzz(share=0.1)
+@given(st.data())
+def test_checkpoint_files(tmp_path_factory, data):
+    case("checkpoint files")
+    path = tmp_path_factory.getbasetemp() / "fuzz.safetensors"
+    if not path.with_suffix(".seed").exists():
+        tensors, meta = checkpoint.load(DEFAULT_MODEL)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path.with_suffix(".seed"),
+                  metadata={"mnistlab": json.dumps(meta)})
+    seed = path.with_suffix(".seed").read_bytes()
+    header_end = 8 + int.from_bytes(seed[:8], "little")
+    # mutate the header (where the parsing is) more often than the tensor bytes
+    head = data.draw(mutated([seed[:header_end]], max_ops=4))
+    path.write_bytes(head + seed[header_end:])
+    result = expect_clean(checkpoint.load, path)
+    if result is not None:
+        tensors, meta = result
+        assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
