@@ -386,7 +386,7 @@ def _add_serving_verbs(verbs) -> None:
     p = verbs.add_parser("predict", help="read digits in your own images (PNG, JPEG, BMP, GIF, WebP)",
                          description="Bring each image into MNIST's form (grayscale, light on dark, ink cropped, "
                          "longer side 20 px, centre of mass at the centre of 28x28) and classify it. Flags "
-                         "pictures that are probably not a single digit (see `mnistlab.predict`).")
+                         "pictures that are probably not a single digit (see `mnistlab.serving.predict`).")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", help="run directory, checkpoint or ensemble file (default: the packaged model)")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 images the model saw")
