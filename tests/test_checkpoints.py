@@ -81,6 +81,8 @@ BAD_FIELDS = [
     ("normalization.normalize", "whiten", "field 'normalization'"),
     ("kind", "model", "field 'kind'"),
     ("version", 99, "version 99"),
+    ("holdout", {"count": 5000}, "field 'holdout'"),
+    ("holdout.sha256", "abc", "field 'holdout'"),
 ]
 
 

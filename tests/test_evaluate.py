@@ -143,6 +143,13 @@ def test_ensemble_cli_reports_members_and_selects_on_validation(seed_runs, tmp_p
     assert result["accuracy"] >= min(result["member_accuracy"])
     assert cli_main(["ensemble", *map(str, runs), "--select", "--out", str(tmp_path / "sel.safetensors")]) == 0
     assert "greedy selection on the validation split" in capsys.readouterr().out
+    # a member that held out other examples (here: 500 instead of 1,000) trained on part of the others'
+    # validation split; selecting on it would be unfair, so it is refused
+    other = train(config_mod.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 500, "epochs": 1,
+                                            "out": str(tmp_path / "o"), "progress": False}), quiet=True)
+    assert cli_main(["ensemble", *map(str, runs), other["run_dir"], "--select", "--out",
+                     str(tmp_path / "bad.safetensors")]) == 2
+    assert "did not hold out the same validation examples" in capsys.readouterr().err
 
 
 # ---------- evaluate end to end ----------

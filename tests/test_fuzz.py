@@ -1,6 +1,6 @@
 """Fuzzing every parser of outside input: IDX and CIFAR-10 decoding, the gzip, zip and tar readers,
-the image path of `mnistlab.predict`, the JSON and multipart request decoders, and checkpoint
-metadata and files. Property: every input ends in a result or a MnistlabError (a RequestError, on
+the image path of `mnistlab.predict`, the JSON and multipart request decoders, checkpoint
+metadata and files, and the JSON files of a run directory. Property: every input ends in a result or a MnistlabError (a RequestError, on
 the server), never another exception; a hang or a runaway allocation would fail the run too
 (pytest-timeout, and the size caps the parsers enforce).
 
@@ -30,6 +30,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from mnistlab import MnistlabError
+from mnistlab.data import Holdout
 from mnistlab.data import formats
 from mnistlab.models import checkpoint
 from mnistlab.models.predictor import predictor_from
@@ -294,7 +295,9 @@ def test_checkpoint_metadata(real_checkpoint, data):
         valid = checkpoint.validate(meta, "fuzz")
     except MnistlabError:
         return
-    expect_clean(predictor_from, tensors, valid, "fuzz")
+    predictor = expect_clean(predictor_from, tensors, valid, "fuzz")
+    if predictor is not None and predictor.meta.get("holdout"):  # what `evaluate --split val` reads
+        Holdout.from_dict(predictor.meta["holdout"])
 
 
 @fuzz(share=0.1)
@@ -315,3 +318,25 @@ def test_checkpoint_files(tmp_path_factory, data):
     if result is not None:
         tensors, meta = result
         assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+
+# ---------- run directories ----------
+
+RUN_SEEDS = [json.dumps({"model": "mlp", "epochs": 3, "lr": 0.01, "model_args": {"hidden": [64]}}).encode(),
+             b'{"event": "start", "argv": []}\n{"epoch": 1, "train_loss": 0.5, "train_acc": 0.9}\n']
+
+
+@fuzz(share=0.1)
+@given(mutated(RUN_SEEDS))
+def test_run_directory_files(tmp_path_factory, data):
+    case("run-directory files")
+    from mnistlab.rundir import RunDir
+
+    run = RunDir(tmp_path_factory.getbasetemp() / "fuzz-run")
+    run.path.mkdir(exist_ok=True)
+    run.config.write_bytes(data)
+    run.log.write_bytes(data)
+    expect_clean(run.read_config)
+    rows, damaged = run.read_log()
+    assert all(isinstance(r, dict) for r in rows) and damaged >= 0
+    expect_clean(run.read_summary)

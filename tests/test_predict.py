@@ -183,7 +183,7 @@ print(img.size[0], img.size[1], (resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 
 @pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("P", "PNG"), ("P", "GIF"), ("RGB", "WEBP"), ("L", "BMP"),
-                                       ("L", "JPEG")])
+                                       ("L", "JPEG"), ("I;16", "PNG")])
 def test_a_large_image_decodes_reduced_and_in_bounded_memory(mode, fmt):
     """A 24-megapixel image (just under the 25 M default) of a few KB: decoded and reduced to at most
     1024 px a side, in bounded memory. The old path took 500-800 MB for each such image at 40 M."""

@@ -61,8 +61,18 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
 def select_greedy(paths: list[str | os.PathLike], val_images: torch.Tensor, val_labels: torch.Tensor,
                   method: str = "mean") -> tuple[list[int], list[float]]:
     """Caruana-style forward selection on the validation split: start from the best member, add the
-    member that most improves validation accuracy, stop when none does. Returns (indices, accuracies)."""
+    member that most improves validation accuracy, stop when none does. Returns (indices, accuracies).
+
+    Every member must have held out the same validation examples (their holdout records agree):
+    a member that trained on another's validation images would win the selection unfairly."""
     full = build(paths, method)
+    holdouts = [m.get("holdout") for m in full.member_meta]
+    if not holdouts[0] or any(h != holdouts[0] for h in holdouts):
+        odd = next((str(p) for p, h in zip(paths, holdouts) if not h or h != holdouts[0]), str(paths[0]))
+        raise MnistlabError(f"{odd} did not hold out the same validation examples as {paths[0]}: selecting on "
+                            "validation would score it on images it trained on",
+                            hint="select among runs trained with the same validation size and dataset, or "
+                            "build the ensemble without --select")
     probs = full.member_probs(val_images)  # (M, N, C)
     labels = val_labels.to(probs.device)
 

@@ -99,9 +99,13 @@ def prepare(
         raise MnistlabError("normalize='standardize' needs the training set's mean and std",
                             hint="use Split.prepare(), which knows them, or pass mean= and std=")
     channels = images.shape[1] if images.dim() == 4 else 1
-    as_tuple = (lambda v, d: tuple(float(t) for t in (v if isinstance(v, Sequence) else [v] * channels))
-                if v is not None else (d,) * channels)
-    norm = Normalization(normalize, as_tuple(mean, 0.0), as_tuple(std, 1.0))
+
+    def per_channel(value, default: float) -> tuple[float, ...]:
+        if value is None:
+            return (default,) * channels
+        return tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),) * channels
+
+    norm = Normalization(normalize, per_channel(mean, 0.0), per_channel(std, 1.0))
     x = images.to(device) if device is not None else images  # move uint8: 4x fewer bytes than float
     x = norm.apply(to_unit(x, dtype))
     if layout == "flat":

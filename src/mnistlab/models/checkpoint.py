@@ -155,9 +155,14 @@ def validate_model(meta: dict, source: str, where: str = "") -> dict:
         raise _bad(source, where + "normalization", '{"normalize", "mean", "std"}', norm) from None
     if len(parsed.mean) != shape[0]:
         raise _bad(source, where + "normalization", f"one mean and std per input channel ({shape[0]})", norm)
-    for optional_object in ("config", "holdout"):
-        if optional_object in meta and not isinstance(meta[optional_object], (dict, type(None))):
-            raise _bad(source, where + optional_object, "an object", meta[optional_object])
+    if not isinstance(meta.get("config", {}), (dict, type(None))):
+        raise _bad(source, where + "config", "an object", meta["config"])
+    holdout = meta.get("holdout")
+    if holdout is not None and not (
+            isinstance(holdout, dict) and isinstance(holdout.get("count"), int) and holdout["count"] > 0
+            and isinstance(holdout.get("seed"), int) and isinstance(holdout.get("stratified"), bool)
+            and isinstance(holdout.get("sha256"), str) and len(holdout["sha256"]) == 64):
+        raise _bad(source, where + "holdout", '{"count", "seed", "stratified", "sha256"} or null', holdout)
     return meta
 
 

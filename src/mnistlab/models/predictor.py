@@ -121,7 +121,8 @@ def describe(meta: dict, source: str) -> dict:
            if k in meta}
     if meta["kind"] == ENSEMBLE:
         out.update({k: meta["members"][0][k] for k in ("dataset", "classes", "num_classes", "in_shape")})
-        out["holdout"] = meta["members"][0].get("holdout")
+        holdouts = [m.get("holdout") for m in meta["members"]]
+        out["holdout"] = holdouts[0] if all(h == holdouts[0] for h in holdouts) else None  # else no shared val
     out["name"] = meta.get("name") or (file.parent.name if file.name in ("best.safetensors", "last.safetensors")
                                        else file.stem)
     out["model"] = meta.get("model", ENSEMBLE)

@@ -39,6 +39,12 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 _decoding = threading.BoundedSemaphore(MAX_DECODES)
 
 
+def limit_decodes(n: int) -> None:
+    """Decode at most `n` images at once in this process (the server sets its --decoders)."""
+    global _decoding
+    _decoding = threading.BoundedSemaphore(n)
+
+
 class ImageTooLarge(MnistlabError):
     """An image larger than allowed (refused before decoding)."""
 
@@ -116,11 +122,22 @@ def _standard_mode(img: Image.Image) -> Image.Image:
     if img.mode == "1":
         return img.convert("L")
     if img.mode.startswith("I") or img.mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.nanmax(values)) if values.size else 1.0)
-        scale = 255.0 / top if top > 255 else (255.0 if top <= 1 else 1.0)
-        return Image.fromarray(np.clip(np.nan_to_num(values) * scale, 0, 255).astype(np.uint8), "L")
+        return _eight_bit(img)
     return img.convert("RGBA")  # palette (with or without transparency), CMYK, YCbCr, LAB, ...
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float image as 8-bit L, block-averaged to DECODE_SIDE first (Pillow cannot
+    reduce I;16, and a full-size float copy of 25 megapixels would be 100 MB): scaled, not clipped."""
+    values = np.asarray(img)
+    f = math.ceil(max(values.shape) / DECODE_SIDE)
+    fh, fw = min(f, values.shape[0]), min(f, values.shape[1])
+    h, w = values.shape[0] // fh * fh, values.shape[1] // fw * fw
+    values = values[:h, :w].reshape(h // fh, fh, w // fw, fw).mean(axis=(1, 3), dtype=np.float32)
+    values = np.nan_to_num(values)
+    top = 65535.0 if img.mode.startswith("I;16") else max(1.0, float(values.max()) if values.size else 1.0)
+    scale = 255.0 / top if top > 255 else (255.0 if top <= 1 else 1.0)
+    return Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), "L")
 
 
 def to_pixels(value, name: str = "image", *, max_side: int = 4096) -> np.ndarray:

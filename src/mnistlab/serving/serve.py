@@ -40,6 +40,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..errors import MnistlabError
 from ..rundir import RunDir
+from .images import limit_decodes
 from .limits import Limits
 from .predict import NOT_DIGIT_THRESHOLD, classify, ink_pieces, to_mnist
 from .requests import Job, RequestError, check_media_type, decode
@@ -188,6 +189,7 @@ def create_app(predictor, *, source: str | None = None, limits: Limits = Limits(
                   description="Read handwritten digits: draw one on the page at /, or POST an image to /api/predict.")
     app.openapi_version = "3.0.3"  # the locally served Swagger UI 4 renders 3.0 documents
     app.state.predictor, app.state.info, app.state.limits = predictor, model_info(predictor, source), limits
+    limit_decodes(limits.decoders)  # the decode cap and the worker threads agree
     app.state.inflight = app.state.workers = None
     for exc_type, handler in ((RequestError, on_request_error), (ClientGone, on_client_gone),
                               (MnistlabError, on_mnistlab_error), (RequestValidationError, on_validation_error),

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import machine, rundir
-from ..data import Holdout, Split, load
+from ..data import Dataset, Holdout, Split, load
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
@@ -78,7 +78,7 @@ class Env:
 class Data:
     """The run's data on the device: training images and labels, validation and test splits."""
 
-    dataset: object
+    dataset: Dataset
     train_x: torch.Tensor  # uint8 (N,H,W) or (N,C,H,W)
     train_y: torch.Tensor  # int64 (N,)
     val: Split | None
@@ -249,7 +249,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
             run.truncate_log(progress.start_epoch - 1, sys.argv)
         env.say(f"resuming {run} after epoch {progress.start_epoch - 1}")
     else:
-        run, progress = rundir.new(cfg) if env.main else RunDir(os.path.join(cfg.out, rundir.name_for(cfg))), Progress()
+        progress = Progress()
+        run = rundir.new(cfg) if env.main else RunDir(os.path.join(cfg.out, rundir.name_for(cfg)))  # rank 0 decides
         if env.main:
             run.path.mkdir(parents=True)
             run.write_json(RunDir.CONFIG, cfg.as_dict())
