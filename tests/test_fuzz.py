@@ -30,8 +30,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from mnistlab import MnistlabError
-from mnistlab.data import Holdout
-from mnistlab.data import formats
+from mnistlab.data import Holdout, formats
 from mnistlab.models import checkpoint
 from mnistlab.models.predictor import predictor_from
 from mnistlab.serving import requests
