@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import MnistlabError
+from ..precision import CHOICES as PRECISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,7 +77,8 @@ class TrainConfig:
     # --- engine ---
     seed: int = setting(0, "seeds weights, data order, augmentation and dropout")
     device: str = setting("auto", "auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
-    precision: str = setting("fp32", "fp32 | bf16 (autocast)")
+    precision: str = setting("auto", "auto (bf16 autocast where the hardware computes bf16 natively: AVX-512 BF16, "
+                              "AMX, Ampere+ GPUs; fp32 elsewhere) | fp32 | bf16")
     channels_last: bool = setting(False, "NHWC memory layout for convolutions (GPUs; CPU max-pooling too)")
     compile: bool = setting(False, "torch.compile the model (GPU; costs start-up time)")
     cuda_graphs: bool = setting(False, "capture each training step (augmentation, forward, backward, fused SGD) as "
@@ -230,7 +232,7 @@ def validate(cfg: TrainConfig) -> None:
         if not accepts(getattr(cfg, key)):
             bad(key, expected)
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
-               "precision": ("fp32", "bf16"), "augment": PRESETS}
+               "precision": PRECISIONS, "augment": PRESETS}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             bad(key, " | ".join(allowed))

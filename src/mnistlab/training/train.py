@@ -35,13 +35,15 @@ import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import machine, rundir
+from .. import allocator, machine, rundir
 from ..data import Dataset, Holdout, Split, load
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters, create_model
 from ..models.inference import accuracy_and_loss, batched_logits
+from ..precision import Precision
+from ..precision import choose as choose_precision
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
 from . import config as config_mod
@@ -64,6 +66,8 @@ class Env:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     quiet: bool = False
+    precision: Precision | None = None  # what cfg.precision resolved to on this device, and why
+    allocator: str = ""  # how malloc was tuned for training, in words
 
     @property
     def main(self) -> bool:
@@ -145,7 +149,7 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
         row = train_epoch(cfg, epoch, step, data, parts, env, run)
         if data.val is not None:
             logits = batched_logits(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size,
-                                    device=env.device, precision=cfg.precision, channels_last=cfg.channels_last)
+                                    device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
             row["val_acc"], row["val_loss"] = accuracy_and_loss(logits, data.val.labels)
         improved, stop = progress.record(row, cfg.early_stopping)
         if env.main:
@@ -176,6 +180,8 @@ def set_up(cfg, quiet: bool) -> Env:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if want_cuda else "gloo")
     env.device = pick_device(cfg.device, env)
+    env.precision = choose_precision(cfg.precision, env.device)
+    env.allocator = allocator.keep_freed_memory()  # on the CPU every step reallocates its activations
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     if cfg.batch_size % env.world:
@@ -257,7 +263,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
             run.start_log({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
                            "environment": machine.describe(), "world_size": env.world, "device": str(env.device),
                            "params": count_parameters(parts.model), "dataset_hash": data.dataset.content_hash,
-                           "holdout": data.holdout.as_dict() if data.holdout else None})
+                           "holdout": data.holdout.as_dict() if data.holdout else None,
+                           "precision": env.precision.as_dict(), "allocator": env.allocator})
     if env.world > 1:  # every rank learns the directory rank 0 chose
         box = [str(run.path)]
         dist.broadcast_object_list(box, src=0)
@@ -266,13 +273,14 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
         progress.tensorboard = tensorboard_writer(run)
     n_val = len(data.val) if data.val is not None else 0
     env.say(f"run {run}: {cfg.model} ({count_parameters(parts.model):,} parameters) on {cfg.dataset} "
-            f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es)")
+            f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
     return run, progress
 
 
 def make_step(cfg, data: Data, parts: Parts, env: Env):
     """The step the loop calls: eager, or a CUDA graph (with an eager twin for a last partial batch)."""
     aug = config_mod.augmentation(cfg)
+    cfg = dataclasses.replace(cfg, precision=env.precision.chosen)  # the steps autocast only to bf16
     eager = EagerStep(parts.model, parts.forward_model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
                       env.device, keep_grads=cfg.cuda_graphs)
     if not cfg.cuda_graphs:
@@ -406,7 +414,7 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         tensors, _ = ckpt.load(run.best, device=env.device)
         parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
     test_logits = batched_logits(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size,
-                                 device=env.device, precision=cfg.precision, channels_last=cfg.channels_last)
+                                 device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
     test_acc, test_loss = accuracy_and_loss(test_logits, data.test.labels)
     history = progress.history
     summary = {
@@ -418,7 +426,7 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         "holdout": data.holdout.as_dict() if data.holdout else None,
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": int(round((1 - test_acc) * len(data.test))),
         "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,
-        "device": str(env.device), "environment": machine.describe(),
+        "device": str(env.device), "precision": env.precision.as_dict(), "environment": machine.describe(),
     }
     if env.main:
         if not run.best.exists():  # no validation split: the last weights are the result
