@@ -36,9 +36,12 @@ def mlp(in_shape, num_classes, hidden: Sequence[int] = (128,), dropout: float = 
 
 
 @register_model("keras-cnn", "Keras tutorial CNN: conv 32 3x3 ReLU, max-pool 2, dense 100 ReLU, dense 10 (he_uniform)")
-def keras_cnn(in_shape, num_classes):
+def keras_cnn(in_shape, num_classes, flatten: str = "nchw"):
+    # flatten="nhwc" is Keras's own order (channels-last), and with channels-last activations it is a
+    # view, so the dense layer's gradient needs no layout conversion on the way back (1.7 ms a step
+    # at batch 32 on 2 AVX2 cores). "nchw" is the order of runs trained before the option existed.
     conv = nn.Conv2d(in_shape[0], 32, 3)
-    features = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    features = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), _flatten(flatten))
     hidden, out = nn.Linear(_flat_size(features, in_shape), 100), nn.Linear(100, num_classes)
     # As the tutorial builds it in Keras: kernel_initializer='he_uniform' on the convolution and the
     # hidden dense layer (uniform in +-sqrt(6 / fan_in), which is PyTorch's kaiming_uniform_ for ReLU),
@@ -125,16 +128,37 @@ def rnn(in_shape, num_classes, cell: str = "lstm", hidden: int = 128, layers: in
 
 
 @register_model("fast", "mnistlab's own small CNN for time-to-accuracy: stride-2 5x5, 3x3, pool, 3x3 (see `fast` recipe)")
-def fast(in_shape, num_classes, width: int = 16):
+def fast(in_shape, num_classes, width: int = 16, stem_padding: int = 2, flatten: str = "nchw"):
     # Downsample first (a stride-2 5x5 conv: the one-channel input is cheap to read but slow to
-    # convolve at full size), then spend the FLOPs at 14x14 and 7x7. BatchNorm lets a one-cycle
-    # schedule with a high learning rate converge in one or two epochs. Chosen on the validation
-    # split by time-to-accuracy on 2 CPU cores (see README, "Speed").
+    # convolve at full size), then spend the FLOPs at the middle resolution and half of it.
+    # BatchNorm lets a one-cycle schedule with a high learning rate converge in one epoch. Chosen
+    # on the validation split by time-to-accuracy on 2 CPU cores (see README, "Speed").
+    # stem_padding=0 reads 28x28 as 12x12 instead of 14x14 (MNIST's border is empty): 27% less
+    # work everywhere after the stem, and better validation accuracy in one epoch.
+    # flatten="nhwc" flattens channels-last activations without a copy, so the classifier's
+    # gradient comes back channels-last too (a mixed-layout gradient costs ~18x in ReLU's backward).
+    if stem_padding not in (0, 1, 2):
+        raise ValueError(f"stem_padding must be 0, 1 or 2 (got {stem_padding!r})")
     c = in_shape[0]
 
-    def block(ci, co, k, stride=1):
-        return [nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
+    def block(ci, co, k, stride=1, padding=None):
+        return [nn.Conv2d(ci, co, k, stride=stride, padding=k // 2 if padding is None else padding, bias=False),
+                nn.BatchNorm2d(co), nn.ReLU()]
 
-    features = nn.Sequential(*block(c, width, 5, stride=2), *block(width, 2 * width, 3), nn.MaxPool2d(2),
-                             *block(2 * width, 2 * width, 3), nn.Flatten())
+    features = nn.Sequential(*block(c, width, 5, stride=2, padding=stem_padding), *block(width, 2 * width, 3),
+                             nn.MaxPool2d(2), *block(2 * width, 2 * width, 3),
+                             _flatten(flatten))
     return nn.Sequential(features, nn.Linear(_flat_size(features, in_shape), num_classes))
+
+
+def _flatten(order: str) -> nn.Module:
+    if order not in ("nchw", "nhwc"):
+        raise ValueError(f"flatten must be 'nchw' or 'nhwc' (got {order!r})")
+    return nn.Flatten() if order == "nchw" else ChannelsLastFlatten()
+
+
+class ChannelsLastFlatten(nn.Module):
+    """(N,C,H,W) -> (N, H*W*C): a view of a channels-last tensor (a copy of any other)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
