@@ -12,7 +12,8 @@ from .speed import epoch_flops
 
 @suite
 def bench_zoo(quick: bool = False) -> list[dict]:
-    """Training throughput (images/s, batch 128, forward+backward+Adam step) and memory of every model."""
+    """Training throughput (images/s, batch 128, forward+backward+Adam step, fp32 NCHW for every model
+    alike, whatever precision their recipes choose) and memory of every model."""
     from ..models import count_parameters, create_model, list_models
 
     dev = torch.device(device())
@@ -39,7 +40,7 @@ def bench_zoo(quick: bool = False) -> list[dict]:
             step()
         sync()
         dt = (time.perf_counter() - t0) / steps
-        rows.append({"name": name, "params": count_parameters(model), "images_per_s": 128 / dt,
+        rows.append({"name": name, "params": count_parameters(model), "precision": "fp32", "images_per_s": 128 / dt,
                      "ms_per_step": dt * 1000, "epoch_gflop": epoch_flops(name) / 1e9,
                      "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None})
     return rows
