@@ -122,7 +122,8 @@ MAX_BODY = 300_000  # the shared server's body limit (small, so the limit is che
 
 @pytest.fixture(scope="session")
 def running(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("server") / "server.log", "--max-body", str(MAX_BODY))
+    # --max-wait 60: the tests on this server check answers under load, not shedding (test_capacity.py)
+    server = Server(tmp_path_factory.mktemp("server") / "server.log", "--max-body", str(MAX_BODY), "--max-wait", "60")
     yield server
     server.stop()
 

@@ -9,7 +9,7 @@ of repeated runs, with min and max.
     mnistlab bench speed         # time to 99% test accuracy: the `fast` recipe over 5 seeds vs the references
     mnistlab bench zoo           # training throughput and memory of every model in the zoo
     mnistlab bench infer         # inference throughput, batch 1 and 1024, PyTorch and ONNX Runtime
-    mnistlab bench serve         # /api/predict latency and throughput with 50 concurrent clients
+    mnistlab bench serve         # /api/predict latency at fixed arrival rates (open loop), up to saturation
 
 One module per suite; each registers itself with `@suite`.
 """

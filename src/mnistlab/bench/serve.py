@@ -1,8 +1,10 @@
-"""The serve suite: /api/predict over loopback under concurrent clients, with /api/health as the reference."""
+"""The serve suite: /api/predict over loopback at fixed arrival rates up to saturation; /api/health and
+one client as references."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -11,54 +13,95 @@ from pathlib import Path
 
 from . import suite
 
+RATES = (100, 250, 500, 750, 1000, 1250, 1500, 2000)  # requests/s offered, open loop
+P99_GOAL_MS = 20.0  # a rate is sustained when every request is answered 200 and p99 is within this
+
 
 @suite
 def bench_serve(quick: bool = False) -> list[dict]:
-    """/api/predict over loopback: a real `mnistlab serve` process, 50 concurrent clients each sending
-    a 280x280 PNG drawing back to back; latency p50/p99, throughput, errors. /api/health beside it is
-    the reference: the cost of the HTTP stack alone."""
-    import io
-    import socket
-    import subprocess
+    """/api/predict over loopback as a classroom uses it: a real `mnistlab serve --workers N` (one
+    per core) and an open-loop generator offering 280x280 PNG drawings at fixed arrival rates
+    (`loadgen.py`; 500/s is 50 pages each asking every 100 ms), rising until the server no longer
+    keeps up; latency p50/p99 from when each request was due, 503s shed, errors. The highest rate
+    sustained (every answer a 200, p99 <= 20 ms) is the saturation point. References in the same
+    run: /api/health (the HTTP stack alone, wrk when installed) and one client sending back to back
+    (what one person drawing sees)."""
+    import os
 
-    import httpx
+    from .loadgen import constant_rate, http_request
+
+    body = _drawing()
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    seconds = 3 if quick else 10
+    rows = []
+    with _server(workers) as (host, port):
+        request = http_request(host, port, "/api/predict", body, "image/png")
+        constant_rate(host, port, request, rate=100, seconds=1)  # warm-up: connections, first calls
+        sustained, failing = None, 0
+        for rate in RATES:
+            # 120 connections at most: the server allows 64 per client address and worker, and the
+            # generator is one address
+            r = constant_rate(host, port, request, rate=rate, seconds=seconds, max_connections=min(120, 64 * workers))
+            ok = r["ok"] == r["sent"] and r["not_sent"] == 0 and r["p99_ms"] <= P99_GOAL_MS
+            rows.append({"name": f"POST /api/predict, {rate}/s offered (open loop)", "workers": workers, **r,
+                         "sustained": ok})
+            sustained = rate if ok else sustained
+            failing = 0 if ok else failing + 1
+            if failing == 2 or (quick and failing):
+                break
+        base = f"http://{host}:{port}"
+        health = (_wrk(base, "GET", "/api/health", None, clients=50, seconds=seconds, name="GET /api/health, 50 "
+                       "connections (the HTTP stack alone, closed loop)") if shutil.which("wrk") else
+                  asyncio.run(_load(base, "GET", "/api/health", None, clients=50, total=500 if quick else 3000,
+                                    name="GET /api/health, 50 connections (closed loop)")))
+        one = asyncio.run(_load(base, "POST", "/api/predict", body, clients=1, total=200 if quick else 1000,
+                                name="POST /api/predict, one client back to back (a person drawing)"))
+        rows += [health, one]
+    rows.append({"name": "saturation: highest rate sustained (all 200, p99 <= 20 ms)", "workers": workers,
+                 "sustained_per_s": sustained})
+    return rows
+
+
+def _drawing() -> bytes:
+    import io
+
     from PIL import Image, ImageDraw
 
     img = Image.new("L", (280, 280), 0)
     ImageDraw.Draw(img).line([(70, 60), (210, 60), (120, 240)], fill=255, width=18)  # a drawn 7
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    body = buf.getvalue()
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _server(workers: int):
+    """A `mnistlab serve` process on a free loopback port, up and answering; stopped afterwards."""
+    import socket
+    import subprocess
+
+    import httpx
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), "--workers",
+                               str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not start")
+                    raise RuntimeError("the server did not start") from None
                 time.sleep(0.2)
-        total = 500 if quick else 3000
-        rows = []
-        for name, method, path, content, clients in (
-                ("GET /api/health (HTTP stack alone)", "GET", "/api/health", None, 50),
-                ("POST /api/predict (PNG drawing)", "POST", "/api/predict", body, 50),
-                ("POST /api/predict, one client (what a person drawing sees)", "POST", "/api/predict", body, 1)):
-            if shutil.which("wrk"):  # a load generator in C: the client costs the 2 cores little
-                rows.append(_wrk(url, method, path, content, clients=clients, seconds=5 if quick else 15, name=name))
-            else:
-                rows.append(asyncio.run(_load(url, method, path, content, clients=clients, total=total, name=name)))
-        return rows
+        time.sleep(2 if workers > 1 else 0)  # the other workers finish loading their models
+        yield "127.0.0.1", port
     finally:
         server.terminate()
-        server.wait(10)
+        server.wait(20)
 
 
 def _wrk(url: str, method: str, path: str, content, *, clients: int, seconds: int, name: str) -> dict:

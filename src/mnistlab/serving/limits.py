@@ -28,6 +28,10 @@ class Limits:
     max_connections: int = _limit(1000, "open connections in all")
     max_per_client: int = _limit(64, "open connections from one address")
     max_inflight: int = _limit(32, "predict requests reading their body or being served at once; more wait")
+    max_queue: int = _limit(16, "predict requests waiting for one of those places; more get a fast 503 with "
+                            "Retry-After instead of an unbounded wait")
+    max_wait: float = _limit(0.2, "seconds a predict request may have waited, once read, before it is served; "
+                             "older ones get a fast 503 with Retry-After (a drawing's answer is stale by then)")
     decoders: int = _limit(MAX_DECODES, "worker threads decoding images and running the model")
 
     def __post_init__(self):

@@ -40,6 +40,7 @@ from .images import open_image, standardize, to_pixels
 
 NOT_DIGIT_THRESHOLD = 0.5
 MAX_SPECKS = 12  # more separate pieces of ink than this is noise, not pen strokes
+WORKING_SIDE = 112  # pictures are box-reduced toward this side (4x the digit's 28) before any pixel work
 DEFAULT_MODEL = Path(__file__).parent.parent / "_models" / "default.safetensors"
 
 
@@ -53,39 +54,59 @@ def _ink(img: Image.Image) -> np.ndarray:
         img = img.convert("RGB")
     gray = np.asarray(ImageOps.grayscale(img), dtype=np.float32) / 255
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:  # dark ink on light paper
+    if _quantile(border, 0.5) > 0.5:  # dark ink on light paper
         gray = 1 - gray
         border = 1 - border
-    return _clean(np.clip(gray - np.median(border), 0, None))
+    return _clean(np.maximum(gray - _quantile(border, 0.5), 0))
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile (nearest rank below) of a 1-D array: np.percentile's answer within one
+    neighbouring value, at a tenth of its fixed cost, which dominates for the sizes here."""
+    k = int(q * (values.size - 1))
+    return float(np.partition(values, k)[k])
+
+
+def _shrink(img: Image.Image, target: int = WORKING_SIDE) -> Image.Image:
+    """The picture box-averaged by a whole factor so its longer side is at most about `target` px.
+
+    The digit ends at 20 px, so detail beyond a few times that is never seen; every later step
+    costs per pixel (a 280x280 canvas drawing: 1.4 ms -> 0.5 ms of preprocessing)."""
+    factor = max(img.size) // target
+    return img.reduce(factor) if factor >= 2 else img
 
 
 def _clean(x: np.ndarray, floor: float = 0.15) -> np.ndarray:
-    peak = np.percentile(x[x > 0], 99.5) if (x > 0).any() else 0.0
+    inked = x[x > 0]
+    peak = _quantile(inked, 0.995) if inked.size else 0.0
     if peak < 0.1:  # no ink worth the name
         return np.zeros_like(x)
-    x = np.clip(x / peak, 0, 1)
-    return np.clip((x - floor) / (1 - floor), 0, 1)
+    x = np.minimum(x * np.float32(1 / peak), 1)  # x >= 0 here; ufuncs, not np.clip: a third of the cost
+    x -= floor
+    x *= np.float32(1 / (1 - floor))
+    return np.maximum(x, 0, out=x)
 
 
 def to_mnist(img: Image.Image) -> tuple[np.ndarray, dict]:
     """(uint8 (28,28) image in MNIST's form, facts about the ink) for any PIL image."""
-    ink = _ink(img)
-    rows, cols = np.nonzero(ink > 0)
+    ink = _ink(_shrink(img))
+    mask = ink > 0
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
         return np.zeros((28, 28), np.uint8), {"empty": True}
-    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = np.asarray(Image.fromarray(crop, "F").resize((nw, nh), Image.LANCZOS), dtype=np.float32)
-    small = np.clip(small, 0, 1)
+    small = np.array(Image.fromarray(crop, "F").resize((nw, nh), Image.LANCZOS), dtype=np.float32)
+    small = np.minimum(np.maximum(small, 0, out=small), 1, out=small)  # Lanczos rings past [0, 1]
     field_img = np.zeros((28, 28), np.float32)
     total = small.sum()
     cy, cx = ((np.arange(nh)[:, None] * small).sum() / total, (np.arange(nw)[None, :] * small).sum() / total)
     # MNIST's own digits have their centre of mass at pixel (14.0, 14.0) (the mean over the 60,000
     # training images is 13.996, 14.007), half a pixel below-right of the geometric centre 13.5.
-    top = int(np.clip(round(14 - cy), 0, 28 - nh))
-    left = int(np.clip(round(14 - cx), 0, 28 - nw))
+    top = min(max(round(float(14 - cy)), 0), 28 - nh)
+    left = min(max(round(float(14 - cx)), 0), 28 - nw)
     field_img[top:top + nh, left:left + nw] = small
     out = np.round(field_img * 255).astype(np.uint8)
     specks, side_by_side = ink_pieces(crop)
@@ -182,13 +203,12 @@ def classify(predictor, pics: torch.Tensor, facts: list[dict]) -> list[Predictio
     probs = predictor.probs(pics) if len(pics) else torch.empty(0, len(predictor.classes))
     classes = predictor.classes
     out = []
-    for p, f, img in zip(probs, facts, pics):
-        order = torch.argsort(p, descending=True)[:3]
+    for p, f, img in zip(probs.numpy(), facts, pics.numpy()):  # plain numbers: cheap to read one by one
+        order = np.argsort(-p, kind="stable")[:3]
         s, reasons = score(p, f)
-        out.append(Prediction(label=int(order[0]), digit=classes[int(order[0])], probability=float(p[order[0]]),
-                              top3=[(classes[int(i)], float(p[i])) for i in order],
-                              probabilities=[float(v) for v in p], not_digit=s, reasons=reasons,
-                              image=img.numpy()))
+        out.append(Prediction(label=int(order[0]), digit=classes[order[0]], probability=float(p[order[0]]),
+                              top3=[(classes[i], float(p[i])) for i in order], probabilities=p.tolist(),
+                              not_digit=s, reasons=reasons, image=img))
     return out
 
 

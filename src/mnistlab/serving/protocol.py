@@ -17,6 +17,7 @@ connections uvicorn's own `timeout_keep_alive`.
 from __future__ import annotations
 
 import logging
+import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -45,6 +46,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        # When the request was read: a handler that gets to it much later sheds it (serve.py).
+        self.scope.setdefault("state", {})["received"] = time.monotonic()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:

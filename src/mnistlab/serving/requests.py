@@ -33,11 +33,12 @@ MAX_FORM_PARTS = 5
 
 
 class RequestError(MnistlabError):
-    """A client's mistake, with the HTTP status to answer it with."""
+    """A client's mistake (or a 503: the server's capacity), with the HTTP status to answer it with;
+    `body_read` False when the request's body is still unread on the connection."""
 
-    def __init__(self, status: int, message: str, hint: str | None = None):
+    def __init__(self, status: int, message: str, hint: str | None = None, *, body_read: bool = True):
         super().__init__(message, hint)
-        self.status = status
+        self.status, self.body_read = status, body_read
 
 
 @dataclass

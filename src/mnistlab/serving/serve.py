@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import signal
+import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -34,18 +37,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import MnistlabError
 from ..rundir import RunDir
+from .backend import accelerate
 from .images import limit_decodes
 from .limits import Limits
 from .predict import NOT_DIGIT_THRESHOLD, classify, ink_pieces, to_mnist
-from .requests import Job, RequestError, check_media_type, decode
+from .requests import Job, RequestError, check_media_type, decode, media_type
 
 logger = logging.getLogger("uvicorn.error.mnistlab")  # shown with uvicorn's own log lines
+RETRY_AFTER_S = 1  # what a shed request is told to wait
+QUICK_BODY, QUICK_PIXELS = 256 * 1024, 1024 * 1024  # served in the event loop (see `is_quick`)
 
 
 class ClientGone(Exception):
@@ -94,6 +101,28 @@ def run_job(predictor, info: dict, job: Job) -> dict:
     return out
 
 
+def shed_if_stale(request: Request, limits: Limits, *, body_read: bool) -> None:
+    """A 503 for a request that has waited more than max_wait since its headers were read
+    (`protocol.py`): its answer would be stale, and serving it would delay everyone behind it."""
+    received = request.scope.get("state", {}).get("received")
+    if received is not None and time.monotonic() - received > limits.max_wait:
+        raise RequestError(503, f"the server is at capacity: this request waited {time.monotonic() - received:.2f} s, "
+                           f"more than the {limits.max_wait:g} s allowed", hint=f"retry after {RETRY_AFTER_S} s",
+                           body_read=body_read)
+
+
+def is_quick(content_type: str | None, body: bytes) -> bool:
+    """Whether a request is a small PNG (a canvas drawing) that the event loop can serve itself: at
+    most QUICK_BODY bytes whose header declares at most QUICK_PIXELS (decoded in a few ms). The size
+    is read from the PNG signature and IHDR chunk at their fixed places; anything else goes to a thread."""
+    if len(body) > QUICK_BODY or len(body) < 24 or media_type(content_type) != "image/png":
+        return False
+    if body[:8] != b"\x89PNG\r\n\x1a\n" or body[12:16] != b"IHDR":
+        return False
+    width, height = int.from_bytes(body[16:20], "big"), int.from_bytes(body[20:24], "big")
+    return width * height <= QUICK_PIXELS
+
+
 async def read_body(request: Request, limits: Limits) -> bytes:
     """The request body, at most `max_body` bytes, arriving within `body_timeout` seconds."""
     declared = request.headers.get("content-length")
@@ -127,15 +156,31 @@ async def api_predict(request: Request):
     if state.inflight is None:  # made in the event loop, on first use
         state.inflight, state.workers = anyio.Semaphore(state.limits.max_inflight), anyio.CapacityLimiter(
             state.limits.decoders)
-    async with state.inflight:
+    # Beyond capacity, a bounded queue: shedding a request costs microseconds, where an unbounded
+    # queue would make every request wait longer and longer.
+    if state.inflight.value == 0 and state.waiting >= state.limits.max_queue:
+        raise RequestError(503, f"the server is at capacity ({state.limits.max_inflight} requests in flight, "
+                           f"{state.waiting} waiting)", hint=f"retry after {RETRY_AFTER_S} s", body_read=False)
+    state.waiting += 1
+    try:
+        await state.inflight.acquire()
+    finally:
+        state.waiting -= 1
+    try:
+        shed_if_stale(request, state.limits, body_read=False)
         body = await read_body(request, state.limits)
 
         def work() -> dict:
             job = decode(request.headers.get("content-type"), body, max_pixels=state.limits.max_pixels)
             return run_job(state.predictor, state.info, job)
 
-        # In worker threads, so the event loop keeps accepting and parsing requests meanwhile.
+        if is_quick(request.headers.get("content-type"), body):
+            shed_if_stale(request, state.limits, body_read=True)  # the others in this loop turn went first
+            return JSONResponse(work())  # a drawing: ~2 ms, less than handing it to a thread costs
+        # Anything larger in worker threads, so the event loop keeps accepting and parsing meanwhile.
         return JSONResponse(await anyio.to_thread.run_sync(work, limiter=state.workers))
+    finally:
+        state.inflight.release()
 
 
 async def api_health(request: Request):
@@ -151,15 +196,18 @@ async def page(request: Request):
         return FileResponse(p, media_type="text/html")
 
 
-def error_response(status: int, message: str, hint: str | None = None) -> JSONResponse:
-    # A 408 or 413 leaves a body unread on the connection: close it rather than read the rest.
-    headers = {"Connection": "close"} if status in (408, 413) else None
+def error_response(status: int, message: str, hint: str | None = None, *, body_read: bool = True) -> JSONResponse:
+    # A 408 or 413, or a 503 before the body was read, leaves a body unread on the connection: close
+    # it rather than read the rest.
+    headers = {"Connection": "close"} if status in (408, 413) or not body_read else {}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return JSONResponse({"error": {"status": status, "message": message, "hint": hint}}, status_code=status,
                         headers=headers)
 
 
 async def on_request_error(request, exc: RequestError):
-    return error_response(exc.status, exc.message, exc.hint)
+    return error_response(exc.status, exc.message, exc.hint, body_read=exc.body_read)
 
 
 async def on_mnistlab_error(request, exc: MnistlabError):
@@ -183,14 +231,22 @@ async def on_unexpected(request, exc: Exception):  # a bug; the server keeps ser
     return error_response(500, f"internal error: {type(exc).__name__}")
 
 
-def create_app(predictor, *, source: str | None = None, limits: Limits = Limits()) -> FastAPI:
-    """The FastAPI application serving `predictor` (see the module docstring)."""
+def create_app(predictor, *, source: str | None = None, limits: Limits = Limits(), backend: str = "auto") -> FastAPI:
+    """The FastAPI application serving `predictor` (see the module docstring); backend "auto" runs
+    the model in ONNX Runtime when it is installed (`backend.py`), "pytorch" keeps PyTorch."""
+    if backend not in ("auto", "pytorch"):
+        raise MnistlabError(f"backend={backend!r}: expected auto or pytorch")
+    if backend == "auto":
+        predictor = accelerate(predictor)
     app = FastAPI(title="mnistlab", version=__version__, docs_url=None, redoc_url=None,
                   description="Read handwritten digits: draw one on the page at /, or POST an image to /api/predict.")
     app.openapi_version = "3.0.3"  # the locally served Swagger UI 4 renders 3.0 documents
     app.state.predictor, app.state.info, app.state.limits = predictor, model_info(predictor, source), limits
     limit_decodes(limits.decoders)  # the decode cap and the worker threads agree
+    app.state.info["backend"] = getattr(predictor, "backend", "pytorch")
     app.state.inflight = app.state.workers = None
+    app.state.waiting = 0
+    _warm_up(predictor, app.state.info)
     for exc_type, handler in ((RequestError, on_request_error), (ClientGone, on_client_gone),
                               (MnistlabError, on_mnistlab_error), (RequestValidationError, on_validation_error),
                               (StarletteHTTPException, on_http_error), (Exception, on_unexpected)):
@@ -204,6 +260,15 @@ def create_app(predictor, *, source: str | None = None, limits: Limits = Limits(
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     _mount_docs(app)
     return app
+
+
+def _warm_up(predictor, info: dict) -> None:
+    """One drawing through the whole path, so lazy imports and first calls are not a user's wait."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (280, 280))
+    ImageDraw.Draw(img).line([(70, 60), (210, 60), (120, 240)], fill=255, width=18)
+    run_job(predictor, info, Job(image=img))
 
 
 def _mount_docs(app) -> None:
@@ -226,25 +291,86 @@ def _mount_docs(app) -> None:
 
 
 def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          log_level: str = "info") -> None:
-    """Run the server until interrupted."""
+          log_level: str = "info", workers: int = 1, backend: str = "auto", access_log: bool = False) -> None:
+    """Run the server until interrupted: `workers` processes sharing the port (SO_REUSEPORT: the
+    kernel spreads connections over them), each with its own model, event loop and limits."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from .protocol import guarded
+        from .protocol import guarded  # noqa: F401
     except ImportError:
         raise MnistlabError("serving needs FastAPI and uvicorn", hint="pip install 'mnistlab[serve]'") from None
+    if not 1 <= workers <= 64:
+        raise MnistlabError(f"--workers {workers}: expected 1 to 64 (one per CPU core is the usual choice)")
+    if workers > 1 and port == 0:
+        raise MnistlabError("--workers > 1 needs a fixed --port: each worker listens on it")
+    if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise MnistlabError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)", hint="use --workers 1")
+    _load(model)  # a bad model is one clear error here, not one per worker
+    if workers == 1:
+        _serve_one(model, host, port, limits, log_level, backend, access_log, reuse_port=False)
+        return
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked threads or locks
+    procs = [ctx.Process(target=_serve_one, args=(model, host, port, limits, log_level, backend, access_log),
+                         kwargs={"reuse_port": True, "worker": i}, daemon=True) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # uvicorn finishes the requests in hand, then exits
+        for proc in procs:
+            proc.join(15)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the workers as Ctrl-C does
+
+
+def _load(model):
     from ..models.predictor import load_predictor
     from .predict import default_predictor
+
+    return default_predictor() if model is None else load_predictor(model)
+
+
+def _serve_one(model, host: str, port: int, limits: Limits, log_level: str, backend: str, access_log: bool, *,
+               reuse_port: bool, worker: int | None = None) -> None:
+    """One server process: the model, the app, and uvicorn on a socket (shared with the other workers)."""
+    import uvicorn
+
+    from .protocol import guarded
 
     # One request is one small forward pass: intra-op threads only contend with the server's own.
     torch.set_num_threads(1)
     _raise_open_file_limit(limits.max_connections + 64)
-    predictor = default_predictor() if model is None else load_predictor(model)
-    app = create_app(predictor, source=str(model) if model else None, limits=limits)
-    print(f"mnistlab: serving {app.title} model {predictor.meta.get('name')} on http://{host}:{port}/", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=limits.keep_alive,
-                http=guarded(limits.header_timeout, limits.max_connections, limits.max_per_client))
+    predictor = _load(model)
+    app = create_app(predictor, source=str(model) if model else None, limits=limits, backend=backend)
+    # access_log: a line per request costs ~5% of a drawing's CPU time; off unless asked for
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=limits.keep_alive,
+                            access_log=access_log,
+                            http=guarded(limits.header_timeout, limits.max_connections, limits.max_per_client))
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise MnistlabError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port, or stop what is using it") from None
+    sock.set_inheritable(True)
+    who = f" (worker {worker})" if worker is not None else ""
+    print(f"mnistlab: serving {app.title} model {predictor.meta.get('name')} with {app.state.info['backend']} "
+          f"on http://{host}:{sock.getsockname()[1]}/{who}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _raise_open_file_limit(wanted: int) -> None:

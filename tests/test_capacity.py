@@ -1,0 +1,151 @@
+"""Serving a classroom: the ONNX Runtime backend agrees with PyTorch, requests beyond capacity get a
+fast 503 with Retry-After, several worker processes share one port, and the open-loop load
+generator the benchmark uses measures a real server correctly."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import Server, free_port
+from PIL import Image
+from test_predict import drawn
+
+from mnistlab.bench.loadgen import constant_rate, http_request
+from mnistlab.serving.backend import OnnxPredictor, accelerate
+from mnistlab.serving.predict import classify, default_predictor, preprocess
+from mnistlab.serving.serve import is_quick
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_onnx_runtime_backend_reads_what_pytorch_reads(mnist):
+    pytest.importorskip("onnxruntime")
+    torch_predictor = default_predictor()
+    fast = accelerate(torch_predictor)
+    assert isinstance(fast, OnnxPredictor) and fast.classes == torch_predictor.classes
+    images = mnist.test.images[:500]
+    a, b = fast.probs(images), torch_predictor.probs(images)
+    assert float((a - b).abs().max()) < 1e-4
+    assert (a.argmax(1) == mnist.test.labels[:500]).float().mean() > 0.98
+    pics, facts = preprocess([drawn("4", stroke=3), drawn("7", stroke=3)])
+    assert [p.digit for p in classify(fast, pics, facts)] == [p.digit for p in classify(torch_predictor, pics, facts)]
+
+
+def test_only_small_raw_images_are_served_in_the_event_loop():
+    small = png(drawn("2", stroke=3))
+    assert is_quick("image/png", small)
+    assert not is_quick("image/png", png(Image.new("P", (4900, 4900))))  # 3 KB declaring 24 megapixels
+    assert not is_quick("application/json", b'{"image": [[0]]}')
+    assert not is_quick("image/png", b"\x89PNG\r\n\x1a\n garbage")
+
+
+@pytest.fixture
+def tight(tmp_path):
+    """A server that sheds almost at once: requests may wait 1 ms, one at a time, none queued."""
+    server = Server(tmp_path / "tight.log", "--max-wait", "0.001", "--max-inflight", "1", "--max-queue", "1")
+    yield server
+    server.stop()
+
+
+def test_beyond_capacity_requests_get_a_fast_503_with_retry_after(tight):
+    """Forty drawings at once on one worker: some are served, the rest shed fast with a 503 that
+    says when to retry; nothing else goes wrong, and the server serves normally afterwards."""
+    body = png(drawn("5", stroke=3))
+    results = []
+
+    def send():
+        t0 = time.perf_counter()
+        try:
+            r = httpx.post(f"{tight.url}/api/predict", content=body, headers={"Content-Type": "image/png"}, timeout=30)
+            results.append((r.status_code, r.headers.get("retry-after"), r.json(), time.perf_counter() - t0))
+        except httpx.HTTPError as exc:
+            results.append((type(exc).__name__, None, None, time.perf_counter() - t0))
+
+    threads = [threading.Thread(target=send) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = [s for s, *_ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    shed = [r for r in results if r[0] == 503]
+    assert shed and statuses.count(200) >= 1, statuses
+    for _, retry_after, doc, _ in shed:
+        assert retry_after == "1" and doc["error"]["status"] == 503 and "capacity" in doc["error"]["message"]
+    time.sleep(0.5)
+    r = httpx.post(f"{tight.url}/api/predict", content=body, headers={"Content-Type": "image/png"})
+    assert r.status_code == 200 and r.json()["digit"] == "5"
+
+
+def test_the_load_generator_offers_a_constant_rate_and_counts_what_comes_back(server):
+    host, port = server.removeprefix("http://").split(":")
+    request = http_request(host, int(port), "/api/predict", png(drawn("7", stroke=3)), "image/png")
+    r = constant_rate(host, int(port), request, rate=40, seconds=1.0, warm_connections=4)
+    assert r["sent"] == 40 and r["ok"] == 40 and r["errors"] == 0 and r["statuses"] == {"200": 40}
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] < 5000
+    assert 0.8 <= r["generator_wall_s"] < 10  # it took the second it was asked to, not as long as it liked
+    with socket.socket() as s:  # nobody listens there: every request is an error, and nothing hangs
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    dead = constant_rate("127.0.0.1", closed, request, rate=20, seconds=0.5, warm_connections=0, drain_s=1)
+    assert dead["ok"] == 0 and dead["errors"] == dead["sent"] == 10
+    with pytest.raises(ValueError, match="rate and seconds must be positive"):
+        constant_rate(host, int(port), request, rate=0, seconds=1)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_port_and_stop_together(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "workers.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), "--workers", "2"],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.time() + 90
+        while (tmp_path / "workers.log").read_text().count("(worker ") < 2:
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "workers.log").read_text()
+            time.sleep(0.3)
+        time.sleep(1)
+        body = png(drawn("3", stroke=3))
+        pids = set()
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            with httpx.Client() as client:
+                r = client.post(f"http://127.0.0.1:{port}/api/predict", content=body,
+                                headers={"Content-Type": "image/png"})
+                assert r.status_code == 200 and r.json()["digit"] == "3"
+                assert client.get(f"http://127.0.0.1:{port}/api/model").json()["backend"] in ("onnxruntime",
+                                                                                             "pytorch")
+        text = (tmp_path / "workers.log").read_text()
+        pids = {line.split("[")[1].split("]")[0] for line in text.splitlines() if "Started server process" in line}
+        assert len(pids) == 2, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+
+
+def test_bad_worker_counts_are_clear_errors():
+    for flags, words in ((["--workers", "0"], "--workers 0: expected 1 to 64"),
+                         (["--workers", "2", "--port", "0"], "--workers > 1 needs a fixed --port")):
+        done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", *flags], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_shed_limits_are_flags_and_must_be_positive():
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", "--max-wait", "0"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "--max-wait 0" in done.stderr and "positive" in done.stderr
