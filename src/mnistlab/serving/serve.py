@@ -101,6 +101,11 @@ def run_job(predictor, info: dict, job: Job) -> dict:
     return out
 
 
+def is_stale(request: Request, limits: Limits) -> bool:
+    received = request.scope.get("state", {}).get("received")
+    return received is not None and time.monotonic() - received > limits.max_wait
+
+
 def shed_if_stale(request: Request, limits: Limits, *, body_read: bool) -> None:
     """A 503 for a request that has waited more than max_wait since its headers were read
     (`protocol.py`): its answer would be stale, and serving it would delay everyone behind it."""
@@ -167,7 +172,14 @@ async def api_predict(request: Request):
     finally:
         state.waiting -= 1
     try:
-        shed_if_stale(request, state.limits, body_read=False)
+        if is_stale(request, state.limits):
+            # A small body is read before the 503, so the connection stays open: a client that must
+            # reconnect after every 503 costs the server more than the body does.
+            small = (request.headers.get("content-length") or "x").isdigit() and int(
+                request.headers["content-length"]) <= QUICK_BODY
+            if small:
+                await read_body(request, state.limits)
+            shed_if_stale(request, state.limits, body_read=small)
         body = await read_body(request, state.limits)
 
         def work() -> dict:
