@@ -153,3 +153,44 @@ def test_the_shed_limits_are_flags_and_must_be_positive():
     done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", "--max-wait", "0"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "--max-wait 0" in done.stderr and "positive" in done.stderr
+
+
+def _call(app, headers: dict, body: bytes, waited: float) -> tuple[int, dict]:
+    """One request through the real app's ASGI interface, as uvicorn's protocol hands it over
+    (`received`: when its headers were read)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
+             "root_path": "", "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "state": {"received": time.monotonic() - waited}}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}
+
+
+def test_a_stale_drawing_gets_a_503_on_a_connection_that_stays_open():
+    """A small body is read before the 503 (reconnecting after every 503 costs the server more); a
+    large one is not, and its connection is closed."""
+    from mnistlab.serving.limits import Limits
+    from mnistlab.serving.serve import QUICK_BODY, create_app
+
+    app = create_app(default_predictor(), limits=Limits(max_wait=0.05))
+    body = png(drawn("1", stroke=3))
+    fresh, _ = _call(app, {"content-type": "image/png", "content-length": str(len(body))}, body, waited=0)
+    assert fresh == 200
+    status, headers = _call(app, {"content-type": "image/png", "content-length": str(len(body))}, body, waited=1)
+    assert status == 503 and headers["retry-after"] == "1" and headers.get("connection") != "close"
+    big = str(QUICK_BODY + 1)
+    status, headers = _call(app, {"content-type": "image/png", "content-length": big}, b"", waited=1)
+    assert status == 503 and headers["connection"] == "close"
