@@ -4,14 +4,16 @@
     ds = mnistlab.load("mnist")
     (x_train, y_train), (x_test, y_test) = mnistlab.load_data("mnist")
     results = mnistlab.predict(["my_digit.png"])      # the packaged default model
+    result = mnistlab.attack("runs/seed-cnn-mnist-s0", x_test[:500], y_test[:500], method="pgd", eps=[0.1, 0.3])
 """
 
 __version__ = "0.1.0"
 
+from .analysis.attack import attack  # noqa: E402
 from .data import Dataset, Split, load, load_data, prepare  # noqa: E402
 from .data.registry import get_spec, list_datasets  # noqa: E402
 from .errors import MnistlabError  # noqa: E402
 from .serving.predict import predict  # noqa: E402  (the function; the module is mnistlab.serving.predict)
 
-__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "get_spec", "list_datasets", "load", "load_data",
-           "predict", "prepare"]
+__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "get_spec", "list_datasets", "load",
+           "load_data", "predict", "prepare"]

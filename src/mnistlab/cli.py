@@ -189,6 +189,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_attack(args) -> int:
+    from .analysis import attack as attack_mod
+
+    try:
+        eps = [float(e) for e in args.eps.split(",")]
+    except ValueError:
+        raise MnistlabError(f"--eps {args.eps!r}: expected numbers separated by commas, like 0.1,0.2,0.3") from None
+    if args.targeted and args.target is None:
+        raise MnistlabError("--targeted needs --target CLASS_INDEX")
+    doc = attack_mod.run(args.model, method=args.method, eps=eps, norm=args.norm,
+                         target=args.target if args.targeted else None, split=args.split, n=args.n,
+                         steps=args.steps, restarts=args.restarts, seed=args.seed, out=args.out,
+                         data_dir=args.data_dir)
+    print(attack_mod.format_table(doc))
+    print(f"\nwrote {doc['json']}, {doc['pictures']['curve']} and {doc['pictures']['gallery']}")
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from .analysis import ensemble as ensemble_mod
     from .analysis import evaluate as evaluate_mod
@@ -364,6 +382,25 @@ def _add_analysis_verbs(verbs) -> None:
     p.add_argument("--no-pictures", action="store_true", help="only the numbers")
     p.add_argument("--data-dir", help="directory to look for data in first")
     p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("attack", help="adversarial attacks (FGSM, PGD): robust accuracy per epsilon, curve, gallery",
+                         description="Attack a run directory, checkpoint or mean ensemble on a split. Epsilon is in "
+                         "pixel units of the [0,1] image whatever the model's normalisation; adversarial images "
+                         "stay in [0,1]. Writes JSON and PNGs (default: RUN_DIR/eval/).")
+    p.add_argument("model", help="run directory, .safetensors checkpoint, or mean ensemble file")
+    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"], help="the attack (default: pgd)")
+    p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="epsilons, comma-separated (default: 0.05,0.1,0.2,0.3)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="the ball (default: linf; l2 with pgd)")
+    p.add_argument("--targeted", action="store_true", help="push every image toward --target")
+    p.add_argument("--target", type=int, help="the class index a targeted attack aims for")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
+    p.add_argument("--n", type=int, default=1000, help="attack the first N images of the split (default: 1000)")
+    p.add_argument("--steps", type=int, default=40, help="PGD steps (default: 40)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds PGD's random starts (default: 0)")
+    p.add_argument("--out", help="directory for the JSON and pictures")
+    p.add_argument("--data-dir", help="directory to look for data in first")
+    p.set_defaults(func=cmd_attack)
 
     p = verbs.add_parser("ensemble", help="combine trained models (mean or vote), save as one artifact, compare",
                          description="Combine models by averaged probabilities or majority vote, save the ensemble "

@@ -1,0 +1,121 @@
+"""Adversarial attacks: FGSM against a hand computation, PGD's ball and [0,1] kept exactly, targeted
+attacks that reach their target, the checks against gradient masking on the packaged trained model,
+and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mnistlab
+from mnistlab import MnistlabError
+from mnistlab.analysis.attack import Attacked, fgsm, pgd
+from mnistlab.data.normalization import Normalization
+from mnistlab.models.predictor import Predictor
+from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
+
+
+def tiny_logreg(seed: int = 0) -> tuple[Predictor, torch.nn.Linear]:
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(784, 10)
+    model = torch.nn.Sequential(torch.nn.Flatten(), linear)
+    meta = {"name": "tiny", "classes": [str(i) for i in range(10)], "in_shape": [1, 28, 28], "num_classes": 10,
+            "dataset": "mnist"}
+    return Predictor([model], [Normalization("standardize", (0.5,), (0.25,))], "single", meta), linear
+
+
+def test_fgsm_is_the_hand_computed_signed_gradient_step():
+    """For softmax regression on standardised input z = (x - 0.5) / 0.25, the cross-entropy's gradient
+    with respect to the pixel x is W^T (softmax(Wz + b) - onehot(y)) / 0.25."""
+    predictor, linear = tiny_logreg()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (5, 784)).astype(np.float32)
+    y = np.array([0, 3, 5, 7, 9])
+    W, b = linear.weight.detach().numpy().astype(np.float64), linear.bias.detach().numpy().astype(np.float64)
+    z = (x - 0.5) / 0.25
+    logits = z @ W.T + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad = (p - np.eye(10)[y]) @ W / 0.25
+    expected = np.clip(x + 0.1 * np.sign(grad), 0, 1)
+    got = fgsm(Attacked(predictor), torch.from_numpy(x).view(5, 1, 28, 28), torch.from_numpy(y), 0.1)
+    np.testing.assert_allclose(got.view(5, 784).numpy(), expected, atol=1e-6)
+    toward = fgsm(Attacked(predictor), torch.from_numpy(x).view(5, 1, 28, 28), torch.from_numpy(y), 0.1,
+                  target=torch.full((5,), 2))
+    grad_t = (p - np.eye(10)[[2] * 5]) @ W / 0.25
+    np.testing.assert_allclose(toward.view(5, 784).numpy(), np.clip(x - 0.1 * np.sign(grad_t), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("linf", 0.3), ("l2", 1.5), ("l2", 3.0)])
+def test_pgd_stays_in_the_epsilon_ball_and_in_0_1_exactly(mnist, norm, eps):
+    net = Attacked(default_predictor())
+    x = mnist.test.images[:64].float()[:, None] / 255
+    y = mnist.test.labels[:64]
+    adv = pgd(net, x, y, eps, norm=norm, steps=10, generator=torch.Generator().manual_seed(0))
+    assert adv.min() >= 0 and adv.max() <= 1
+    delta = (adv - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert float(size.max()) <= eps * (1 + 1e-5) + 1e-6
+    assert float(size.mean()) > 0.3 * eps  # it did move
+
+
+def test_a_targeted_attack_reaches_its_target_and_accuracy_falls_with_epsilon(mnist):
+    images, labels = mnist.test.images[:200], mnist.test.labels[:200]
+    r = mnistlab.attack(default_predictor(), images, labels, method="pgd", eps=[0.1, 0.3], target=3, steps=20)
+    assert r.success[0] < r.success[1] and r.success[1] > 0.9
+    assert r.accuracy[1] < 0.1 and r.clean_accuracy > 0.98
+
+
+def test_checks_against_gradient_masking_on_the_trained_model(mnist):
+    """Accuracy falls monotonically with epsilon; PGD is never weaker than FGSM; an unbounded epsilon
+    leaves nothing standing; the same seed gives the same numbers."""
+    images, labels = mnist.test.images[:300], mnist.test.labels[:300]
+    eps = [0.0, 0.02, 0.05, 0.1, 0.2]
+    f = mnistlab.attack(DEFAULT_MODEL, images, labels, method="fgsm", eps=eps)
+    p = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=20, seed=1)
+    assert f.accuracy[0] == p.accuracy[0] == f.clean_accuracy
+    assert all(a >= b for a, b in zip(p.accuracy, p.accuracy[1:])), p.accuracy
+    assert all(pa <= fa for pa, fa in zip(p.accuracy, f.accuracy)), (p.accuracy, f.accuracy)
+    assert mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=1.0, steps=10).accuracy[0] < 0.01
+    again = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=20, seed=1)
+    assert again.accuracy == p.accuracy
+
+
+def test_bad_arguments_are_clear_errors(mnist):
+    images, labels = mnist.test.images[:4], mnist.test.labels[:4]
+    for kwargs, words in (({"eps": -0.1}, "expected a finite number >= 0"),
+                          ({"eps": float("nan")}, "expected a finite number >= 0"),
+                          ({"eps": []}, "at least one value"),
+                          ({"norm": "l1"}, "expected linf or l2"),
+                          ({"method": "cw"}, "expected one of fgsm, pgd"),
+                          ({"method": "fgsm", "norm": "l2"}, "FGSM is an L-inf attack"),
+                          ({"target": 10}, "expected a class index from 0 to 9"),
+                          ({"steps": 0}, "expected 1-10000 steps")):
+        with pytest.raises(MnistlabError, match=words):
+            mnistlab.attack(default_predictor(), images, labels, **kwargs)
+    with pytest.raises(MnistlabError, match="same, non-zero number"):
+        mnistlab.attack(default_predictor(), images, labels[:3])
+    vote = Predictor(default_predictor().models * 2, default_predictor().norms * 2, "vote", default_predictor().meta)
+    with pytest.raises(MnistlabError, match="vote ensemble has no gradient"):
+        mnistlab.attack(vote, images, labels)
+
+
+def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
+    out = tmp_path / "attack"
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), "--method", "fgsm",
+                           "--eps", "0.1,0.3", "--n", "50", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((out / "attack-fgsm-linf.json").read_text())
+    assert doc["eps"] == [0.1, 0.3] and doc["n"] == 50 and len(doc["robust_accuracy"]) == 2
+    assert (out / "attack-fgsm-linf-curve.png").stat().st_size > 1000
+    assert (out / "attack-fgsm-linf-gallery.png").stat().st_size > 1000
+    assert "robust accuracy" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), "--eps", "0.1,x"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--eps '0.1,x'" in bad.stderr and "Traceback" not in bad.stderr
