@@ -119,3 +119,38 @@ def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), "--eps", "0.1,x"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--eps '0.1,x'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
+def test_adversarial_batches_stay_in_the_ball_and_the_run_records_the_attack(tmp_path, mnist, method):
+    from mnistlab.training.adversarial import perturb
+    from mnistlab.training.config import resolve
+    from mnistlab.training.train import train
+
+    cfg = resolve("adv-fgsm-rs", {"adversarial": method, "adv_steps": 3, "out": str(tmp_path), "progress": False,
+                                  "train_subset": 512, "validation": 500, "epochs": 1, "adv_eval": 50})
+    pred = default_predictor()
+    x = mnist.test.images[:32].float()[:, None] / 255
+    adv = perturb(pred.models[0], x, mnist.test.labels[:32], pred.norms[0], cfg, torch.Generator().manual_seed(0))
+    assert adv.min() >= 0 and adv.max() <= 1 and float((adv - x).abs().max()) <= 0.3 + 1e-6
+    assert float((adv - x).abs().mean()) > 0.05
+    summary = train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "adv-fgsm-rs-mnist-s0" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["attack_s"] > 0 and rows[-1]["attack_s"] < rows[-1]["epoch_s"]
+    robust = summary["robust"]
+    assert robust["attack"].startswith("PGD-40 L-inf eps 0.3") and robust["n"] == 50
+    assert 0 <= robust["accuracy"] <= robust["clean_accuracy"] <= 1
+
+
+def test_adversarial_settings_are_checked():
+    from mnistlab.training.config import differences, resolve, validate
+
+    for overrides, words in (({"adversarial": "cw"}, "expected none | fgsm-rs | pgd"),
+                             ({"adv_eps": 1.5}, "adv_eps=1.5: expected 0 to 1"),
+                             ({"adv_steps": 0}, "adv_steps=0: expected 1 to 1000")):
+        with pytest.raises(MnistlabError, match=words):
+            validate(resolve("adv-fgsm-rs", overrides))
+    with pytest.raises(MnistlabError, match="turn off: adversarial"):
+        validate(resolve("adv-fgsm-rs", {"cuda_graphs": True, "optimizer": "sgd"}))
+    old_run = {k: v for k, v in resolve("seed-mlp").as_dict().items() if not k.startswith("adv")}
+    assert differences(old_run, resolve("seed-mlp").as_dict()) == []  # a run from before these settings resumes

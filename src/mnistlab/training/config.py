@@ -74,6 +74,15 @@ class TrainConfig:
     elastic_alpha: float | None = setting(None, "elastic distortion strength, pixels (None = the preset's)")
     elastic_sigma: float | None = setting(None, "elastic field smoothness, pixels (None = the preset's)")
 
+    # --- adversarial training (training/adversarial.py) ---
+    adversarial: str = setting("none", "none | fgsm-rs (Wong et al. 2020: FGSM from a random start) | pgd (Madry "
+                               "et al. 2018): train on L-inf adversarial batches")
+    adv_eps: float = setting(0.3, "adversarial training: L-inf radius in pixel units of the [0,1] image")
+    adv_steps: int = setting(10, "pgd adversarial training: steps per batch")
+    adv_step_size: float = setting(0.0, "0 = the method's default (fgsm-rs: 1.25 eps; pgd: 2.5 eps / steps)")
+    adv_eval: int = setting(1000, "adversarial runs: test images attacked at the end (PGD-40 at adv_eps, seed 0); "
+                            "0 = none")
+
     # --- engine ---
     seed: int = setting(0, "seeds weights, data order, augmentation and dropout")
     device: str = setting("auto", "auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
@@ -213,6 +222,10 @@ RANGES = {
     "zoom": (lambda v: v is None or 0 <= v < 1, "a fraction below 1"),
     "elastic_alpha": (lambda v: v is None or 0 <= v <= 1000, "0 to 1000 pixels"),
     "elastic_sigma": (lambda v: v is None or 0 < v <= 100, "more than 0, up to 100 pixels"),
+    "adv_eps": (lambda v: 0 <= v <= 1, "0 to 1 (pixel units of the [0,1] image)"),
+    "adv_steps": (lambda v: 1 <= v <= 1000, "1 to 1000"),
+    "adv_step_size": (lambda v: 0 <= v <= 1, "0 (the default) up to 1"),
+    "adv_eval": (lambda v: v >= 0, "0 (none) or a number of test images"),
 }
 
 
@@ -232,7 +245,7 @@ def validate(cfg: TrainConfig) -> None:
         if not accepts(getattr(cfg, key)):
             bad(key, expected)
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
-               "precision": PRECISIONS, "augment": PRESETS}
+               "precision": PRECISIONS, "augment": PRESETS, "adversarial": ("none", "fgsm-rs", "pgd")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             bad(key, " | ".join(allowed))
@@ -243,7 +256,8 @@ def validate(cfg: TrainConfig) -> None:
         raise MnistlabError("early_stopping needs a validation split (validation > 0)")
     if cfg.cuda_graphs:
         unsupported = [k for k, off in (("optimizer", cfg.optimizer != "sgd"), ("ema", cfg.ema),
-                                        ("grad_clip", cfg.grad_clip), ("compile", cfg.compile)) if off]
+                                        ("grad_clip", cfg.grad_clip), ("compile", cfg.compile),
+                                        ("adversarial", cfg.adversarial != "none")) if off]
         if unsupported:
             raise MnistlabError(f"cuda_graphs=true supports SGD training only; turn off: {', '.join(unsupported)}",
                                 hint="the graph path captures augmentation, forward, backward and a fused SGD "
@@ -272,5 +286,9 @@ def parse_set(items: list[str]) -> dict:
 
 
 def differences(a: dict, b: dict, ignore=RUN_ONLY_FIELDS) -> list[str]:
-    """Keys whose values differ between two config dicts (other than run-only fields)."""
-    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+    """Keys whose values differ between two config dicts (other than run-only fields). A key that a
+    run from an older mnistlab lacks counts as its default."""
+    def value(d, k):
+        return d[k] if k in d else (FIELDS[k].default if k in FIELDS else None)
+
+    return sorted(k for k in set(a) | set(b) if k not in ignore and value(a, k) != value(b, k))

@@ -9,17 +9,25 @@ in the same order, as the eager step) into buffers the captured step reads (`Sta
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 
 from ..data.normalization import Normalization, to_unit
 from . import augment as aug_mod
+from .adversarial import perturb
 
 
 def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, aug: aug_mod.Augment,
-                 params: aug_mod.Draw | None, cfg, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy, logits) of a batch: uint8 -> [0,1] -> augmented -> normalised -> model."""
-    x = norm.apply(aug_mod.apply(to_unit(images_u8), aug, params))
+                 params: aug_mod.Draw | None, cfg, device: torch.device,
+                 adversary=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, logits) of a batch: uint8 -> [0,1] -> augmented -> (made adversarial by
+    `adversary`, a function of the [0,1] batch) -> normalised -> model."""
+    x = aug_mod.apply(to_unit(images_u8), aug, params)
+    if adversary is not None:
+        x = adversary(x)
+    x = norm.apply(x)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # cache_enabled=False: autocast's weight cache must not outlive a captured graph
@@ -38,11 +46,20 @@ class EagerStep:
         self.train_x, self.train_y, self.norm, self.aug, self.cfg, self.device = (train_x, train_y, norm, aug, cfg,
                                                                                    device)
         self.keep_grads = keep_grads  # a CUDA graph owns the gradient tensors: zero them in place
+        self.attack_s = 0.0  # seconds spent finding adversarial batches (adversarial training)
 
     def __call__(self, idx: torch.Tensor, generator: torch.Generator):
         params = aug_mod.draw(self.aug, len(idx), tuple(self.train_x.shape[-2:]), generator, self.device)
-        loss, logits = forward_loss(self.forward_model, self.train_x[idx], self.train_y[idx], norm=self.norm,
-                                    aug=self.aug, params=params, cfg=self.cfg, device=self.device)
+        labels = self.train_y[idx]
+        adversary = None
+        if self.cfg.adversarial != "none":
+            def adversary(x01):
+                t0 = time.perf_counter()
+                out = perturb(self.forward_model, x01, labels, self.norm, self.cfg, generator)
+                self.attack_s += time.perf_counter() - t0  # the attack's cost, in the run log
+                return out
+        loss, logits = forward_loss(self.forward_model, self.train_x[idx], labels, norm=self.norm,
+                                    aug=self.aug, params=params, cfg=self.cfg, device=self.device, adversary=adversary)
         self.opt.zero_grad(set_to_none=not self.keep_grads)
         loss.backward()
         if self.cfg.grad_clip:

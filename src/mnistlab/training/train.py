@@ -308,6 +308,7 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
     correct = torch.zeros((), device=env.device, dtype=torch.long)
     first_bad = torch.full((), -1, device=env.device, dtype=torch.long)  # first step with a non-finite loss
     batch = parts.per_rank_batch
+    attack_s0 = getattr(step, "attack_s", 0.0)
     with progress_bar(parts.steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", unit="step",
                       enabled=cfg.progress and env.main and not env.quiet) as bar:
         for i in range(parts.steps_per_epoch):
@@ -337,6 +338,8 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
     row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
            "lr": float(parts.opt.param_groups[0]["lr"]), "epoch_s": time.perf_counter() - t0}
     row["images_per_s"] = seen / row["epoch_s"]
+    if cfg.adversarial != "none":  # what finding the adversarial batches cost, of epoch_s
+        row["attack_s"] = getattr(step, "attack_s", 0.0) - attack_s0
     return row
 
 
@@ -428,6 +431,10 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,
         "device": str(env.device), "precision": env.precision.as_dict(), "environment": machine.describe(),
     }
+    if cfg.adversarial != "none" and cfg.adv_eval and env.main:
+        summary["robust"] = robust_accuracy(cfg, data, parts)
+        env.say(f"robust accuracy {summary['robust']['accuracy']:.2%} under {summary['robust']['attack']} "
+                f"({summary['robust']['n']} test images)")
     if env.main:
         if not run.best.exists():  # no validation split: the last weights are the result
             save_weights(run.best, parts.eval_model, {**model_meta(cfg, data, parts), "epoch": len(history)})
@@ -438,6 +445,22 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
     if progress.tensorboard is not None:
         progress.tensorboard.close()
     return summary
+
+
+def robust_accuracy(cfg, data: Data, parts: Parts) -> dict:
+    """An adversarially trained model's accuracy under PGD-40 at its training radius, on the first
+    `adv_eval` test images (the test set's one use, with the final weights, after the clean pass)."""
+    from ..analysis.attack import attack
+    from ..models.predictor import Predictor
+
+    meta = {"name": cfg.name or cfg.recipe or cfg.model, "classes": list(data.dataset.classes),
+            "in_shape": list(data.in_shape), "num_classes": data.dataset.num_classes, "dataset": cfg.dataset}
+    predictor = Predictor([parts.eval_model], [data.norm], "single", meta)
+    n = min(cfg.adv_eval, len(data.test))
+    r = attack(predictor, data.test.images[:n].cpu(), data.test.labels[:n].cpu(), method="pgd", eps=[cfg.adv_eps],
+               steps=40, seed=0)
+    return {"attack": f"PGD-40 L-inf eps {cfg.adv_eps:g} (step 2.5 eps/40, random start, seed 0)", "split": "test",
+            "n": n, "accuracy": r.accuracy[0], "clean_accuracy": r.clean_accuracy}
 
 
 def tensorboard_writer(run: RunDir):
