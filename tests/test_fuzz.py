@@ -175,6 +175,14 @@ def test_images_through_predict(data):
     case("images through mnistlab.predict")
     result = expect_clean(predict, data)  # the packaged model, loaded once
     assert result is None or (len(result) == 1 and 0 <= result[0].not_digit <= 1)
+    # the server's look at a PNG header (is it a small drawing?) answers yes or no, whatever the bytes
+    from mnistlab.serving.serve import QUICK_PIXELS, is_quick
+
+    quick = is_quick("image/png", data)
+    assert quick in (True, False)
+    if quick:  # then the header is a PNG's and declares few enough pixels
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") * int.from_bytes(
+            data[20:24], "big") <= QUICK_PIXELS
 
 
 @fuzz(share=0.25)

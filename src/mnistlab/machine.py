@@ -21,8 +21,8 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf1
 
 
 def cpu_description() -> dict:
-    """The CPU's model name and the features in CPU_FEATURES it has (from /proc/cpuinfo on Linux)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """The CPU's model name, the features in CPU_FEATURES it has and its clock (from /proc/cpuinfo on Linux)."""
+    model, flags, mhz = platform.processor() or platform.machine(), set(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -30,9 +30,11 @@ def cpu_description() -> dict:
                 model = value.strip()
             elif key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
-    except OSError:
+            elif key.strip() == "cpu MHz" and mhz is None:
+                mhz = float(value)
+    except (OSError, ValueError):
         pass
-    return {"cpu": model, "cpu_features": [f for f in CPU_FEATURES if f in flags]}
+    return {"cpu": model, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cpu_mhz": mhz}
 
 
 @functools.lru_cache(maxsize=1)

@@ -55,14 +55,7 @@ def peak_fp32_gflops() -> dict:
     info = machine.describe()
     features = info["cpu_features"]
     lanes = 16 if "avx512f" in features else 8 if "avx2" in features else 4
-    mhz = None
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("cpu mhz"):
-                mhz = float(line.split(":")[1])
-                break
-    except (OSError, ValueError):
-        pass
+    mhz = info.get("cpu_mhz")
     threads = torch.get_num_threads()
     if mhz is None:
         return {"gflops": None, "how": "clock unknown"}

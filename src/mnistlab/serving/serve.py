@@ -109,10 +109,10 @@ def is_stale(request: Request, limits: Limits) -> bool:
 def shed_if_stale(request: Request, limits: Limits, *, body_read: bool) -> None:
     """A 503 for a request that has waited more than max_wait since its headers were read
     (`protocol.py`): its answer would be stale, and serving it would delay everyone behind it."""
-    received = request.scope.get("state", {}).get("received")
-    if received is not None and time.monotonic() - received > limits.max_wait:
-        raise RequestError(503, f"the server is at capacity: this request waited {time.monotonic() - received:.2f} s, "
-                           f"more than the {limits.max_wait:g} s allowed", hint=f"retry after {RETRY_AFTER_S} s",
+    if is_stale(request, limits):
+        waited = time.monotonic() - request.scope["state"]["received"]
+        raise RequestError(503, f"the server is at capacity: this request waited {waited:.2f} s, more than the "
+                           f"{limits.max_wait:g} s allowed", hint=f"retry after {RETRY_AFTER_S} s",
                            body_read=body_read)
 
 
@@ -175,8 +175,8 @@ async def api_predict(request: Request):
         if is_stale(request, state.limits):
             # A small body is read before the 503, so the connection stays open: a client that must
             # reconnect after every 503 costs the server more than the body does.
-            small = (request.headers.get("content-length") or "x").isdigit() and int(
-                request.headers["content-length"]) <= QUICK_BODY
+            declared = request.headers.get("content-length", "")
+            small = declared.isdigit() and int(declared) <= QUICK_BODY
             if small:
                 await read_body(request, state.limits)
             shed_if_stale(request, state.limits, body_read=small)

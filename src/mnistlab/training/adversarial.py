@@ -13,26 +13,19 @@ papers' code.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from ..analysis.attack import pgd
 
 
-def perturb(model, x01: torch.Tensor, labels: torch.Tensor, norm, cfg, generator: torch.Generator) -> torch.Tensor:
+def perturb(model, x01, labels, norm, cfg, generator):
     """Adversarial versions of the [0,1] batch `x01` for `cfg.adversarial` (fgsm-rs | pgd)."""
     eps = cfg.adv_eps
 
     def log_probs(x):
         return F.log_softmax(model(norm.apply(x)).float(), dim=1)
 
-    if cfg.adversarial == "pgd":
-        return pgd(log_probs, x01, labels, eps, steps=cfg.adv_steps, step_size=cfg.adv_step_size or None,
-                   generator=generator)
-    alpha = cfg.adv_step_size or 1.25 * eps
-    delta = (torch.rand(x01.shape, generator=generator, device=x01.device) * 2 - 1) * eps
-    delta = ((x01 + delta).clamp(0, 1) - x01).requires_grad_(True)
-    loss = F.nll_loss(log_probs(x01 + delta), labels)
-    (grad,) = torch.autograd.grad(loss, delta)
-    delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
-    return (x01 + delta).clamp(0, 1).detach()
+    # FGSM from a random start is PGD with one step of 1.25 eps (same start, same projection)
+    steps, default_step = (cfg.adv_steps, None) if cfg.adversarial == "pgd" else (1, 1.25 * eps)
+    return pgd(log_probs, x01, labels, eps, steps=steps, step_size=cfg.adv_step_size or default_step,
+               generator=generator)
