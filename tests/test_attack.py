@@ -154,3 +154,131 @@ def test_adversarial_settings_are_checked():
         validate(resolve("adv-fgsm-rs", {"cuda_graphs": True, "optimizer": "sgd"}))
     old_run = {k: v for k, v in resolve("seed-mlp").as_dict().items() if not k.startswith("adv")}
     assert differences(old_run, resolve("seed-mlp").as_dict()) == []  # a run from before these settings resumes
+
+
+def test_apgd_checkpoints_and_the_targeted_dlr_loss_by_hand():
+    from mnistlab.analysis.autoattack import checkpoints, dlr_targeted, margin
+
+    # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (Croce and Hein 2020, section 3.2)
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    z = torch.tensor([[5.0, 1.0, 3.0, 2.0, 0.0], [0.0, 4.0, 1.0, 1.0, 2.0]])
+    y, t = torch.tensor([0, 1]), torch.tensor([2, 4])
+    # sorted logits 5,3,2,1,0: -(5 - 3) / (5 - (2 + 1) / 2); 4,2,1,1,0: -(4 - 2) / (4 - (1 + 1) / 2)
+    torch.testing.assert_close(dlr_targeted(z, y, t), torch.tensor([-2 / 3.5, -2 / 3.0]))
+    torch.testing.assert_close(dlr_targeted(z * 7 + 3, y, t), dlr_targeted(z, y, t))  # shift and scale free
+    torch.testing.assert_close(margin(z, y), torch.tensor([2.0, 2.0]))
+
+
+@pytest.mark.parametrize("method, norm, eps", [("apgd-ce", "linf", 0.05), ("apgd-ce", "l2", 1.0),
+                                               ("apgd-t", "linf", 0.05), ("square", "linf", 0.05)])
+def test_apgd_and_square_stay_in_the_ball_and_beat_a_single_step(mnist, method, norm, eps):
+    from mnistlab.analysis.autoattack import apgd, square
+
+    net = Attacked(default_predictor())
+    x = mnist.test.images[:64].float()[:, None] / 255
+    y = mnist.test.labels[:64].long()
+    g = torch.Generator().manual_seed(0)
+    if method == "square":
+        adv = square(net, x, y, eps, queries=300, generator=g)
+    else:
+        target = None if method == "apgd-ce" else net(x).scatter(1, y[:, None], float("-inf")).argmax(1)
+        adv = apgd(net, x, y, eps, norm=norm, steps=30, target=target, generator=g)
+    assert adv.min() >= 0 and adv.max() <= 1
+    delta = (adv - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert float(size.max()) <= eps * (1 + 1e-5) + 1e-6
+    robust = float((net(adv).argmax(1) == y).float().mean())
+    one_step = fgsm(net, x, y, eps) if norm == "linf" else pgd(net, x, y, eps, norm="l2", steps=1, step_size=eps,
+                                                                random_start=False)
+    assert robust < float((net(one_step).argmax(1) == y).float().mean())
+
+
+def test_square_stops_querying_an_example_once_it_is_broken(mnist):
+    from mnistlab.analysis.autoattack import square
+
+    net = Attacked(default_predictor())
+    rows = []
+
+    def counted(x):
+        rows.append(len(x))
+        return net(x)
+
+    x = mnist.test.images[:32].float()[:, None] / 255
+    y = mnist.test.labels[:32].long()
+    adv = square(counted, x, y, 0.1, queries=300, generator=torch.Generator().manual_seed(0))
+    broken = int((net(adv).argmax(1) != y).sum())
+    assert broken >= 24 and rows[0] == 32  # eps 0.1 breaks an undefended model
+    assert len(rows) <= 300 and sum(rows) < 32 * len(rows) / 2  # most examples stopped early
+
+
+def test_autoattack_is_the_per_example_minimum_and_names_who_broke_what(mnist):
+    images, labels = mnist.test.images[:100], mnist.test.labels[:100]
+    kw = {"eps": [0.05], "steps": 20, "seed": 3, "checks": False}
+    ce = mnistlab.attack(DEFAULT_MODEL, images, labels, method="apgd-ce", **kw)
+    aa = mnistlab.attack(DEFAULT_MODEL, images, labels, method="autoattack", targets=3, queries=200, **kw)
+    assert aa.accuracy[0] <= ce.accuracy[0]
+    broke = aa.settings["broken_by"][0]
+    assert list(broke) == ["clean", "apgd-ce", "apgd-t", "square"]
+    assert broke["apgd-ce"] == round((ce.clean_accuracy - ce.accuracy[0]) * 100)  # same seed, same first stage
+    assert sum(broke.values()) == round((1 - aa.accuracy[0]) * 100)
+    pred = Attacked(default_predictor())(aa.adversarial[0]).argmax(1)
+    assert float((pred == torch.as_tensor(labels)).float().mean()) == aa.accuracy[0]
+
+
+class _Staircase(torch.nn.Module):
+    """The packaged model behind a rounding of its input to 3 grey levels: round() has a zero gradient
+    everywhere, the textbook case of a defence that only masks gradients (Athalye et al. 2018)."""
+
+    def __init__(self, predictor):
+        super().__init__()
+        self.model, self.norm = predictor.models[0], predictor.norms[0]
+
+    def forward(self, x255):
+        return self.model(self.norm.apply(torch.round(x255 / 255 * 2) / 2))
+
+
+def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(mnist):
+    images, labels = mnist.test.images[:100], mnist.test.labels[:100]
+    honest = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=[0.1, 0.2], steps=20, check_n=60)
+    assert honest.checks["passed"], honest.checks
+    assert [c["check"] for c in honest.checks["checks"]] == [
+        "accuracy falls monotonically with epsilon", "not weaker than FGSM",
+        "an unbounded epsilon leaves ~nothing standing", "a gradient-free attack does not beat the gradient attacks"]
+    base = default_predictor()
+    masked = Predictor([_Staircase(base)], [Normalization("none", (0.0,), (1.0,))], "single", base.meta)
+    fooled = mnistlab.attack(masked, images, labels, method="pgd", eps=[0.1, 0.2], steps=20, check_n=60)
+    assert fooled.accuracy[-1] > 0.8  # PGD finds no gradient and reports robustness...
+    failed = {c["check"] for c in fooled.checks["checks"] if not c["passed"]}
+    assert not fooled.checks["passed"]  # ...which the checks refuse
+    assert "a gradient-free attack does not beat the gradient attacks" in failed
+
+
+def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path):
+    """An adversarially trained run, attacked with the strongest evaluation: the figure, the attack's
+    name and the checks' verdict reach `evaluate` and `report`."""
+    from mnistlab.analysis.evaluate import evaluate, format_table
+    from mnistlab.analysis.report import report
+    from mnistlab.training.config import resolve
+    from mnistlab.training.train import train
+
+    cfg = resolve("adv-fgsm-rs", {"out": str(tmp_path), "progress": False, "train_subset": 512, "validation": 500,
+                                  "epochs": 1, "adv_eval": 40})
+    summary = train(cfg, quiet=True)
+    run = tmp_path / "adv-fgsm-rs-mnist-s0"
+    assert summary["robust"]["masking_checks"]["checks"]  # the training's own figure carries its checks
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(run), "--method", "autoattack",
+                           "--eps", "0.1", "--n", "40", "--steps", "10", "--targets", "2", "--queries", "50",
+                           "--check-n", "20"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "AutoAttack-style minimum over APGD-CE (10 steps) + APGD-T (10 steps, 2 targets) + Square (50 queries)" \
+        in done.stdout and "checks against gradient masking" in done.stdout
+    doc = json.loads((run / "eval" / "attack-autoattack-linf.json").read_text())
+    assert doc["masking_checks"]["checks"] and sum(doc["broken_by"][0].values()) == round(
+        (1 - doc["robust_accuracy"][0]) * 40)
+    result = evaluate(run, pictures=False)
+    attacks = [r["attack"] for r in result["robust"]]
+    assert attacks[0].startswith("PGD-40") and attacks[1].startswith("AutoAttack-style")
+    assert "robust accuracy:" in format_table(result) and "under AutoAttack-style" in format_table(result)
+    out = report([run], out=tmp_path / "report")
+    assert "Robust accuracy" in (tmp_path / "report" / "report.md").read_text()
+    assert "Robust accuracy" in (tmp_path / "report" / "report.html").read_text() and out

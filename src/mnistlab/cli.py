@@ -200,7 +200,8 @@ def cmd_attack(args) -> int:
         raise MnistlabError("--targeted needs --target CLASS_INDEX")
     doc = attack_mod.run(args.model, method=args.method, eps=eps, norm=args.norm,
                          target=args.target if args.targeted else None, split=args.split, n=args.n,
-                         steps=args.steps, restarts=args.restarts, seed=args.seed, out=args.out,
+                         steps=args.steps, restarts=args.restarts, targets=args.targets, queries=args.queries,
+                         seed=args.seed, checks=not args.no_checks, check_n=args.check_n, out=args.out,
                          data_dir=args.data_dir)
     print(attack_mod.format_table(doc))
     print(f"\nwrote {doc['json']}, {doc['pictures']['curve']} and {doc['pictures']['gallery']}")
@@ -383,21 +384,29 @@ def _add_analysis_verbs(verbs) -> None:
     p.add_argument("--data-dir", help="directory to look for data in first")
     p.set_defaults(func=cmd_evaluate)
 
-    p = verbs.add_parser("attack", help="adversarial attacks (FGSM, PGD): robust accuracy per epsilon, curve, gallery",
+    p = verbs.add_parser("attack", help="adversarial attacks (FGSM, PGD, APGD, Square, AutoAttack-style): robust "
+                         "accuracy per epsilon, checks against gradient masking, curve, gallery",
                          description="Attack a run directory, checkpoint or mean ensemble on a split. Epsilon is in "
                          "pixel units of the [0,1] image whatever the model's normalisation; adversarial images "
-                         "stay in [0,1]. Writes JSON and PNGs (default: RUN_DIR/eval/).")
+                         "stay in [0,1]. `--method autoattack` is the strongest: APGD-CE, APGD-T and Square, an "
+                         "example counting as robust only if all fail. Writes JSON and PNGs "
+                         "(default: RUN_DIR/eval/).")
     p.add_argument("model", help="run directory, .safetensors checkpoint, or mean ensemble file")
-    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"], help="the attack (default: pgd)")
+    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd", "apgd-ce", "apgd-t", "square", "autoattack"],
+                   help="the attack (default: pgd)")
     p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="epsilons, comma-separated (default: 0.05,0.1,0.2,0.3)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="the ball (default: linf; l2 with pgd)")
     p.add_argument("--targeted", action="store_true", help="push every image toward --target")
     p.add_argument("--target", type=int, help="the class index a targeted attack aims for")
     p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
     p.add_argument("--n", type=int, default=1000, help="attack the first N images of the split (default: 1000)")
-    p.add_argument("--steps", type=int, default=40, help="PGD steps (default: 40)")
-    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seeds PGD's random starts (default: 0)")
+    p.add_argument("--steps", type=int, help="iterations (default: PGD 40, APGD 100)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts on the examples still standing (default: 1)")
+    p.add_argument("--targets", type=int, default=9, help="APGD-T: how many of the likeliest wrong classes (default: 9)")
+    p.add_argument("--queries", type=int, default=5000, help="Square: queries per example (default: 5000)")
+    p.add_argument("--no-checks", action="store_true", help="skip the checks against gradient masking")
+    p.add_argument("--check-n", type=int, default=200, help="images for the costlier checks (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="seeds random starts and Square (default: 0)")
     p.add_argument("--out", help="directory for the JSON and pictures")
     p.add_argument("--data-dir", help="directory to look for data in first")
     p.set_defaults(func=cmd_attack)

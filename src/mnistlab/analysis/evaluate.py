@@ -145,6 +145,11 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     result = {"source": str(source), "model": predictor.meta.get("model"), "method": predictor.method,
               "members": len(predictor.models), "dataset": ds.name, "dataset_hash": ds.content_hash,
               "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes))}
+    from .attack import robust_figures
+
+    robust = robust_figures(source) if split == "test" else []
+    if robust:  # what the run's attacks found, next to the clean figure
+        result["robust"] = robust
     if predictor.method != "single":  # each member next to the ensemble
         result["member_accuracy"] = [float((mp.argmax(1).cpu() == part.labels.cpu()).double().mean())
                                      for mp in members]
@@ -189,6 +194,10 @@ def format_table(result: dict) -> str:
     lines.append(f"cross-entropy {result['cross_entropy']:.4f}, ECE {result['ece']:.4f}")
     if "member_accuracy" in result:
         lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))
+    if result.get("robust"):
+        from .attack import format_robust
+
+        lines += ["robust accuracy:", *("  " + line for line in format_robust(result["robust"]))]
     lines.append("")
     width = max([len("weighted")] + [len(c["class"]) for c in result["per_class"]])
     lines.append(f"{'class'.ljust(width)}  precision  recall  f1      support")

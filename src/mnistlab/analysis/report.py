@@ -22,9 +22,13 @@ from .evaluate import evaluate
 
 
 def _evaluation(run: RunDir) -> dict:
+    from .attack import robust_figures
+
     existing = run.read_json(f"{RunDir.EVAL}/test.json")
     if existing and all(Path(p).is_file() for p in existing.get("pictures", {}).values()):
-        return existing
+        existing.pop("robust", None)
+        robust = robust_figures(run.path)  # attacks run since the evaluation count too
+        return {**existing, "robust": robust} if robust else existing
     return evaluate(run.path, split="test")
 
 
@@ -145,7 +149,13 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
              f"{html.escape(confused) or 'none'}.</p><div class='figs'>"]
     pics = e.get("pictures", {})
     parts += [_img(pics[key], caption) for key, caption in CAPTIONS.items() if key in pics]
-    parts.append("</div><h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+    parts.append("</div>")
+    if e.get("robust"):
+        from .attack import format_robust
+
+        parts.append("<h3>Robust accuracy</h3><ul>" + "".join(f"<li>{html.escape(line)}</li>"
+                                                              for line in format_robust(e["robust"])) + "</ul>")
+    parts.append("<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
                  "<th>support</th></tr>")
     for c in e["per_class"]:
         parts.append(f"<tr><td>{html.escape(c['class'])}</td><td class='num'>{c['precision']:.4f}</td>"
@@ -170,6 +180,10 @@ def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
         md += ["", f"## {r['name']}{detail}", "",
                f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
                f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "", f"Most confused: {confused or 'none'}."]
+        if e.get("robust"):
+            from .attack import format_robust
+
+            md += ["", "Robust accuracy:", "", *(f"- {line}" for line in format_robust(e["robust"]))]
     return "\n".join(md) + "\n"
 
 
