@@ -119,6 +119,15 @@ def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), "--eps", "0.1,x"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--eps '0.1,x'" in bad.stderr and "Traceback" not in bad.stderr
+    two = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), str(DEFAULT_MODEL),
+                          "--method", "fgsm", "--eps", "0.1,0.2", "--n", "20", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert (tmp_path / "two" / "compare-fgsm-linf.png").stat().st_size > 1000
+    assert (tmp_path / "two" / "2-default" / "attack-fgsm-linf.json").is_file()
+    no_out = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), str(DEFAULT_MODEL)],
+                            capture_output=True, text=True, timeout=300)
+    assert no_out.returncode == 2 and "--out" in no_out.stderr
 
 
 @pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
@@ -282,3 +291,30 @@ def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path)
     out = report([run], out=tmp_path / "report")
     assert "Robust accuracy" in (tmp_path / "report" / "report.md").read_text()
     assert "Robust accuracy" in (tmp_path / "report" / "report.html").read_text() and out
+
+
+def test_robust_figures_skip_attack_files_they_cannot_read(tmp_path):
+    """A run directory's eval/attack-*.json is outside input to `evaluate` and `report`: anything that is
+    not an attack result this version wrote is left out, never a traceback."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mnistlab.analysis.attack import robust_figures
+
+    (tmp_path / "eval").mkdir()
+    target = tmp_path / "eval" / "attack-pgd-linf.json"
+    json_values = st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5),
+                               lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                               max_leaves=10)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.one_of(st.binary(max_size=64).map(bytes.hex), json_values.map(json.dumps)))
+    def check(text):
+        target.write_text(text)
+        assert robust_figures(tmp_path) == []
+
+    check()
+    target.write_text(json.dumps({"method": "pgd", "norm": "linf", "steps": 40, "eps": [0.1], "robust_accuracy": [0.5],
+                                  "n": 10, "split": "test", "clean_accuracy": 0.9, "targeted": False,
+                                  "masking_checks": {"passed": True, "checks": []}}))
+    assert robust_figures(tmp_path)[0]["attack"] == "PGD-40 linf"

@@ -198,13 +198,25 @@ def cmd_attack(args) -> int:
         raise MnistlabError(f"--eps {args.eps!r}: expected numbers separated by commas, like 0.1,0.2,0.3") from None
     if args.targeted and args.target is None:
         raise MnistlabError("--targeted needs --target CLASS_INDEX")
-    doc = attack_mod.run(args.model, method=args.method, eps=eps, norm=args.norm,
-                         target=args.target if args.targeted else None, split=args.split, n=args.n,
-                         steps=args.steps, restarts=args.restarts, targets=args.targets, queries=args.queries,
-                         seed=args.seed, checks=not args.no_checks, check_n=args.check_n, out=args.out,
-                         data_dir=args.data_dir)
-    print(attack_mod.format_table(doc))
-    print(f"\nwrote {doc['json']}, {doc['pictures']['curve']} and {doc['pictures']['gallery']}")
+    from pathlib import Path
+
+    if len(args.model) > 1 and not args.out:
+        raise MnistlabError("several models: name a directory for the results and their comparison with --out")
+    docs = []
+    for i, model in enumerate(args.model):
+        out = args.out if len(args.model) == 1 else Path(args.out) / f"{i + 1}-{Path(model).stem}"
+        doc = attack_mod.run(model, method=args.method, eps=eps, norm=args.norm,
+                             target=args.target if args.targeted else None, split=args.split, n=args.n,
+                             steps=args.steps, restarts=args.restarts, targets=args.targets, queries=args.queries,
+                             seed=args.seed, checks=not args.no_checks, check_n=args.check_n, out=out,
+                             data_dir=args.data_dir)
+        print(f"{model}:\n{attack_mod.format_table(doc)}")
+        print(f"\nwrote {doc['json']}, {doc['pictures']['curve']} and {doc['pictures']['gallery']}\n")
+        docs.append(doc)
+    if len(docs) > 1:
+        path = attack_mod.compare_curves(docs, Path(args.out) / f"compare-{args.method}-{args.norm}.png",
+                                         [Path(m).name for m in args.model])
+        print(f"wrote {path}")
     return 0
 
 
@@ -391,7 +403,8 @@ def _add_analysis_verbs(verbs) -> None:
                          "stay in [0,1]. `--method autoattack` is the strongest: APGD-CE, APGD-T and Square, an "
                          "example counting as robust only if all fail. Writes JSON and PNGs "
                          "(default: RUN_DIR/eval/).")
-    p.add_argument("model", help="run directory, .safetensors checkpoint, or mean ensemble file")
+    p.add_argument("model", nargs="+", help="run directory, .safetensors checkpoint, or mean ensemble file; "
+                   "several: each attacked alike, their curves compared in one picture in --out")
     p.add_argument("--method", default="pgd", choices=["fgsm", "pgd", "apgd-ce", "apgd-t", "square", "autoattack"],
                    help="the attack (default: pgd)")
     p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="epsilons, comma-separated (default: 0.05,0.1,0.2,0.3)")
