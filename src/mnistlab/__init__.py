@@ -10,10 +10,11 @@
 __version__ = "0.1.0"
 
 from .analysis.attack import attack  # noqa: E402
+from .analysis.audit import audit  # noqa: E402
 from .data import Dataset, Split, load, load_data, prepare  # noqa: E402
 from .data.registry import get_spec, list_datasets  # noqa: E402
 from .errors import MnistlabError  # noqa: E402
 from .serving.predict import predict  # noqa: E402  (the function; the module is mnistlab.serving.predict)
 
-__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "get_spec", "list_datasets", "load",
+__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "get_spec", "list_datasets", "load",
            "load_data", "predict", "prepare"]

@@ -189,6 +189,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from pathlib import Path
+
+    from .analysis import audit as audit_mod
+
+    summary = audit_mod.run(args.dataset, split=args.split, folds=args.folds, recipe=args.model, seed=args.seed,
+                            out=args.out, clean_seeds=args.clean_seeds, top=args.top, data_dir=args.data_dir)
+    print(audit_mod.format_summary(summary))
+    print(f"\nwrote {summary['out']}/issues.csv, issues.json, summary.json"
+          + (f" and {Path(summary['gallery']).name}" if summary.get("gallery") else ""))
+    return 0
+
+
 def cmd_attack(args) -> int:
     from .analysis import attack as attack_mod
 
@@ -423,6 +436,25 @@ def _add_analysis_verbs(verbs) -> None:
     p.add_argument("--out", help="directory for the JSON and pictures")
     p.add_argument("--data-dir", help="directory to look for data in first")
     p.set_defaults(func=cmd_attack)
+
+    p = verbs.add_parser("audit", help="find mislabeled, ambiguous, near-duplicate and out-of-place images "
+                         "(out-of-fold predictions + cleanlab)",
+                         description="Score every image with a model that never trained on it (K-fold, mnistlab's "
+                         "engine), then let cleanlab's confident learning and Datalab flag label issues, "
+                         "outliers and near-duplicates. Writes issues.csv/json, summary.json and a gallery; the "
+                         "out-of-fold scores are cached in --out.")
+    p.add_argument("dataset", type=_dataset_name, help="dataset name (`mnistlab data list`)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"], help="which images (default: test)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--model", default="fast", help="the recipe each fold trains (default: fast)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the folds and the models (default: 0)")
+    p.add_argument("--clean-seeds", type=int, default=0,
+                   help="also train the recipe with the flagged training images kept, removed and relabelled, "
+                   "over this many seeds, and compare validation accuracy (default: 0, off)")
+    p.add_argument("--top", type=int, default=40, help="label issues in the gallery (default: 40)")
+    p.add_argument("--out", help="output directory (default: audit-DATASET-SPLIT)")
+    p.add_argument("--data-dir", help="directory to look for data in first")
+    p.set_defaults(func=cmd_audit)
 
     p = verbs.add_parser("ensemble", help="combine trained models (mean or vote), save as one artifact, compare",
                          description="Combine models by averaged probabilities or majority vote, save the ensemble "

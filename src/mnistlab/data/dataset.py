@@ -101,6 +101,18 @@ class Split:
         `holdout(val)` records which examples it holds.
         """
         n = len(self)
+        val_idx = self.validation_indices(validation, seed=seed, stratified=stratified)
+        mask = torch.ones(n, dtype=torch.bool)
+        mask[val_idx] = False
+        rest_idx = torch.nonzero(mask).flatten()
+        val = self.subset(val_idx, name="val")
+        val.holdout = Holdout(len(val_idx), seed, stratified, Holdout.hash_of(val_idx))
+        return self.subset(rest_idx, name=f"{self.name}-minus-val"), val
+
+    def validation_indices(self, validation: int | float = 5000, *, seed: int = 0,
+                           stratified: bool = True) -> torch.Tensor:
+        """The sorted positions `split` holds out (for code that needs to know which images they are)."""
+        n = len(self)
         if isinstance(validation, float) and not validation.is_integer():
             n_val = round(validation * n) if 0 < validation < 1 else -1
         else:
@@ -108,14 +120,7 @@ class Split:
         if not 0 < n_val < n:
             raise MnistlabError(f"validation={validation!r}: expected a count between 1 and {n - 1} "
                                 f"or a fraction between 0 and 1 for the {n} examples of {self.name}")
-        val_idx = self._draw_validation(n_val, seed, stratified)
-        mask = torch.ones(n, dtype=torch.bool)
-        mask[val_idx] = False
-        val_idx = torch.sort(val_idx).values  # keep the original order inside each part
-        rest_idx = torch.nonzero(mask).flatten()
-        val = self.subset(val_idx, name="val")
-        val.holdout = Holdout(n_val, seed, stratified, Holdout.hash_of(val_idx))
-        return self.subset(rest_idx, name=f"{self.name}-minus-val"), val
+        return torch.sort(self._draw_validation(n_val, seed, stratified)).values  # the original order kept
 
     def _draw_validation(self, n_val: int, seed: int, stratified: bool) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)

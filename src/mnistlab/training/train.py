@@ -348,7 +348,7 @@ def stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, last_loss:
     bad = int(first_bad)
     if bad < 0:
         return
-    if env.main:
+    if env.main and run is not None:
         run.append_log({"event": "diverged", "epoch": epoch, "step": bad + 1, "loss": str(last_loss)})
     raise MnistlabError(
         f"training diverged: the loss stopped being finite at epoch {epoch}, step {bad + 1} of {steps}; "
@@ -464,6 +464,30 @@ def robust_accuracy(cfg, data: Data, parts: Parts) -> dict:
     return {"attack": f"PGD-40 L-inf eps {cfg.adv_eps:g} (step 2.5 eps/40, random start, seed 0)", "split": "test",
             "eps": cfg.adv_eps, "n": n, "accuracy": r.accuracy[0], "clean_accuracy": r.clean_accuracy,
             "masking_checks": r.checks}
+
+
+def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
+        quiet: bool = True) -> tuple[torch.nn.Module, Normalization]:
+    """Train `cfg`'s model on the given examples with the engine's own steps (augmentation, precision,
+    schedule, seeds), without a run directory, a validation split or a test pass: for procedures that
+    train many models on parts of the data (cross-validation, cleaning experiments). Returns the model
+    in eval mode and its normalisation (the dataset's training statistics, as every run uses)."""
+    config_mod.validate(cfg)
+    if cfg.validation or cfg.train_subset:
+        raise MnistlabError("fit trains on exactly the examples it is given: set validation=0 and train_subset=0")
+    if len(images) == 0 or len(images) != len(labels):
+        raise MnistlabError(f"fit: {len(images)} images and {len(labels)} labels: expected the same, non-zero number")
+    env = set_up(cfg, quiet)
+    if env.world > 1:
+        raise MnistlabError("fit runs in one process", hint="run it outside torchrun")
+    mean, std = dataset.stats
+    data = Data(dataset, images.to(env.device), labels.to(env.device).long(), None, dataset.test,
+                Normalization(cfg.normalize, mean, std), (dataset.spec.channels, *dataset.image_shape[-2:]), None)
+    parts = build(cfg, data, env)
+    step = make_step(cfg, data, parts, env)
+    for epoch in range(1, cfg.epochs + 1):
+        train_epoch(cfg, epoch, step, data, parts, env, None)
+    return parts.eval_model.eval(), data.norm
 
 
 def tensorboard_writer(run: RunDir):

@@ -1,0 +1,394 @@
+"""Data audit: the mislabeled, ambiguous, near-duplicated and out-of-place images of a dataset.
+
+    mnistlab audit mnist --split all --folds 5 --out audit-mnist/
+    table = mnistlab.audit("mnist", split="test")          # a pandas DataFrame, worst first
+
+1. Out-of-fold probabilities: the images are cut into K stratified folds; for each fold a model is
+   trained by mnistlab's own engine (`training.train.fit`, the recipe's settings) on the other folds
+   and scores the fold, so every image is scored by a model that never saw it. The probabilities,
+   the model's penultimate features and the folds are cached in the output directory (`oof.npz`,
+   keyed by dataset hash, split, folds, recipe and seed), so the cleanlab step re-runs in seconds.
+2. Confident learning (cleanlab, Northcutt et al. 2021): `find_label_issues` on the out-of-fold
+   probabilities flags labels the models contradict, ranked by self-confidence (the out-of-fold
+   probability of the given label); Datalab finds outliers in the model's features and
+   near-duplicates in pixel space.
+   A flagged image whose given label still has >= 10% probability is called ambiguous (it reads as
+   both), below that mislabeled.
+3. Outputs: `issues.csv` / `issues.json` (index, split, index in split, given and suggested label,
+   score, issue type), a gallery of the top-ranked label issues, counts per class, near-duplicate
+   pairs (those crossing train/test marked: leakage), and with `--clean-effect`, the validation
+   accuracy of the recipe trained with the flagged training images kept, removed, or relabelled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import atomic
+from ..errors import MnistlabError
+
+SPLITS = ("train", "test", "all")
+AMBIGUOUS_P = 0.10  # a flagged image whose given label keeps this much probability reads as both
+# Every model the audit trains sees exactly the images it is given, and no label smoothing: smoothing
+# caps each probability near 1 - smoothing, below the per-class thresholds confident learning counts
+# against, and MNIST's `fast` recipe then flags 5 of 70,000 images instead of ~100.
+AUDIT_SETTINGS = {"validation": 0, "train_subset": 0, "label_smoothing": 0.0, "progress": False}
+
+
+@dataclass
+class Pool:
+    """The images under audit: train, test, or both (train first), with where each came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    split: np.ndarray  # "train" | "test" per image
+    index: np.ndarray  # position inside its own split
+
+
+def pool(ds, split: str) -> Pool:
+    if split not in SPLITS:
+        raise MnistlabError(f"--split {split!r}: expected train, test or all")
+    parts = [("train", ds.train), ("test", ds.test)] if split == "all" else [(split, getattr(ds, split))]
+    return Pool(torch.cat([p.images for _, p in parts]), torch.cat([p.labels for _, p in parts]),
+                np.concatenate([np.full(len(p), name) for name, p in parts]),
+                np.concatenate([np.arange(len(p)) for _, p in parts]))
+
+
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Stratified folds: fold number per image (scikit-learn's StratifiedKFold, shuffled, seeded)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(labels)
+    if folds < 2 or folds > counts[counts > 0].min():
+        raise MnistlabError(f"--folds {folds}: expected 2 to {counts[counts > 0].min()} (the smallest class's size)")
+    out = np.empty(len(labels), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, scored) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        out[scored] = k
+    return out
+
+
+def _features_hook(model: torch.nn.Module, store: list):
+    """Capture the input of the model's last linear layer: the penultimate features Datalab compares."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return last.register_forward_hook(lambda mod, args, out: store.append(args[0].detach().flatten(1).float()))
+
+
+@torch.no_grad()
+def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, penultimate features) of `model` on uint8 images."""
+    feats: list = []
+    hook = _features_hook(model, feats)
+    probs = []
+    try:
+        model.eval()
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].float()
+            x = x[:, None] if x.dim() == 3 else x
+            probs.append(torch.softmax(model(norm.apply(x / 255)).float(), dim=1))
+    finally:
+        hook.remove()
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
+
+def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides: dict | None = None,
+                cache: Path | None = None, quiet: bool = True) -> dict:
+    """Out-of-fold probabilities and features for every image of `data` (see the module docstring)."""
+    from ..training.config import resolve
+    from ..training.train import fit
+
+    labels = data.labels.numpy()
+    key = {"dataset": ds.name, "dataset_hash": ds.content_hash, "n": len(labels), "splits": sorted(set(data.split)),
+           "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {}}
+    if cache is not None and (cache / "oof.npz").is_file() and (cache / "oof.json").is_file():
+        try:
+            meta = json.loads((cache / "oof.json").read_text())
+            if meta.get("key") == key:
+                with np.load(cache / "oof.npz") as f:
+                    return {"probs": f["probs"], "features": f["features"], "fold": f["fold"], **meta, "cached": True}
+        except (OSError, ValueError, KeyError):
+            pass  # an unreadable cache is recomputed, not trusted
+    fold = fold_assignment(labels, folds, seed)
+    cfg = resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **(overrides or {})})
+    probs = np.zeros((len(labels), ds.num_classes), dtype=np.float32)
+    features, t0 = None, time.perf_counter()
+    for k in range(folds):
+        trained, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model, norm = fit(cfg, ds, data.images[trained], data.labels[trained], quiet=quiet)
+        p, f = score(model, norm, data.images[scored])
+        probs[scored] = p
+        if features is None:
+            features = np.zeros((len(labels), f.shape[1]), dtype=np.float32)
+        features[scored] = f
+    meta = {"key": key, "seconds": time.perf_counter() - t0,
+            "accuracy": float((probs.argmax(1) == labels).mean())}
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(cache / "oof.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probs=probs, features=features, fold=fold)
+        atomic.write_text(cache / "oof.json", json.dumps(meta, indent=2))
+    return {"probs": probs, "features": features, "fold": fold, **meta, "cached": False}
+
+
+def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
+    """Exact k-nearest-neighbour graph by cosine distance (1 - cos, the metric Datalab itself picks for
+    features of more than 3 dimensions), self excluded, nearest first, as scipy CSR: the form Datalab
+    takes. Computed in chunks of matrix products, minutes faster than scikit-learn's pairwise loop."""
+    from scipy.sparse import csr_matrix
+
+    x = x.float().reshape(len(x), -1)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    dist, idx = [], []
+    for i in range(0, len(x), chunk):
+        d = (1 - x[i:i + chunk] @ x.T).clamp_min_(0)
+        d[torch.arange(len(d)), torch.arange(i, i + len(d))] = float("inf")
+        v, j = d.topk(k, dim=1, largest=False)
+        dist.append(v)
+        idx.append(j)
+    dist, idx = torch.cat(dist).numpy(), torch.cat(idx).numpy()
+    return csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, len(x) * k + 1, k)), shape=(len(x), len(x)))
+
+
+def find_issues(labels: np.ndarray, probs: np.ndarray, features: np.ndarray, classes, data: Pool):
+    """The ranked issues table (pandas) and the near-duplicate pairs, from out-of-fold scores."""
+    try:
+        import pandas as pd
+        from cleanlab import Datalab
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise MnistlabError("mnistlab audit needs cleanlab (with Datalab) and pandas",
+                            hint="pip install 'mnistlab[audit]'") from None
+
+    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    suggested = probs.argmax(1)
+    rows = []
+    for i in flagged:
+        p_given = float(probs[i, labels[i]])
+        rows.append({"index": int(i), "issue": "ambiguous" if p_given >= AMBIGUOUS_P else "mislabeled",
+                     "score": float(quality[i])})
+    # outliers in the model's feature space (out of place for what the classes look like); near-duplicates
+    # in pixel space: in feature space every plain "1" is the near-duplicate of every other
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    lab.find_issues(knn_graph=knn_graph(torch.from_numpy(features)), issue_types={"outlier": {}})
+    outliers = lab.get_issues("outlier")
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    lab.find_issues(knn_graph=knn_graph(data.images.reshape(len(labels), -1).float() / 255),
+                    issue_types={"near_duplicate": {}})
+    near = lab.get_issues("near_duplicate")
+    for i in np.flatnonzero(outliers["is_outlier_issue"].to_numpy()):
+        rows.append({"index": int(i), "issue": "outlier", "score": float(outliers["outlier_score"].iloc[i])})
+    pairs, seen = [], set()
+    for i in np.flatnonzero(near["is_near_duplicate_issue"].to_numpy()):
+        rows.append({"index": int(i), "issue": "near_duplicate", "score": float(near["near_duplicate_score"].iloc[i])})
+        for j in near["near_duplicate_sets"].iloc[i]:
+            a, b = sorted((int(i), int(j)))
+            if (a, b) not in seen:
+                seen.add((a, b))
+                pairs.append({"a": a, "b": b, "a_split": str(data.split[a]), "b_split": str(data.split[b]),
+                              "a_index": int(data.index[a]), "b_index": int(data.index[b]),
+                              "a_label": classes[labels[a]], "b_label": classes[labels[b]],
+                              "crosses_splits": bool(data.split[a] != data.split[b])})
+    order = {"mislabeled": 0, "ambiguous": 1, "near_duplicate": 2, "outlier": 3}
+    table = pd.DataFrame(rows, columns=["index", "issue", "score"])
+    if len(table):
+        idx = table["index"].to_numpy()
+        table.insert(1, "split", data.split[idx])
+        table.insert(2, "index_in_split", data.index[idx])
+        table["given_label"] = [classes[c] for c in labels[idx]]
+        table["suggested_label"] = [classes[c] for c in suggested[idx]]
+        table["p_given"] = probs[idx, labels[idx]]
+        table["p_suggested"] = probs[idx, suggested[idx]]
+        table = table.assign(_o=table["issue"].map(order)).sort_values(["_o", "score"], kind="stable")
+        table = table.drop(columns="_o").reset_index(drop=True)
+    return table, pairs
+
+
+def clean_effect(ds, table, *, recipe: str, seeds: list[int], overrides: dict | None = None,
+                 validation: int = 5000, quiet: bool = True) -> dict:
+    """Validation accuracy of `recipe` trained on the training split (less its stratified validation
+    holdout, seed 0) as it is, without the flagged training images, and with them relabelled to the
+    suggested label; the mean over `seeds`. The validation images keep their given labels."""
+    from ..training.config import resolve
+    from ..training.train import fit
+
+    train = ds.train
+    val_idx = train.validation_indices(validation, seed=0, stratified=True)
+    keep = np.ones(len(train), dtype=bool)
+    keep[val_idx.numpy()] = False
+    label_rows = table[(table["split"] == "train") & table["issue"].isin(["mislabeled", "ambiguous"])]
+    flagged = np.zeros(len(train), dtype=bool)
+    flagged[label_rows["index_in_split"].to_numpy()] = True
+    flagged &= keep  # a flagged validation image stays where it is, label and all
+    suggested = {int(i): ds.classes.index(s) for i, s in zip(label_rows["index_in_split"], label_rows["suggested_label"])}
+    relabelled = train.labels.clone()
+    for i in np.flatnonzero(flagged):
+        relabelled[i] = suggested[int(i)]
+    variants = {"as given": (keep, train.labels), "flagged removed": (keep & ~flagged, train.labels),
+                "flagged relabelled": (keep, relabelled)}
+    val_x, val_y = train.images[val_idx], train.labels[val_idx].numpy()
+    out = {"validation": validation, "flagged_training_images": int(flagged.sum()), "seeds": seeds, "recipe": recipe,
+           "variants": {}}
+    for name, (mask, labels) in variants.items():
+        accs = []
+        for seed in seeds:
+            cfg = resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **(overrides or {})})
+            idx = torch.from_numpy(np.flatnonzero(mask))
+            model, norm = fit(cfg, ds, train.images[idx], labels[idx], quiet=quiet)
+            probs, _ = score(model, norm, val_x)
+            accs.append(float((probs.argmax(1) == val_y).mean()))
+        out["variants"][name] = {"val_accuracy": accs, "mean": float(np.mean(accs)),
+                                 "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                                 "training_images": int(mask.sum())}
+    return out
+
+
+def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0,
+          overrides: dict | None = None, out=None, data_dir=None, quiet: bool = True):
+    """The ranked issues table as a pandas DataFrame (see the module docstring); with `out`, the
+    out-of-fold scores are cached there. `table.attrs` holds the near-duplicate pairs and run facts."""
+    from ..data import load
+
+    if not isinstance(folds, int) or isinstance(folds, bool):
+        raise MnistlabError(f"--folds {folds!r}: expected a whole number of folds, like 5")
+    ds = load(dataset, data_dir=data_dir)
+    data = pool(ds, split)
+    oof = out_of_fold(ds, data, folds=folds, recipe=recipe, seed=seed, overrides=overrides,
+                      cache=Path(out) if out else None, quiet=quiet)
+    labels = data.labels.numpy()
+    table, pairs = find_issues(labels, oof["probs"], oof["features"], list(ds.classes), data)
+    table.attrs.update({"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe,
+                        "seed": seed, "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"],
+                        "cached": oof["cached"], "near_duplicate_pairs": pairs})
+    table.attrs["_oof"] = oof  # for `run`: the pictures and counts need the scores
+    table.attrs["_pool"] = data
+    return table
+
+
+def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0, out=None,
+        clean_seeds: int = 0, top: int = 40, data_dir=None, quiet: bool = False) -> dict:
+    """`mnistlab audit`: the table as CSV and JSON, a gallery of the top label issues, counts per class,
+    near-duplicate pairs, the default model's test errors that are label issues, and (clean_seeds > 0)
+    the accuracy effect of cleaning."""
+    from ..data import load
+
+    for name, value, low in (("--top", top, 1), ("--clean-seeds", clean_seeds, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
+            raise MnistlabError(f"{name} {value!r}: expected a whole number from {low}")
+    out_dir = Path(out or f"audit-{dataset}-{split}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir, data_dir=data_dir,
+                  quiet=True)
+    oof, data = table.attrs.pop("_oof"), table.attrs.pop("_pool")
+    ds = load(dataset, data_dir=data_dir)
+    classes = list(ds.classes)
+    labels = data.labels.numpy()
+    label_issues = table[table["issue"].isin(["mislabeled", "ambiguous"])]
+    counts = {c: {"images": int((labels == i).sum()),
+                  "label_issues": int((label_issues["given_label"] == c).sum())} for i, c in enumerate(classes)}
+    summary = {"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe, "seed": seed,
+               "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"], "cached": oof["cached"],
+               "issues": {k: int(v) for k, v in table["issue"].value_counts().items()},
+               "label_issue_rate": len(label_issues) / len(labels), "per_class": counts,
+               "near_duplicate_pairs": table.attrs["near_duplicate_pairs"],
+               "cross_split_pairs": sum(p["crosses_splits"] for p in table.attrs["near_duplicate_pairs"])}
+    summary["default_model"] = _default_model_errors(ds, data, label_issues)
+    if clean_seeds:
+        if "train" not in set(data.split):
+            raise MnistlabError("--clean-seeds needs the training images in the audit", hint="use --split train or all")
+        summary["cleaning"] = clean_effect(ds, table, recipe=recipe, seeds=list(range(clean_seeds)))
+    table.attrs.clear()
+    with atomic.replacing(out_dir / "issues.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    atomic.write_text(out_dir / "issues.json", table.to_json(orient="records", indent=1))
+    picture = gallery(data, table, out_dir / "top-label-issues.png", top)
+    summary["gallery"] = str(picture) if picture else None
+    if "test" in set(data.split):  # the test set's own 20 worst: what caps every model's test accuracy
+        worst = lowest_self_confidence(data, oof["probs"], classes, "test", 20, set(label_issues["index"]))
+        picture = gallery(data, worst, out_dir / "test-top20.png", 20)
+        summary["gallery_test"] = str(picture) if picture else None
+    atomic.write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    summary["out"] = str(out_dir)
+    return summary
+
+
+def _default_model_errors(ds, data: Pool, label_issues) -> dict | None:
+    """How many of the packaged default model's test errors are images the audit flagged."""
+    from ..models.predictor import load_predictor
+    from ..serving.predict import DEFAULT_MODEL
+
+    if "test" not in set(data.split):
+        return None
+    predictor = load_predictor(DEFAULT_MODEL)
+    if predictor.meta.get("dataset") != ds.name:
+        return None
+    pred = predictor.probs(ds.test.images).argmax(1).cpu().numpy()
+    wrong = np.flatnonzero(pred != ds.test.labels.numpy())
+    flagged = set(label_issues.loc[label_issues["split"] == "test", "index_in_split"].astype(int))
+    hits = [int(i) for i in wrong if int(i) in flagged]
+    return {"test_errors": len(wrong), "test_error_rate": len(wrong) / len(ds.test),
+            "errors_on_flagged_images": len(hits), "indices": hits}
+
+
+def lowest_self_confidence(data: Pool, probs: np.ndarray, classes, split: str, count: int, flagged: set):
+    """The `count` images of `split` whose given label the out-of-fold models believed least, in the
+    table's columns, with `issue` saying whether the audit flagged them."""
+    import pandas as pd
+
+    labels = data.labels.numpy()
+    idx = np.flatnonzero(data.split == split)
+    p_given = probs[idx, labels[idx]]
+    idx = idx[np.argsort(p_given, kind="stable")[:count]]
+    suggested = probs[idx].argmax(1)
+    return pd.DataFrame({"index": idx, "split": data.split[idx], "index_in_split": data.index[idx],
+                         "issue": ["flagged" if int(i) in flagged else "not flagged" for i in idx],
+                         "score": probs[idx, labels[idx]], "given_label": [classes[c] for c in labels[idx]],
+                         "suggested_label": [classes[c] for c in suggested], "p_given": probs[idx, labels[idx]],
+                         "p_suggested": probs[idx, suggested]})
+
+
+def gallery(data: Pool, table, out, top: int = 40):
+    """The first `top` label issues of `table` (or all its rows if it has no label-issue types): each
+    image with its split (when both are audited) and index, given > suggested label; * marks an image
+    the audit flagged, in a gallery of lowest self-confidence."""
+    from .plots import image_grid, save_png
+
+    ranked_by_confidence = set(table["issue"]) <= {"flagged", "not flagged"}
+    rows = table if ranked_by_confidence else table[table["issue"].isin(["mislabeled", "ambiguous"])]
+    rows = rows.head(top)
+    if not len(rows):
+        return None
+    tiles = data.images[torch.from_numpy(rows["index"].to_numpy().copy())].numpy()
+    prefix = len(set(data.split)) > 1  # "tr"/"te" only where both splits are audited
+    captions = [f"{r.split[:2] if prefix else ''}{r.index_in_split}{'*' if r.issue == 'flagged' else ''}: "
+                f"{r.given_label}>{r.suggested_label}" for r in rows.itertuples()]
+    return save_png(image_grid(tiles, captions, scale=4, cols=10), out)
+
+
+def format_summary(s: dict) -> str:
+    """What `mnistlab audit` prints."""
+    took = "scores from the cache" if s["cached"] else f"{s['oof_seconds']:.0f} s"
+    lines = [f"audit of {s['dataset']} {s['split']} ({s['n']} images): {s['folds']}-fold out-of-fold accuracy "
+             f"{s['oof_accuracy']:.2%} with recipe {s['recipe']} (seed {s['seed']}; {took})",
+             "issues: " + (", ".join(f"{k} {v}" for k, v in s["issues"].items()) or "none"),
+             f"label issues (mislabeled + ambiguous): {s['label_issue_rate']:.2%} of the images; per class: "
+             + ", ".join(f"{c} {v['label_issues']}" for c, v in s["per_class"].items()),
+             f"near-duplicate pairs: {len(s['near_duplicate_pairs'])}, crossing train/test: {s['cross_split_pairs']}"]
+    d = s.get("default_model")
+    if d:
+        lines.append(f"the default model's test errors: {d['test_errors']} ({d['test_error_rate']:.2%}); of them "
+                     f"{d['errors_on_flagged_images']} on images flagged as label issues")
+    c = s.get("cleaning")
+    if c:
+        lines.append(f"cleaning ({c['flagged_training_images']} flagged training images; validation accuracy of "
+                     f"{c['recipe']}, mean over seeds {c['seeds']}):")
+        for name, v in c["variants"].items():
+            lines.append(f"  {name:<20} {v['mean']:.2%} +- {v['std']:.2%}  ({v['training_images']} training images)")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""The data audit: flipped labels found first, folds that never score what they trained on, cleanlab
+fed out-of-fold probabilities, the command's files and cache, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mnistlab
+from mnistlab.analysis import audit as audit_mod
+
+
+def flipped_pool(mnist, n: int = 4000, flips: int = 40, seed: int = 0):
+    """The first n test images with `flips` labels moved to another class at known positions."""
+    rng = np.random.default_rng(seed)
+    labels = mnist.test.labels[:n].clone()
+    where = rng.choice(n, flips, replace=False)
+    for i in where:
+        labels[i] = int((labels[i] + rng.integers(1, 10)) % 10)
+    data = audit_mod.Pool(mnist.test.images[:n], labels, np.full(n, "test"), np.arange(n))
+    return data, set(int(i) for i in where)
+
+
+def test_flipped_labels_are_ranked_first_and_no_fold_scores_what_it_trained_on(mnist, monkeypatch):
+    from mnistlab.training import train as train_mod
+
+    data, flipped = flipped_pool(mnist)
+    trained_on = []
+    real_fit = train_mod.fit
+
+    def recording_fit(cfg, ds, images, labels, **kw):  # the real engine, with what it was given noted
+        trained_on.append(images.clone())
+        return real_fit(cfg, ds, images, labels, **kw)
+
+    monkeypatch.setattr(train_mod, "fit", recording_fit)
+    oof = audit_mod.out_of_fold(mnist, data, folds=4, recipe="fast", seed=0, overrides={"epochs": 3})
+    assert len(trained_on) == 4
+    for k, images in enumerate(trained_on):
+        assert torch.equal(images, data.images[oof["fold"] != k])  # fold k's model never saw fold k
+    assert sorted(np.bincount(oof["fold"])) == [1000] * 4
+    table, _ = audit_mod.find_issues(data.labels.numpy(), oof["probs"], oof["features"], list(mnist.classes), data)
+    labels_flagged = table[table["issue"].isin(["mislabeled", "ambiguous"])]
+    top = set(labels_flagged["index"].head(len(flipped)))
+    precision = len(top & flipped) / max(len(top), 1)
+    recall = len(set(labels_flagged["index"]) & flipped) / len(flipped)
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall, len(labels_flagged))
+    first = labels_flagged.iloc[0]
+    assert first["index"] in flipped and first["given_label"] != first["suggested_label"]
+
+
+def test_cleanlab_gets_the_out_of_fold_probabilities(tmp_path, monkeypatch):
+    import cleanlab.filter
+
+    seen = []
+    real = cleanlab.filter.find_label_issues
+
+    def recording(labels, pred_probs, **kw):
+        seen.append(np.array(pred_probs))
+        return real(labels, pred_probs, **kw)
+
+    monkeypatch.setattr(cleanlab.filter, "find_label_issues", recording)
+    table = mnistlab.audit("mnist", split="test", folds=3, out=tmp_path)
+    oof = table.attrs["_oof"]
+    assert len(seen) == 1 and np.array_equal(seen[0], oof["probs"])
+    assert 0.9 < oof["accuracy"] < 1.0  # scored by models that never saw the image: not in-sample perfect
+    assert list(table.columns[:4]) == ["index", "split", "index_in_split", "issue"]
+    again = mnistlab.audit("mnist", split="test", folds=3, out=tmp_path)
+    assert again.attrs["cached"] and np.array_equal(again.attrs["_oof"]["probs"], oof["probs"])
+    other = mnistlab.audit("mnist", split="test", folds=3, seed=1, out=tmp_path)
+    assert not other.attrs["cached"]  # another seed is another experiment, not the cache
+
+
+def test_knn_graph_is_exact_and_finds_a_planted_duplicate():
+    from mnistlab.analysis.audit import knn_graph
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 20, generator=gen)
+    x[7] = x[123] * 1.0001  # the same direction
+    g = knn_graph(x, k=3, chunk=64)
+    assert g.shape == (300, 300) and g.nnz == 900
+    assert g[7].indices[0] == 123 and g[7].data[0] < 1e-6
+    unit = x / x.norm(dim=1, keepdim=True)
+    brute = (1 - unit @ unit.T).fill_diagonal_(float("inf")).topk(3, largest=False)
+    assert np.array_equal(g.indices.reshape(300, 3), brute.indices.numpy())
+
+
+def test_the_command_writes_its_files_and_refuses_bad_arguments(tmp_path):
+    out = tmp_path / "audit"
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "audit", "mnist", "--split", "test", "--folds", "2",
+                           "--top", "10", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "out-of-fold accuracy" in done.stdout and "the default model's test errors" in done.stdout
+    rows = json.loads((out / "issues.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["issues"].values()) == len(rows) == len((out / "issues.csv").read_text().splitlines()) - 1
+    assert set(summary["per_class"]) == {str(i) for i in range(10)}
+    if summary["issues"].get("mislabeled", 0) + summary["issues"].get("ambiguous", 0):
+        assert (out / "top-label-issues.png").stat().st_size > 1000
+    assert (out / "test-top20.png").stat().st_size > 1000 and summary["gallery_test"]
+    assert not list(out.glob("*.part"))
+    for args, words in ((["--folds", "1"], "--folds 1: expected 2 to"),
+                        (["--split", "val"], "invalid choice"),
+                        (["--model", "nope"], "nope"),
+                        (["--top", "0"], "--top 0: expected a whole number from 1"),
+                        (["--split", "test", "--clean-seeds", "1"], "--clean-seeds needs the training images")):
+        bad = subprocess.run([sys.executable, "-m", "mnistlab", "audit", "mnist", "--out", str(out), *args],
+                             capture_output=True, text=True, timeout=900)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+@pytest.mark.slow
+def test_cleaning_effect_trains_with_the_flagged_images_kept_removed_and_relabelled(mnist):
+    import pandas as pd
+
+    table = pd.DataFrame({"index": [0, 1, 2], "split": ["train"] * 3, "index_in_split": [0, 1, 2],
+                          "issue": ["mislabeled"] * 3, "given_label": ["5", "0", "4"],
+                          "suggested_label": ["3", "6", "9"]})
+    effect = audit_mod.clean_effect(mnist, table, recipe="fast", seeds=[0], overrides={"train_subset": 0})
+    variants = effect["variants"]
+    n_val = 5000
+    val = set(mnist.train.validation_indices(n_val).tolist())
+    expected_flagged = sum(1 for i in (0, 1, 2) if i not in val)
+    assert effect["flagged_training_images"] == expected_flagged
+    assert variants["as given"]["training_images"] == 60000 - n_val
+    assert variants["flagged removed"]["training_images"] == 60000 - n_val - expected_flagged
+    assert all(0.97 < v["mean"] < 1 for v in variants.values())
