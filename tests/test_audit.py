@@ -64,7 +64,7 @@ def test_cleanlab_gets_the_out_of_fold_probabilities(tmp_path, monkeypatch):
         return real(labels, pred_probs, **kw)
 
     monkeypatch.setattr(cleanlab.filter, "find_label_issues", recording)
-    table, oof, _ = audit_mod._audit("mnist", split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
+    table, oof, _, _ = audit_mod._audit("mnist", split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
     assert len(seen) == 1 and np.array_equal(seen[0], oof["probs"])
     assert 0.9 < oof["accuracy"] < 1.0  # scored by models that never saw the image: not in-sample perfect
     assert list(table.columns[:4]) == ["index", "split", "index_in_split", "issue"]
@@ -72,6 +72,48 @@ def test_cleanlab_gets_the_out_of_fold_probabilities(tmp_path, monkeypatch):
     assert again.attrs["cached"] and again.equals(table)
     other = mnistlab.audit("mnist", split="test", folds=3, seed=1, out=tmp_path)
     assert not other.attrs["cached"]  # another seed is another experiment, not the cache
+
+
+def test_a_damaged_or_foreign_cache_is_recomputed_never_trusted(tmp_path):
+    """oof.json / oof.npz are files a user's directory holds: whatever they contain, read_cache gives
+    the scores only when they are whole and match the audit's key, else None; never a traceback."""
+    import io
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    key = {"dataset": "mnist", "n": 4, "folds": 2}
+    good = {"probs": np.full((4, 10), 0.1, np.float32), "features": np.zeros((4, 3), np.float32),
+            "fold": np.array([0, 1, 0, 1])}
+
+    def write(meta_text: str, npz: bytes):
+        (tmp_path / "oof.json").write_text(meta_text)
+        (tmp_path / "oof.npz").write_bytes(npz)
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **good)
+    whole = buf.getvalue()
+    meta = json.dumps({"key": key, "seconds": 1.0, "accuracy": 0.5})
+    write(meta, whole)
+    assert audit_mod.read_cache(tmp_path, key, 10)["cached"]
+    assert audit_mod.read_cache(tmp_path, {**key, "folds": 3}, 10) is None  # another experiment's scores
+    assert audit_mod.read_cache(tmp_path, key, 26) is None  # another dataset's classes
+
+    @settings(max_examples=120, deadline=None)
+    @given(st.binary(max_size=200), st.integers(0, len(whole)), st.text(max_size=40))
+    def check(noise, cut, meta_text):
+        write(meta, whole[:cut] + noise)  # truncated or corrupt archive
+        got = audit_mod.read_cache(tmp_path, key, 10)
+        assert got is None or all(np.array_equal(got[k], good[k]) for k in good)  # never wrong scores
+        write(meta_text, whole)  # any metadata text
+        assert audit_mod.read_cache(tmp_path, key, 10) is None
+
+    check()
+    for bad in ({"probs": good["probs"][:3]}, {"fold": np.zeros(5)}, {"probs": np.full((4, 10), np.nan)}):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{**good, **bad})
+        write(meta, buf.getvalue())
+        assert audit_mod.read_cache(tmp_path, key, 10) is None
 
 
 def test_knn_graph_is_exact_and_finds_a_planted_duplicate():

@@ -203,6 +203,8 @@ def cmd_audit(args) -> int:
 
 
 def cmd_attack(args) -> int:
+    from pathlib import Path
+
     from .analysis import attack as attack_mod
 
     try:
@@ -211,8 +213,6 @@ def cmd_attack(args) -> int:
         raise MnistlabError(f"--eps {args.eps!r}: expected numbers separated by commas, like 0.1,0.2,0.3") from None
     if args.targeted and args.target is None:
         raise MnistlabError("--targeted needs --target CLASS_INDEX")
-    from pathlib import Path
-
     if len(args.model) > 1 and not args.out:
         raise MnistlabError("several models: name a directory for the results and their comparison with --out")
     docs = []

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import MnistlabError
 from ..models.inference import NormalizedModel
-from .autoattack import ATTACKS, autoattack
+from .autoattack import ATTACKS, ascent_direction, autoattack, into_ball
 
 METHODS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "square", "autoattack")
 NORMS = ("linf", "l2")
@@ -130,12 +130,7 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, target: torch.T
 
 
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        size = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (delta.dim() - 1))
-        delta = delta * torch.clamp(eps / size, max=1.0)
-    return (x + delta).clamp(0, 1) - x  # inside [0,1]; clipping only shrinks each coordinate
+    return (x + into_ball(delta, eps, norm)).clamp(0, 1) - x  # inside [0,1]; clipping only shrinks each coordinate
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf", steps: int = 40,
@@ -157,11 +152,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "lin
         delta = torch.zeros_like(x)
     for _ in range(steps):
         _, g = _loss_grad(model, x + delta, labels)
-        if norm == "linf":
-            step = g.sign()
-        else:
-            step = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
-        delta = _project(delta + sign * alpha * step, x, eps, norm)
+        delta = _project(delta + sign * alpha * ascent_direction(g, norm), x, eps, norm)
     return (x + delta).detach()
 
 
@@ -509,8 +500,7 @@ def gallery(predictor, images, labels, result: AttackResult, out, count: int = 8
     from .plots import image_grid, save_png
 
     net = Attacked(predictor)
-    x = torch.as_tensor(images).float() / 255
-    x = x[:, None] if x.dim() == 3 else x
+    x, _ = _load_inputs(predictor, images, labels)
     adv = result.adversarial[-1]
     eps = result.eps[-1] or 1.0
     with torch.no_grad():

@@ -106,14 +106,9 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
     labels = data.labels.numpy()
     key = {"dataset": ds.name, "dataset_hash": ds.content_hash, "n": len(labels), "splits": sorted(set(data.split)),
            "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {}}
-    if cache is not None and (cache / "oof.npz").is_file() and (cache / "oof.json").is_file():
-        try:
-            meta = json.loads((cache / "oof.json").read_text())
-            if meta.get("key") == key:
-                with np.load(cache / "oof.npz") as f:
-                    return {"probs": f["probs"], "features": f["features"], "fold": f["fold"], **meta, "cached": True}
-        except (OSError, ValueError, KeyError):
-            pass  # an unreadable cache is recomputed, not trusted
+    cached = read_cache(cache, key, ds.num_classes) if cache is not None else None
+    if cached is not None:
+        return cached
     fold = fold_assignment(labels, folds, seed)
     cfg = resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **(overrides or {})})
     probs = np.zeros((len(labels), ds.num_classes), dtype=np.float32)
@@ -153,6 +148,27 @@ def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
         idx.append(j)
     dist, idx = torch.cat(dist).numpy(), torch.cat(idx).numpy()
     return csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, len(x) * k + 1, k)), shape=(len(x), len(x)))
+
+
+def read_cache(cache: Path, key: dict, num_classes: int) -> dict | None:
+    """The cached out-of-fold scores if `cache` holds them for exactly `key`, whole and well-formed;
+    None otherwise (a missing, foreign, truncated or corrupt cache is recomputed, never trusted)."""
+    import zipfile
+
+    try:
+        meta = json.loads((cache / "oof.json").read_text())
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None
+        with np.load(cache / "oof.npz", allow_pickle=False) as f:
+            probs, features, fold = f["probs"], f["features"], f["fold"]
+        n = key["n"]
+        if not (probs.shape == (n, num_classes) and features.ndim == 2 and len(features) == n
+                and fold.shape == (n,) and np.isfinite(probs).all()):
+            return None
+        return {"probs": probs, "features": features, "fold": fold, "seconds": float(meta["seconds"]),
+                "accuracy": float(meta["accuracy"]), "key": key, "cached": True}
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def find_issues(labels: np.ndarray, probs: np.ndarray, features: np.ndarray, classes, data: Pool):
@@ -259,7 +275,7 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe
 
 
 def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, data_dir=None, quiet=True):
-    """(table, out-of-fold scores, the pool of images): `audit` and the command share it."""
+    """(table, out-of-fold scores, the pool of images, the dataset): `audit` and the command share it."""
     from ..data import load
 
     if not isinstance(folds, int) or isinstance(folds, bool):
@@ -273,7 +289,7 @@ def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, dat
     table.attrs.update({"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe,
                         "seed": seed, "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"],
                         "cached": oof["cached"], "near_duplicate_pairs": pairs})
-    return table, oof, data
+    return table, oof, data, ds
 
 
 def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0, out=None,
@@ -281,16 +297,13 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fas
     """`mnistlab audit`: the table as CSV and JSON, a gallery of the top label issues, counts per class,
     near-duplicate pairs, the default model's test errors that are label issues, and (clean_seeds > 0)
     the accuracy effect of cleaning."""
-    from ..data import load
-
     for name, value, low in (("--top", top, 1), ("--clean-seeds", clean_seeds, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
             raise MnistlabError(f"{name} {value!r}: expected a whole number from {low}")
     out_dir = Path(out or f"audit-{dataset}-{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    table, oof, data = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
-                              data_dir=data_dir, quiet=True)
-    ds = load(dataset, data_dir=data_dir)
+    table, oof, data, ds = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
+                                  data_dir=data_dir, quiet=True)
     classes = list(ds.classes)
     labels = data.labels.numpy()
     label_issues = table[table["issue"].isin(["mislabeled", "ambiguous"])]

@@ -56,14 +56,23 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (like.dim() - 1))
 
 
-def _project(x_new: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    delta = x_new - x
+def into_ball(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Each example's perturbation clipped (L-inf) or scaled down (L2) into the eps-ball."""
     if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        size = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * _view(torch.clamp(eps / size, max=1.0), delta)
-    return (x + delta).clamp(0, 1)
+        return delta.clamp(-eps, eps)
+    size = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return delta * _view(torch.clamp(eps / size, max=1.0), delta)
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent step of unit size in the norm: the gradient's sign (L-inf) or direction (L2)."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+
+
+def _project(x_new: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    return (x + into_ball(x_new - x, eps, norm)).clamp(0, 1)
 
 
 def _random_start(x: torch.Tensor, eps: float, norm: str, generator) -> torch.Tensor:
@@ -94,11 +103,7 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "li
         return loss.detach(), grad, out.detach().argmax(1) != y
 
     def ascend(xk, grad, eta):
-        if norm == "linf":
-            direction = grad.sign()
-        else:
-            direction = grad / _view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-        return _project(xk + _view(eta, xk) * direction, x, eps, norm)
+        return _project(xk + _view(eta, xk) * ascent_direction(grad, norm), x, eps, norm)
 
     adv = x.clone()
     broken = torch.zeros(n, dtype=torch.bool, device=x.device)
