@@ -160,6 +160,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .training import config as config_mod
+    from .tuning import list_spaces
+    from .tuning import study as study_mod
+
+    if args.list_spaces:
+        print("\n".join(list_spaces()))
+        return 0
+    if not args.recipe or not args.space:
+        raise MnistlabError("tune needs --recipe and --space", hint="e.g. mnistlab tune --recipe fast --space fast "
+                            "--trials 40 (`mnistlab tune --list-spaces` names the packaged spaces)")
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    study_mod.tune(args.recipe, args.space, trials=args.trials, study=args.study, storage=args.storage,
+                   workers=args.workers, timeout=args.timeout, seed=args.seed, sampler=args.sampler,
+                   pruner=args.pruner, objectives=objectives, out=args.out,
+                   overrides=config_mod.parse_set(args.set or []), heartbeat=args.heartbeat,
+                   baseline=not args.no_baseline, quiet=args.quiet)
+    return 0
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its help taken from the field's metadata."""
     from .training import config as config_mod
@@ -328,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for add in (_add_data_verbs, _add_train_verb, _add_analysis_verbs, _add_serving_verbs, _add_info_verbs):
+    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_analysis_verbs, _add_serving_verbs,
+                _add_info_verbs):
         add(verbs)
     return parser
 
@@ -393,6 +414,42 @@ def _add_train_verb(verbs) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_tune_verb(verbs) -> None:
+    p = verbs.add_parser("tune", help="hyperparameter search over a recipe (Optuna): pruning, workers, resume",
+                         description="Search a recipe's settings over a TOML space with Optuna. Each trial is a "
+                         "run directory scored on the validation split (the test set is not read); at the end the "
+                         "chosen trial is evaluated on the test set once, written as a recipe (best.toml), and "
+                         "shown in a study report (study.html). Run the same command again to continue the study; "
+                         "point several processes or machines at one --storage to share it.",
+                         epilog="examples:\n  mnistlab tune --recipe fast --space fast --trials 40 --workers 2\n"
+                         "  mnistlab tune --recipe fast --space fast-pareto --objectives accuracy,time --trials 30\n"
+                         "  mnistlab tune --recipe seed-mlp --space my-space.toml --storage "
+                         "postgresql://user@db/optuna --study mlp-1   # on each machine",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", help="the recipe every trial starts from (`mnistlab recipes`, or a .toml file)")
+    p.add_argument("--space", help="a packaged search space (`--list-spaces`) or a TOML file")
+    p.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials the study should "
+                   "reach, counting earlier sessions (default: 20)")
+    p.add_argument("--study", help="study name (default: RECIPE-DATASET-SPACE)")
+    p.add_argument("--storage", help="Optuna storage URL shared by the workers (default: sqlite:///OUT/STUDY/study.db)")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine, each taking trials (default: 1; "
+                   "threads per trial default to the cores divided among them)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (trials train with the recipe's seed)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default) | random | cmaes")
+    p.add_argument("--pruner", default="median", help="median (default) | asha | none: on each epoch's val accuracy")
+    p.add_argument("--objectives", default="accuracy", help="accuracy (default), or accuracy,time for the Pareto "
+                   "front of validation accuracy vs training seconds")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a fixed setting for every trial (repeatable)")
+    p.add_argument("--out", default="runs/tune", help="parent directory of study directories (default: runs/tune)")
+    p.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats; a trial "
+                   "silent for twice this is taken as dead and retried (default: 60)")
+    p.add_argument("--no-baseline", action="store_true", help="do not start with the recipe's own values as trial 0")
+    p.add_argument("--list-spaces", action="store_true", help="list the packaged search spaces and exit")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_tune)
 
 
 def _add_analysis_verbs(verbs) -> None:

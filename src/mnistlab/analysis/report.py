@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import statistics
 import time
@@ -162,9 +163,30 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
                      f"<td class='num'>{c['recall']:.4f}</td><td class='num'>{c['f1']:.4f}</td>"
                      f"<td class='num'>{c['support']}</td></tr>")
     parts.append("</table>")
+    parts.append(_tuning_html(runs[0]))
     parts.append(_model_card_html(r, e, runs[0]))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _tuning_html(run: RunDir) -> str:
+    """For a trial of a `mnistlab tune` study: which study, whether it was chosen, and its report."""
+    from ..tuning.study import study_of
+
+    study_dir = study_of(run)
+    if study_dir is None:
+        return ""
+    s = json.loads((study_dir / "summary.json").read_text())
+    chosen = s.get("chosen", {}).get("run_dir") == str(run.path.resolve())
+    c = s.get("trials", {})
+    history = study_dir / "study-history.png"
+    return (f"<h3>Tuning</h3><p>A trial of study <code>{html.escape(str(s.get('study')))}</code> "
+            f"({c.get('complete', 0)} complete, {c.get('pruned', 0)} pruned trials; objectives "
+            f"{html.escape(', '.join(s.get('objectives', [])))}){': the chosen one' if chosen else ''}. "
+            f"Study report: <a href='{html.escape((study_dir / 'study.html').resolve().as_uri())}'>"
+            f"{html.escape(str(study_dir / 'study.html'))}</a>.</p>"
+            + (f"<div class='figs'>{_img(history, 'the study: validation accuracy of each trial')}</div>"
+               if history.is_file() else ""))
 
 
 def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
@@ -184,6 +206,11 @@ def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
             from .attack import format_robust
 
             md += ["", "Robust accuracy:", "", *(f"- {line}" for line in format_robust(e["robust"]))]
+        from ..tuning.study import study_of
+
+        study_dir = study_of(runs[0])
+        if study_dir is not None:
+            md += ["", f"A trial of the study in {study_dir}: report {study_dir / 'study.html'}."]
     return "\n".join(md) + "\n"
 
 

@@ -94,6 +94,8 @@ class TrainConfig:
                                 "one CUDA graph")
     eval_batch_size: int = setting(2000, "examples per evaluation batch")
     threads: int = setting(0, "torch CPU threads; 0 = torch's default")
+    evaluate_test: bool = setting(True, "evaluate the test set once at the end; false leaves it unread (what "
+                                  "`mnistlab tune` does for every trial)")
 
     # --- output ---
     out: str = setting("runs", "parent directory of run directories")
@@ -108,7 +110,8 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Fields that do not change the numbers a run produces: a resumed run may differ in these.
-RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpoint_every", "data_dir"}
+RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpoint_every", "data_dir",
+                   "evaluate_test"}
 
 
 def field_type(name: str):

@@ -50,6 +50,10 @@ from . import config as config_mod
 from .optim import make_optimizer, make_schedule
 from .steps import CudaGraphStep, EagerStep
 
+class TrainingDiverged(MnistlabError):
+    """The loss stopped being finite: the settings (a learning rate too high, often) do not train."""
+
+
 NONFINITE_CHECK_EVERY = 50  # steps between checks that the loss is still finite (one device sync each)
 
 
@@ -86,7 +90,7 @@ class Data:
     train_x: torch.Tensor  # uint8 (N,H,W) or (N,C,H,W)
     train_y: torch.Tensor  # int64 (N,)
     val: Split | None
-    test: Split
+    test: Split | None  # None when cfg.evaluate_test is false: the run never holds the test set
     norm: Normalization
     in_shape: tuple[int, int, int]
     holdout: Holdout | None
@@ -134,8 +138,12 @@ class Progress:
 # The story
 
 
-def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = None, quiet: bool = False) -> dict:
-    """Train one model as `cfg` says (or continue the run in `resume`); return its summary."""
+def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = None, quiet: bool = False,
+          on_epoch=None) -> dict:
+    """Train one model as `cfg` says (or continue the run in `resume`); return its summary.
+
+    `on_epoch(row)`, if given, sees each epoch's log row (with its validation accuracy) and may end the
+    run by returning a reason (a tuner's pruner does); the run then finishes like an early stop."""
     t_start = time.perf_counter()
     config_mod.validate(cfg)
     env = set_up(cfg, quiet)
@@ -145,6 +153,9 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     step = make_step(cfg, data, parts, env)
     t_train = time.perf_counter()
     stopped_early = False
+    if on_epoch is not None:  # a resumed run's earlier epochs, for a caller that tracks them all
+        for row in progress.history:
+            on_epoch(row)
     for epoch in range(progress.start_epoch, cfg.epochs + 1):
         row = train_epoch(cfg, epoch, step, data, parts, env, run)
         if data.val is not None:
@@ -152,14 +163,18 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
                                     device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
             row["val_acc"], row["val_loss"] = accuracy_and_loss(logits, data.val.labels)
         improved, stop = progress.record(row, cfg.early_stopping)
+        reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
+        if on_epoch is not None and not stop:
+            reason = on_epoch(row)
+            stop = bool(reason)
         if env.main:
             save_epoch(cfg, run, row, data, parts, progress, improved, stop)
             env.say(describe_epoch(row, cfg.epochs))
         if env.world > 1:
             dist.barrier()
         if stop:
-            stopped_early = True
-            env.say(f"early stopping: no better validation accuracy for {cfg.early_stopping} epochs")
+            stopped_early = reason
+            env.say(f"stopping early: {reason}")
             break
     return finish(cfg, env, data, parts, run, progress, stopped_early, t_start, time.perf_counter() - t_train)
 
@@ -223,7 +238,8 @@ def load_data(cfg, env: Env) -> Data:
         norm = Normalization(cfg.normalize, mean, std)
     except MnistlabError as exc:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
-    return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, ds.test, norm,
+    test = ds.test if cfg.evaluate_test else None
+    return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
                 (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None)
 
 
@@ -350,7 +366,7 @@ def stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, last_loss:
         return
     if env.main and run is not None:
         run.append_log({"event": "diverged", "epoch": epoch, "step": bad + 1, "loss": str(last_loss)})
-    raise MnistlabError(
+    raise TrainingDiverged(
         f"training diverged: the loss stopped being finite at epoch {epoch}, step {bad + 1} of {steps}; "
         f"the run ({run}) keeps its last good checkpoint",
         hint="lower the learning rate, set grad_clip, or check the data (every image alike? labels in range?)")
@@ -409,29 +425,35 @@ def _jsonable(value):
     return value
 
 
-def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progress, stopped_early: bool,
+def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progress, stopped_early: str | bool,
            t_start: float, train_s: float) -> dict:
     """The test set, touched once (the best-on-validation weights, or the last), and the summary."""
     best = progress.best
     if data.val is not None and best["epoch"]:  # every rank: rank 0 wrote it before the last barrier
         tensors, _ = ckpt.load(run.best, device=env.device)
         parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
-    test_logits = batched_logits(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size,
-                                 device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
-    test_acc, test_loss = accuracy_and_loss(test_logits, data.test.labels)
+    test_acc = test_loss = test_errors = None
+    if data.test is not None:
+        test_logits = batched_logits(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size,
+                                     device=env.device, precision=env.precision.chosen,
+                                     channels_last=cfg.channels_last)
+        test_acc, test_loss = accuracy_and_loss(test_logits, data.test.labels)
+        test_errors = int(round((1 - test_acc) * len(data.test)))
     history = progress.history
     summary = {
         "run_dir": str(run), "model": cfg.model, "params": count_parameters(parts.model), "dataset": cfg.dataset,
         "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
-        "epochs_run": len(history), "stopped_early": stopped_early, "best_epoch": best["epoch"] or None,
+        "epochs_run": len(history), "stopped_early": bool(stopped_early),
+        "stopped_because": stopped_early or None, "best_epoch": best["epoch"] or None,
         "val_acc": best["val_acc"] if best["epoch"] else None,
         "final_val_acc": history[-1].get("val_acc") if history else None,
         "holdout": data.holdout.as_dict() if data.holdout else None,
-        "test_acc": test_acc, "test_loss": test_loss, "test_errors": int(round((1 - test_acc) * len(data.test))),
+        "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors,
+        "test_evaluated": data.test is not None,
         "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,
         "device": str(env.device), "precision": env.precision.as_dict(), "environment": machine.describe(),
     }
-    if cfg.adversarial != "none" and cfg.adv_eval and env.main:
+    if cfg.adversarial != "none" and cfg.adv_eval and env.main and data.test is not None:
         summary["robust"] = robust_accuracy(cfg, data, parts)
         env.say(f"robust accuracy {summary['robust']['accuracy']:.2%} under {summary['robust']['attack']} "
                 f"({summary['robust']['n']} test images)")
@@ -440,8 +462,9 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
             save_weights(run.best, parts.eval_model, {**model_meta(cfg, data, parts), "epoch": len(history)})
         run.write_json(RunDir.SUMMARY, summary)
         val = f"best val {best['val_acc']:.2%} at epoch {best['epoch']}" if best["epoch"] else "no validation split"
-        env.say(f"test accuracy {test_acc:.2%} ({summary['test_errors']} errors in {len(data.test)}), {val}, "
-                f"{summary['wall_s']:.1f}s wall; {run}")
+        test = (f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)})" if data.test is not None
+                else "test set not evaluated (evaluate_test=false)")
+        env.say(f"{test}, {val}, {summary['wall_s']:.1f}s wall; {run}")
     if progress.tensorboard is not None:
         progress.tensorboard.close()
     return summary
@@ -535,7 +558,7 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
     return Progress(meta["epoch"] + 1, meta["history"], meta["best"])
 
 
-def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: bool = False) -> dict:
+def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: bool = False, on_epoch=None) -> dict:
     """Continue an interrupted run from its last checkpoint, with its own config."""
     run = RunDir(run_dir)
     cfg = run.read_config()
@@ -546,7 +569,7 @@ def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: boo
                             hint="it was interrupted before its first checkpoint: start it again")
     if run.summary.exists():
         raise MnistlabError(f"{run} already finished ({RunDir.SUMMARY} exists); nothing to resume")
-    return train(cfg, resume=run.path, quiet=quiet)
+    return train(cfg, resume=run.path, quiet=quiet, on_epoch=on_epoch)
 
 
 def parse_seeds(text: str) -> list[int]:
