@@ -11,6 +11,7 @@ of repeated runs, with min and max.
     mnistlab bench infer         # inference throughput, batch 1 and 1024, PyTorch and ONNX Runtime
     mnistlab bench serve         # /api/predict latency at fixed arrival rates (open loop), up to saturation
     mnistlab bench attack        # adversarial images per second: PGD-40 on the 10,000 test images, FGSM, autoattack
+    mnistlab bench tune          # trials per minute of one search: 1 worker vs one worker per core (shared SQLite)
 
 One module per suite; each registers itself with `@suite`.
 """
@@ -104,4 +105,4 @@ def print_rows(rows: list[dict]) -> None:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
-from . import attack, data, infer, serve, speed, zoo  # noqa: E402,F401  (each registers its suite)
+from . import attack, data, infer, serve, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)

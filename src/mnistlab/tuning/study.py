@@ -337,7 +337,7 @@ def objective(trial, settings: Settings, sp: Space, base):
         if not single or row.get("val_acc") is None:
             return None
         trial.report(row["val_acc"], row["epoch"])
-        if trial.should_prune():
+        if row["epoch"] < cfg.epochs and trial.should_prune():  # after the last epoch there is nothing to save
             pruned_at.append(row["epoch"])
             return f"pruned by the study's {settings.pruner} pruner (study {settings.study}, trial {trial.number})"
         return None
