@@ -35,7 +35,7 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
     from optuna.visualization import matplotlib as ovm
 
     single = len(summary["objectives"]) == 1
-    acc = {"target": None} if single else {"target": lambda t: t.values[0], "target_name": "validation accuracy"}
+    acc = {"target": None if single else (lambda t: t.values[0]), "target_name": "validation accuracy"}
     draw = {
         "history": lambda: ovm.plot_optimization_history(study, **acc),
         "importances": lambda: ovm.plot_param_importances(study, **acc),
@@ -59,6 +59,8 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
         legend = axes[0].get_legend()
         if key == "intermediate" and legend is not None and len(study.trials) > 12:
             legend.remove()  # one entry per trial: unreadable past a dozen
+        if key == "pareto":
+            _mark_baseline(axes[0], study)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
@@ -66,6 +68,16 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
         atomic.write_bytes(path, buf.getvalue())
         written[key] = path
     return written
+
+
+def _mark_baseline(ax, study) -> None:
+    """Point at the recipe's own values (the baseline trial), the point every other is measured against."""
+    for t in study.trials:
+        if t.user_attrs.get("baseline") and t.values is not None:
+            ax.annotate("the recipe's own values", xy=(t.values[0], t.values[1]), xytext=(0, 30),
+                        textcoords="offset points", ha="center", fontsize=9,
+                        arrowprops={"arrowstyle": "->", "color": "0.3"})
+            return
 
 
 def write(study, summary: dict, out: Path) -> Path:
