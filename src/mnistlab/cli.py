@@ -180,6 +180,22 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_transfer_curve(args) -> int:
+    from .analysis.transfer_curve import transfer_curve
+    from .training import config as config_mod
+    from .training.train import parse_seeds
+
+    try:
+        labels = [int(x) for x in args.labels.split(",") if x.strip()]
+    except ValueError:
+        raise MnistlabError(f"--labels {args.labels!r}: expected counts per class like 1,5,10,100,1000") from None
+    transfer_curve(args.source or "", args.dataset, labels, parse_seeds(args.seeds), recipe=args.recipe,
+                   modes=[m.strip() for m in args.modes.split(",") if m.strip()], steps=args.steps,
+                   lr_backbone=args.lr_backbone, overrides=config_mod.parse_set(args.set or []), out=args.out,
+                   quiet=args.quiet)
+    return 0
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its help taken from the field's metadata."""
     from .training import config as config_mod
@@ -348,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_analysis_verbs, _add_serving_verbs,
+    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_transfer_verb, _add_analysis_verbs, _add_serving_verbs,
                 _add_info_verbs):
         add(verbs)
     return parser
@@ -450,6 +466,33 @@ def _add_tune_verb(verbs) -> None:
     p.add_argument("--list-spaces", action="store_true", help="list the packaged search spaces and exit")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_tune)
+
+
+def _add_transfer_verb(verbs) -> None:
+    p = verbs.add_parser("transfer-curve", help="test accuracy vs labels per class: from scratch, linear probe, "
+                         "fine-tune from a source run",
+                         description="At each label budget and seed, train the recipe three ways on the same "
+                         "labelled images (from scratch; the source's features frozen under a new head; the whole "
+                         "model fine-tuned under a new head) and plot test accuracy against labels per class, mean "
+                         "+- std over seeds. Fixed settings, no selection on the test set. Run it again to continue "
+                         "an interrupted curve.",
+                         epilog="examples:\n  mnistlab train --recipe fast --dataset fashion-mnist --name fashion\n"
+                         "  mnistlab transfer-curve --source runs/fashion --dataset mnist --labels 1,5,10,100,1000 "
+                         "--seeds 0-2 --out curve-fashion-to-mnist",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", help="run directory or checkpoint whose features start the probe and fine-tune")
+    p.add_argument("--dataset", default="mnist", help="the dataset to learn from few labels (default: mnist)")
+    p.add_argument("--labels", default="1,5,10,100,1000", help="labelled images per class (default: 1,5,10,100,1000)")
+    p.add_argument("--seeds", default="0-2", help="seeds: each draws its own labelled images (default: 0-2)")
+    p.add_argument("--recipe", default="fast", help="the recipe of every run (default: fast)")
+    p.add_argument("--modes", default="scratch,probe,finetune", help="some of scratch, probe, finetune")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per run, at least one epoch (default: 300)")
+    p.add_argument("--lr-backbone", type=float, help="fine-tune: the feature extractor's learning rate "
+                   "(default: the recipe's lr / 10)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting for every run (repeatable)")
+    p.add_argument("--out", default="transfer-curve", help="output directory (default: transfer-curve)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_transfer_curve)
 
 
 def _add_analysis_verbs(verbs) -> None:

@@ -164,6 +164,7 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
                      f"<td class='num'>{c['support']}</td></tr>")
     parts.append("</table>")
     parts.append(_tuning_html(runs[0]))
+    parts.append(_transfer_html(runs[0]))
     parts.append(_model_card_html(r, e, runs[0]))
     parts.append("</section>")
     return "".join(parts)
@@ -187,6 +188,40 @@ def _tuning_html(run: RunDir) -> str:
             f"{html.escape(str(study_dir / 'study.html'))}</a>.</p>"
             + (f"<div class='figs'>{_img(history, 'the study: validation accuracy of each trial')}</div>"
                if history.is_file() else ""))
+
+
+def _transfer_html(run: RunDir) -> str:
+    """For a run that started from another's weights: the source and what was frozen; for a run of a
+    transfer curve, the curve."""
+    from .transfer_curve import CURVE_FILE, LABELS, curve_of
+
+    summary = run.read_summary() or {}
+    t, labelled = summary.get("transfer"), summary.get("labelled")
+    curve_dir = curve_of(run)
+    if not (t or labelled or curve_dir):
+        return ""
+    lines = []
+    if t and t.get("loaded") is not None:
+        lines.append(f"Initialised from <code>{html.escape(str(t['source']))}</code> ({html.escape(str(t['source_model']))}"
+                     f" trained on {html.escape(str(t['source_dataset']))}): {t['loaded']} tensors loaded, head "
+                     f"{html.escape(t['head'])}, {t['frozen']} parameter tensors frozen, {t['trainable_params']:,} "
+                     "parameters trained.")
+    if labelled:
+        lines.append(f"Trained on {labelled['per_class']} labelled images per class ({labelled['count']} in all, "
+                     f"drawn with seed {labelled['seed']}).")
+    out = "<h3>Transfer</h3>" + "".join(f"<p>{line}</p>" for line in lines)
+    if curve_dir:
+        c = json.loads((curve_dir / CURVE_FILE).read_text())
+        head = "".join(f"<th>{html.escape(LABELS[m])}</th>" for m in c["modes"])
+        rows = "".join(f"<tr><td class='num'>{e['labels_per_class']}</td>" + "".join(
+            f"<td class='num'>{100 * e[m]['mean']:.2f} ± {100 * e[m]['std']:.2f}</td>" for m in c["modes"]) + "</tr>"
+            for e in c["table"])
+        out += (f"<p>A run of the transfer curve in <code>{html.escape(str(curve_dir))}</code> (test accuracy, %, mean ± "
+                f"std over seeds {html.escape(', '.join(map(str, c['seeds'])))}; {html.escape(c['protocol'])}).</p>"
+                f"<table><tr><th>labels per class</th>{head}</tr>{rows}</table>")
+        if (curve_dir / "curve.png").is_file():
+            out += f"<div class='figs'>{_img(curve_dir / 'curve.png', 'test accuracy against labels per class')}</div>"
+    return out
 
 
 def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:

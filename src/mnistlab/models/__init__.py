@@ -11,6 +11,7 @@ shape (C,H,W) and the class count, plus keyword options. Every model returns log
     checkpoint.py  safetensors files with JSON metadata, validated before anything is built
     inference.py   batched logits, and a model that takes [0,1] images
     predictor.py   one model or an ensemble behind one interface, loaded from any checkpoint
+    heads.py       where each model splits into features and classifier head; the penultimate features
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
     summary: str  # one line: what it is and where it comes from
+    head: tuple[str, ...] | None = None  # the classifier head's modules; None = found by `heads.head_modules`
 
     def options(self) -> dict[str, object]:
         """The model's keyword options and their defaults."""
@@ -40,9 +42,9 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, summary: str):
+def register_model(name: str, summary: str, head: tuple[str, ...] | None = None):
     def wrap(build):
-        MODELS[name] = ModelEntry(name, build, summary)
+        MODELS[name] = ModelEntry(name, build, summary, head)
         return build
 
     return wrap
@@ -80,6 +82,7 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
     if tuple(out.shape) != (2, num_classes):
         raise MnistlabError(f"model {name!r} produced {tuple(out.shape)} for a batch of 2, expected (2, {num_classes})")
     model.mnistlab_name = name
+    model.mnistlab_args = dict(options)
     return model
 
 

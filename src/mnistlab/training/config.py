@@ -47,6 +47,18 @@ class TrainConfig:
                                 "0 = none")
     train_subset: int = setting(0, "train on only the first N remaining examples (smoke runs); 0 = all")
     normalize: str = setting("standardize", "'standardize' (dataset mean/std), 'scale' ([0,1]) or 'none'")
+    labels_per_class: int = setting(0, "train on N labelled images of each class (stratified, drawn with the run's "
+                                    "seed, after the validation holdout); 0 = all")
+
+    # --- transfer learning (training/transfer.py) ---
+    init_from: str = setting("", "start from a run directory or checkpoint's weights, matched by name ('' = "
+                             "random initialisation)")
+    head: str = setting("auto", "with init_from: new (a fresh classifier head) | keep (the source's) | auto (keep "
+                        "when the source has the same classes, else new)")
+    freeze: str = setting("none", "none | features (all but the classifier head) | comma-separated module prefixes; "
+                          "frozen parameters leave the optimizer and their BatchNorm statistics stay fixed")
+    lr_backbone: float | None = setting(None, "learning rate of the feature extractor (None = lr), e.g. lower "
+                                        "for fine-tuning")
 
     # --- optimisation ---
     epochs: int = setting(10, "passes over the training examples")
@@ -217,6 +229,9 @@ RANGES = {
     "validation": (lambda v: v >= 0, "a count, a fraction below 1, or 0 for none"),
     "checkpoint_every": (lambda v: v >= 1, "at least 1"),
     "train_subset": (lambda v: v >= 0, "0 (all) or a count"),
+    "labels_per_class": (lambda v: v >= 0, "0 (all) or a count of labelled images per class"),
+    "lr_backbone": (lambda v: v is None or v > 0, "a positive learning rate (or None: lr)"),
+    "head": (lambda v: v in ("auto", "new", "keep"), "auto | new | keep"),
     "threads": (lambda v: v >= 0, "0 (torch's default) or a thread count"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
     "grad_clip": (lambda v: v >= 0, "0 (off) or a norm"),
@@ -255,6 +270,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model not in MODELS:
         raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}",
                             hint="`mnistlab models` lists them")
+    if cfg.labels_per_class and cfg.train_subset:
+        raise MnistlabError("labels_per_class and train_subset both choose training examples: set one of them")
+    if cfg.head != "auto" and not cfg.init_from:  # (freezing a random model is allowed: a probe's baseline)
+        raise MnistlabError(f"head={cfg.head!r} needs init_from (a run or checkpoint to start from)")
     if cfg.early_stopping and not cfg.validation:
         raise MnistlabError("early_stopping needs a validation split (validation > 0)")
     if cfg.cuda_graphs:

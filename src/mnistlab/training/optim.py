@@ -50,8 +50,9 @@ def _fused(params) -> tuple[list, bool]:
     """(the parameters, whether PyTorch's fused update applies to them): one kernel per step for all
     tensors instead of a Python loop over them, on CPUs (torch >= 2.4) and GPUs alike. At batch 32
     the update is a large share of a step; the CUDA-graph path needs it to capture the update."""
-    params = list(params)
-    return params, all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    params = list(params)  # tensors, or parameter groups (dicts) when the backbone has its own rate
+    flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return params, all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in flat)
 
 
 @register_optimizer("sgd")
@@ -104,5 +105,5 @@ def _cosine(cfg, opt, total):
 def _onecycle(cfg, opt, total):
     # A captured CUDA-graph step bakes momentum in, so that path keeps it constant.
     return torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
+        opt, max_lr=[float(g["lr"]) for g in opt.param_groups], total_steps=total, pct_start=cfg.warmup,
         cycle_momentum=cfg.optimizer in ("sgd", "adam", "adamw") and not cfg.cuda_graphs)

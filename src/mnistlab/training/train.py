@@ -46,7 +46,9 @@ from ..precision import Precision
 from ..precision import choose as choose_precision
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
+from ..models.heads import head_modules
 from . import config as config_mod
+from . import transfer
 from .optim import make_optimizer, make_schedule
 from .steps import CudaGraphStep, EagerStep
 
@@ -94,6 +96,7 @@ class Data:
     norm: Normalization
     in_shape: tuple[int, int, int]
     holdout: Holdout | None
+    labelled: dict | None = None  # labels_per_class: which examples were drawn (transfer.subset_record)
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Parts:
     per_rank_batch: int
     n_rank: int  # examples each process takes per epoch
     steps_per_epoch: int
+    transfer: dict | None = None  # init_from / freeze: what was loaded, re-initialised, frozen
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -148,7 +152,7 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     config_mod.validate(cfg)
     env = set_up(cfg, quiet)
     data = load_data(cfg, env)
-    parts = build(cfg, data, env)
+    parts = build(cfg, data, env, initialise=resume is None)
     run, progress = open_run(cfg, env, data, parts, resume)
     step = make_step(cfg, data, parts, env)
     t_train = time.perf_counter()
@@ -233,6 +237,12 @@ def load_data(cfg, env: Env) -> Data:
         train_split, val = ds.train.split(validation=cfg.validation, seed=0, stratified=True)
     if cfg.train_subset:
         train_split = train_split.subset(torch.arange(min(cfg.train_subset, len(train_split))), name="train-subset")
+    labelled = None
+    if cfg.labels_per_class:
+        idx = transfer.labelled_subset(train_split.labels, cfg.labels_per_class, cfg.seed, ds.num_classes,
+                                       f"{ds.name}'s training split" + (" less the validation holdout" if val else ""))
+        train_split = train_split.subset(idx, name=f"{cfg.labels_per_class}-per-class")
+        labelled = transfer.subset_record(idx, cfg.labels_per_class, cfg.seed)
     mean, std = ds.stats
     try:
         norm = Normalization(cfg.normalize, mean, std)
@@ -240,17 +250,28 @@ def load_data(cfg, env: Env) -> Data:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
     test = ds.test if cfg.evaluate_test else None
     return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
-                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None)
+                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None, labelled)
 
 
-def build(cfg, data: Data, env: Env) -> Parts:
-    """Model, EMA, optimizer and schedule, seeded; DDP around the model under torchrun."""
+def build(cfg, data: Data, env: Env, *, initialise: bool = True) -> Parts:
+    """Model (from init_from's weights, with what freeze names frozen), EMA, optimizer and schedule,
+    seeded; DDP around the model under torchrun. A resumed run skips the initial weights: its own
+    checkpoint replaces them."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, data.in_shape, data.dataset.num_classes, **cfg.model_args).to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    heads = head_modules(cfg.model, data.in_shape, cfg.model_args)
+    report = None
+    if cfg.init_from and initialise:
+        report = transfer.initialise(model, cfg, data.dataset.classes, heads)
+    frozen = transfer.freeze(model, cfg.freeze, heads)
+    if cfg.init_from or frozen:
+        report = {**(report or {"source": cfg.init_from or None}), "frozen": len(frozen),
+                  "frozen_norms": list(getattr(model, "mnistlab_frozen_norms", [])),
+                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    opt = make_optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg, transfer.param_groups(model, cfg, heads))
     per_rank_batch = cfg.batch_size // env.world
     n_rank = len(data.train_y) // env.world  # every process takes the same number of examples
     steps_per_epoch = math.ceil(n_rank / per_rank_batch)
@@ -259,7 +280,7 @@ def build(cfg, data: Data, env: Env) -> Parts:
     if env.world > 1:
         forward_model = torch.nn.parallel.DistributedDataParallel(
             forward_model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    return Parts(model, forward_model, ema, opt, sched, per_step, per_rank_batch, n_rank, steps_per_epoch)
+    return Parts(model, forward_model, ema, opt, sched, per_step, per_rank_batch, n_rank, steps_per_epoch, report)
 
 
 def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, Progress]:
@@ -280,6 +301,7 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
                            "environment": machine.describe(), "world_size": env.world, "device": str(env.device),
                            "params": count_parameters(parts.model), "dataset_hash": data.dataset.content_hash,
                            "holdout": data.holdout.as_dict() if data.holdout else None,
+                           "labelled": data.labelled, "transfer": parts.transfer,
                            "precision": env.precision.as_dict(), "allocator": env.allocator})
     if env.world > 1:  # every rank learns the directory rank 0 chose
         box = [str(run.path)]
@@ -290,6 +312,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
     n_val = len(data.val) if data.val is not None else 0
     env.say(f"run {run}: {cfg.model} ({count_parameters(parts.model):,} parameters) on {cfg.dataset} "
             f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
+    if parts.transfer and resume is None:
+        env.say(describe_transfer(parts.transfer))
     return run, progress
 
 
@@ -315,6 +339,7 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
     """One pass over the training examples; the epoch's log row (loss, accuracy, speed)."""
     t0 = time.perf_counter()
     parts.model.train()
+    transfer.hold_frozen(parts.model)
     # Per-epoch seeds: data order, augmentation draws and dropout masks.
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
     order = order[: parts.n_rank * env.world][env.rank::env.world].to(env.device)
@@ -370,6 +395,26 @@ def stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, last_loss:
         f"training diverged: the loss stopped being finite at epoch {epoch}, step {bad + 1} of {steps}; "
         f"the run ({run}) keeps its last good checkpoint",
         hint="lower the learning rate, set grad_clip, or check the data (every image alike? labels in range?)")
+
+
+def describe_transfer(t: dict) -> str:
+    if t.get("loaded") is None:
+        return f"froze {t['frozen']} parameter tensor(s); {t['trainable_params']:,} parameters train"
+    return (f"initialised from {t['source']} ({t['source_model']} on {t['source_dataset']}): {t['loaded']} tensors "
+            f"loaded, head {t['head']}" + (f" (re-initialised: {', '.join(t['reinitialised'])})"
+                                           if t["reinitialised"] else "")
+            + (f", {len(t['skipped'])} skipped ({', '.join(t['skipped'][:4])}{' ...' if len(t['skipped']) > 4 else ''})"
+               if t["skipped"] else "")
+            + f"; froze {t['frozen']} parameter tensor(s); {t['trainable_params']:,} parameters train")
+
+
+def transfer_record(parts: Parts, run: RunDir) -> dict | None:
+    """What the run loaded and froze; for a resumed run (which did not load the source again), what its
+    log's start line recorded."""
+    if parts.transfer is None or "loaded" in parts.transfer or not parts.transfer.get("source"):
+        return parts.transfer
+    start = next((r for r in run.read_log()[0] if r.get("event") == "start"), {})
+    return start.get("transfer") or parts.transfer
 
 
 def describe_epoch(row: dict, epochs: int) -> str:
@@ -448,6 +493,7 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         "val_acc": best["val_acc"] if best["epoch"] else None,
         "final_val_acc": history[-1].get("val_acc") if history else None,
         "holdout": data.holdout.as_dict() if data.holdout else None,
+        "labelled": data.labelled, "transfer": transfer_record(parts, run),
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors,
         "test_evaluated": data.test is not None,
         "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,

@@ -1,0 +1,60 @@
+"""Where every model splits into a feature extractor and a classifier head, and the features themselves.
+
+    head_modules("m5", (1, 28, 28))      # ('1', '2'): the bias-free linear layer and its BatchNorm1d
+    is_head_key("1.weight", heads)       # True: a parameter or buffer of the head
+    penultimate(model, images)           # what the head reads: the features, (N, D)
+
+The head is what depends on the number of classes. A model registered with `head=` names its head
+modules; otherwise they are found by building the model for two class counts and comparing the
+shapes of every parameter and buffer (the head's differ; the features' cannot). Transfer learning
+(`training/transfer.py`) replaces or keeps the head and freezes the rest; maps and probes read the
+penultimate features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import MODELS
+
+
+def head_modules(name: str, in_shape: Sequence[int] = (1, 28, 28), model_args: dict | None = None) -> tuple[str, ...]:
+    """The names (as in `named_modules`) of model `name`'s classifier head, in forward order."""
+    entry = MODELS[name]
+    if entry.head is not None:
+        return tuple(entry.head)
+    shapes = []
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        for classes in (10, 11):
+            model = entry.build(in_shape=tuple(int(s) for s in in_shape), num_classes=classes, **(model_args or {}))
+            shapes.append({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    differ = [k for k in shapes[0] if shapes[0][k] != shapes[1].get(k)]
+    modules = []
+    for key in differ:
+        module = key.rsplit(".", 1)[0] if "." in key else ""
+        if module not in modules:
+            modules.append(module)
+    if not modules:
+        raise ValueError(f"model {name!r}: no parameter depends on the number of classes; register it with head=")
+    return tuple(modules)
+
+
+def is_head_key(key: str, heads: Sequence[str]) -> bool:
+    """Whether a state-dict key (`1.weight`, `head.bias`) belongs to one of the head modules."""
+    return any(key == h or key.startswith(h + ".") for h in heads)
+
+
+def penultimate(model: nn.Module, images: torch.Tensor, heads: Sequence[str] | None = None) -> torch.Tensor:
+    """The input of the model's head for a batch of prepared images: the learned features, flattened."""
+    heads = heads or head_modules(model.mnistlab_name, images.shape[1:], getattr(model, "mnistlab_args", None))
+    first = dict(model.named_modules())[heads[0]]
+    seen = []
+    handle = first.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    return seen[0].flatten(1)
