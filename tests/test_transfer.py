@@ -194,3 +194,29 @@ def test_init_from_any_file_is_an_error_or_works(tmp_path, blob):
     model = create_model("fast", **cfg.model_args)
     with pytest.raises(MnistlabError):
         transfer.initialise(model, cfg, mnistlab.load("mnist").classes, ("1",))
+
+
+def test_contrastive_loss_finds_partners():
+    from mnistlab.training.pretrain import nt_xent
+
+    z = torch.randn(64, 16)
+    assert nt_xent(z, z, 0.05).item() < 0.05  # each view's partner is itself: found
+    noise = nt_xent(torch.randn(64, 16), torch.randn(64, 16), 1.0).item()
+    assert abs(noise - torch.log(torch.tensor(127.0)).item()) < 0.5  # unrelated views: chance among 127
+
+
+def test_pretraining_without_labels_gives_features_that_init_from_loads(tmp_path):
+    from mnistlab.training.pretrain import pretrain
+
+    cfg = config_mod.resolve("fast", {**QUICK, "train_subset": 1024, "epochs": 2, "batch_size": 128, "lr": 2e-3,
+                                      "out": str(tmp_path), "name": "ssl"})
+    s = pretrain(cfg, quiet=True)
+    assert s["pretraining"]["method"] == "contrastive" and s["test_evaluated"] is False
+    torch.manual_seed(0)
+    fresh = create_model("fast", **cfg.model_args)  # the weights pretraining started from (seed 0)
+    learned = weights(s["run_dir"])
+    assert not torch.equal(learned["0.0.weight"], fresh.state_dict()["0.0.weight"])
+    probe = run(tmp_path, "probe", labels_per_class=5, init_from=s["run_dir"], freeze="features")
+    assert probe["transfer"]["head"] == "new" and probe["transfer"]["loaded"] == 18  # auto: the head learned nothing
+    with pytest.raises(MnistlabError, match="reads no labels"):
+        pretrain(config_mod.resolve("fast", {**QUICK, "labels_per_class": 5}), quiet=True)

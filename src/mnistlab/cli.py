@@ -180,6 +180,20 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from .training import config as config_mod
+    from .training.pretrain import pretrain
+
+    overrides = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                 "seed": args.seed, "out": args.out, "weight_decay": 0.0, "warmup": 0.1,
+                 **config_mod.parse_set(args.set or [])}
+    cfg = config_mod.resolve(args.recipe, overrides)
+    if not cfg.name:
+        cfg.name = f"pretrain-{cfg.recipe or cfg.model}-{cfg.dataset}-s{cfg.seed}"
+    pretrain(cfg, method=args.method, temperature=args.temperature, quiet=args.quiet)
+    return 0
+
+
 def cmd_transfer_curve(args) -> int:
     from .analysis.transfer_curve import transfer_curve
     from .training import config as config_mod
@@ -469,6 +483,27 @@ def _add_tune_verb(verbs) -> None:
 
 
 def _add_transfer_verb(verbs) -> None:
+    p = verbs.add_parser("pretrain", help="learn a model's features from unlabelled images (contrastive, SimCLR)",
+                         description="Train the recipe's model's feature extractor on the training images without "
+                         "their labels: two augmented views of each image, pulled together against the rest of the "
+                         "batch (NT-Xent). Writes a run directory to start other runs from (--init-from) and to "
+                         "probe with transfer-curve.",
+                         epilog="example:\n  mnistlab pretrain --recipe fast --dataset mnist --epochs 5\n"
+                         "  mnistlab transfer-curve --source runs/pretrain-fast-mnist-s0 --dataset mnist",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="fast", help="the model (and its options) to pretrain (default: fast)")
+    p.add_argument("--dataset", default="mnist", help="whose training images (default: mnist)")
+    p.add_argument("--method", default="contrastive", help="contrastive (default)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the images (default: 5)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch, each seen twice (default: 256)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam's peak learning rate, one-cycle (default: 0.002)")
+    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default: 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other run setting (repeatable)")
+    p.add_argument("--out", default="runs", help="parent directory of the run (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_pretrain)
+
     p = verbs.add_parser("transfer-curve", help="test accuracy vs labels per class: from scratch, linear probe, "
                          "fine-tune from a source run",
                          description="At each label budget and seed, train the recipe three ways on the same "

@@ -37,7 +37,8 @@ def initialise(model: nn.Module, cfg, classes, heads) -> dict:
                             "model's weights", hint="start from one run directory (or its best.safetensors)")
     prefix = ckpt.model_prefix(meta, tensors)
     source = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    same_classes = list(meta.get("classes") or []) == list(classes)
+    # a pretrained (label-free) source's head never learned anything: auto gives a new one
+    same_classes = list(meta.get("classes") or []) == list(classes) and not meta.get("pretraining")
     head = cfg.head if cfg.head != "auto" else ("keep" if same_classes else "new")
     target = model.state_dict()
     loaded, reinitialised, mismatched = [], [], []
