@@ -173,6 +173,16 @@ def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, caps
     assert "Transfer" in html and "linear probe" in html and "data:image/png;base64" in html
 
 
+def test_a_budget_trains_in_equal_batches_for_about_the_same_steps():
+    from mnistlab.analysis.transfer_curve import schedule
+
+    assert schedule(10, 10, 96, 300) == (50, 150)  # not 96 + 4
+    assert schedule(1, 10, 96, 300) == (10, 300)
+    assert schedule(100, 10, 96, 300) == (91, 27)  # 11 batches of 91 (the last 90)
+    assert schedule(1000, 10, 96, 300) == (96, 3)
+    assert schedule(5000, 10, 96, 300) == (96, 1)  # at least one epoch
+
+
 def test_the_command_explains_bad_curve_arguments(tmp_path, capsys):
     from mnistlab.cli import main
 
