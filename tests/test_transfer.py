@@ -58,6 +58,18 @@ def test_every_zoo_model_splits_into_features_and_a_head():
         assert all(p.shape[0] == 10 for h in heads for p in modules[h].parameters(recurse=False)), name
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_freezing_features_leaves_only_the_head_to_train(name):
+    model = create_model(name)
+    heads = head_modules(name, (1, 28, 28))
+    frozen = transfer.freeze(model, "features", heads)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(any(n.startswith(h + ".") for h in heads) for n in trainable), name
+    assert len(frozen) + len(trainable) == len(list(model.parameters()))
+    cfg = config_mod.resolve("fast", {"lr_backbone": 0.01})
+    assert transfer.param_groups(model, cfg, heads) == [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
 def test_a_new_head_is_reported_and_frozen_features_stay_bit_identical(tmp_path, letters_source):
     source = weights(letters_source)
     summary = run(tmp_path, "probe", labels_per_class=20, epochs=2, init_from=str(letters_source),
