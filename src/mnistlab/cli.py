@@ -180,6 +180,20 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from .analysis.inspect import inspect_model
+
+    try:
+        images = [int(x) for x in args.images.split(",") if x.strip()]
+    except ValueError:
+        raise MnistlabError(f"--images {args.images!r}: expected image positions like 0,1,2") from None
+    r = inspect_model(args.model, dataset=args.dataset, split=args.split, images=images, units=args.units,
+                      top=args.top, out=args.out)
+    for name, path in r["pictures"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_pretrain(args) -> int:
     from .training import config as config_mod
     from .training.pretrain import pretrain
@@ -378,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_transfer_verb, _add_analysis_verbs, _add_serving_verbs,
+    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_transfer_verb, _add_analysis_verbs, _add_inspect_verb, _add_serving_verbs,
                 _add_info_verbs):
         add(verbs)
     return parser
@@ -528,6 +542,23 @@ def _add_transfer_verb(verbs) -> None:
     p.add_argument("--out", default="transfer-curve", help="output directory (default: transfer-curve)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_transfer_curve)
+
+
+def _add_inspect_verb(verbs) -> None:
+    p = verbs.add_parser("inspect", help="what a network learned: first-layer filters, feature maps, top images "
+                         "per unit, saliency",
+                         description="Draw a trained model's first-layer filters (or a linear layer's templates), "
+                         "the feature maps of each convolution for chosen images, the images that most excite the "
+                         "penultimate units of highest variance, and saliency maps. Writes PNGs and inspect.json "
+                         "(default: RUN_DIR/inspect/); `mnistlab report RUN` shows them.")
+    p.add_argument("model", help="run directory or checkpoint")
+    p.add_argument("--dataset", help="dataset to draw images from (default: the model's)")
+    p.add_argument("--split", default="test", help="test (default) or train")
+    p.add_argument("--images", default="0,1,2,3", help="image positions for feature maps and saliency (default: 0,1,2,3)")
+    p.add_argument("--units", type=int, default=8, help="penultimate units to show (default: 8)")
+    p.add_argument("--top", type=int, default=8, help="images per unit (default: 8)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/inspect)")
+    p.set_defaults(func=cmd_inspect)
 
 
 def _add_analysis_verbs(verbs) -> None:

@@ -165,6 +165,7 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
     parts.append("</table>")
     parts.append(_tuning_html(runs[0]))
     parts.append(_transfer_html(runs[0]))
+    parts.append(_inspect_html(runs[0]))
     parts.append(_model_card_html(r, e, runs[0]))
     parts.append("</section>")
     return "".join(parts)
@@ -188,6 +189,24 @@ def _tuning_html(run: RunDir) -> str:
             f"{html.escape(str(study_dir / 'study.html'))}</a>.</p>"
             + (f"<div class='figs'>{_img(history, 'the study: validation accuracy of each trial')}</div>"
                if history.is_file() else ""))
+
+
+INSPECT_CAPTIONS = {"filters": "first-layer filters", "top-units": "images that most excite penultimate units",
+                    "saliency": "saliency (|input gradient| of the predicted logit)"}
+
+
+def _inspect_html(run: RunDir) -> str:
+    """The pictures of `mnistlab inspect`, when it has been run on this run."""
+    from .inspect import pictures_of
+
+    r = pictures_of(run.path)
+    if not r:
+        return ""
+    pics = r.get("pictures", {})
+    shown = [_img(pics[k], c) for k, c in INSPECT_CAPTIONS.items() if k in pics and Path(pics[k]).is_file()]
+    shown += [_img(v, f"feature maps of {r['split']} image {k.split('-')[1]}") for k, v in pics.items()
+              if k.startswith("featuremaps-") and Path(v).is_file()]
+    return ("<h3>What the network learned</h3><div class='figs'>" + "".join(shown) + "</div>") if shown else ""
 
 
 def _transfer_html(run: RunDir) -> str:

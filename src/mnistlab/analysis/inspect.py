@@ -1,0 +1,211 @@
+"""What a network learned, as pictures: first-layer filters, feature maps, the images that most excite a
+unit, and saliency.
+
+    mnistlab inspect runs/seed-cnn-mnist-s0                    # writes runs/seed-cnn-mnist-s0/inspect/
+    mnistlab inspect RUN --images 0,7,42 --units 6 --split test
+
+- filters.png: the first layer's weights. For a convolution, its kernels (each scaled to its own
+  range; red positive, blue negative): edge and stroke detectors in a trained net. For a first linear
+  layer (logreg, mlp), each unit's 784 weights shown as a 28x28 template.
+- featuremaps-IDX.png: for each chosen image, the output of every convolution (up to 16 channels a layer).
+- top-units.png: for the penultimate features (what the classifier reads), the units of highest
+  variance over the split, each with the images that excite it most.
+- saliency.png: the gradient of the predicted class's logit with respect to the input pixels.
+
+inspect.json lists the pictures; `mnistlab report RUN` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import atomic
+from ..errors import MnistlabError
+
+MAX_IMAGES = 16
+MAX_UNITS = 32
+
+
+def inspect_model(path: str, *, dataset: str | None = None, split: str = "test", images=(0, 1, 2, 3),
+                  units: int = 8, top: int = 8, out: str | None = None, data_dir: str | None = None) -> dict:
+    from ..data import load
+    from ..data.normalization import Normalization
+    from ..models.heads import head_modules
+    from ..models.predictor import load_model, resolve_checkpoint
+    from ..rundir import RunDir
+
+    images = [int(i) for i in images]
+    if not images or len(images) > MAX_IMAGES:
+        raise MnistlabError(f"--images: expected 1 to {MAX_IMAGES} image positions, got {len(images)}")
+    if not 1 <= units <= MAX_UNITS or not 1 <= top <= 32:
+        raise MnistlabError(f"--units {units} / --top {top}: expected 1 to {MAX_UNITS} units and 1 to 32 images each")
+    if split not in ("train", "test"):
+        raise MnistlabError(f"--split {split!r}: expected train or test")
+    model, meta = load_model(path)
+    file = resolve_checkpoint(path)
+    run = RunDir.holding(file)
+    out_dir = Path(out) if out else (run.path / "inspect" if run else file.parent / f"{file.stem}-inspect")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = load(dataset or meta["dataset"], data_dir=data_dir)
+    data = ds.split(split)
+    bad = [i for i in images if not 0 <= i < len(data)]
+    if bad:
+        raise MnistlabError(f"--images {bad[0]}: {ds.name}'s {split} split has images 0 to {len(data) - 1}")
+    norm = Normalization.from_dict(meta["normalization"])
+    x_all = norm.apply(data.images.float().div(255).reshape(len(data), *meta["in_shape"]))
+    pictures = {"filters": str(draw_filters(model, meta["in_shape"], out_dir / "filters.png"))}
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    for i in images:
+        if convs:
+            pictures[f"featuremaps-{i}"] = str(draw_feature_maps(model, convs, x_all[i:i + 1], data.images[i],
+                                                                 out_dir / f"featuremaps-{i}.png"))
+    heads = head_modules(meta["model"], meta["in_shape"], meta.get("model_args"))
+    feats = _penultimate_all(model, x_all, heads)
+    chosen = torch.argsort(feats.var(0), descending=True)[:units]
+    tops = torch.argsort(feats[:, chosen], dim=0, descending=True)[:top].T  # (units, top)
+    pictures["top-units"] = str(draw_top_units(data.images, chosen, tops, feats, out_dir / "top-units.png"))
+    pictures["saliency"] = str(draw_saliency(model, x_all[images], data.images[images], data.labels[images],
+                                             meta["classes"], out_dir / "saliency.png"))
+    result = {"model": str(file), "dataset": ds.name, "split": split, "images": images,
+              "first_layer": _first_layer(model)[0], "conv_layers": [n for n, _ in convs],
+              "units": [{"unit": int(u), "variance": float(feats[:, u].var()), "top_images": t.tolist()}
+                        for u, t in zip(chosen, tops)], "pictures": pictures}
+    atomic.write_text(out_dir / "inspect.json", json.dumps(result, indent=2))
+    return result
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            return name, m
+    raise MnistlabError(f"{getattr(model, 'mnistlab_name', 'the model')} has no convolution or linear first layer "
+                        "to draw")
+
+
+def _penultimate_all(model, x, heads, batch: int = 2000) -> torch.Tensor:
+    from ..models.heads import penultimate
+
+    with torch.no_grad():
+        return torch.cat([penultimate(model, x[i:i + batch], heads) for i in range(0, len(x), batch)])
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+    return path
+
+
+def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
+    plt = _plt()
+    name, layer = _first_layer(model)
+    w = layer.weight.detach().float()
+    if isinstance(layer, nn.Linear):  # a template per unit over the input image
+        w = w[:64].reshape(-1, *in_shape)
+    w = w[:, 0] if w.shape[1] == 1 else w.mean(1)  # colour inputs: the mean over channels
+    n = len(w)
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            lim = float(w[k].abs().max()) or 1.0
+            ax.imshow(w[k].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.suptitle(f"first layer ({name}: {type(layer).__name__}, {n} {'kernels' if isinstance(layer, nn.Conv2d) else 'units'})",
+                 fontsize=9)
+    return _save(fig, path)
+
+
+def draw_feature_maps(model, convs, x, image_u8, path: Path, per_layer: int = 16) -> Path:
+    plt = _plt()
+    maps = {}
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: maps.__setitem__(n, out.detach()[0]))
+             for n, m in convs]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    rows = len(convs) + 1
+    fig, axes = plt.subplots(rows, per_layer, figsize=(per_layer * 0.8, rows * 0.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    img = image_u8.numpy()
+    axes[0][0].imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
+    axes[0][0].set_title("input", fontsize=7)
+    for r, (n, _) in enumerate(convs, start=1):
+        fm = maps[n]
+        for c in range(min(per_layer, fm.shape[0])):
+            axes[r][c].imshow(fm[c].numpy(), cmap="viridis")
+        axes[r][0].set_title(f"{n} ({fm.shape[0]}x{fm.shape[1]}x{fm.shape[2]})", fontsize=7, loc="left")
+    return _save(fig, path)
+
+
+def draw_top_units(images_u8, units, tops, feats, path: Path) -> Path:
+    plt = _plt()
+    n_units, k = tops.shape
+    fig, axes = plt.subplots(n_units, k, figsize=(k * 0.8, n_units * 0.85), squeeze=False)
+    for r in range(n_units):
+        for c in range(k):
+            ax = axes[r][c]
+            ax.axis("off")
+            img = images_u8[int(tops[r, c])].numpy()
+            ax.imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
+        axes[r][0].set_title(f"unit {int(units[r])}", fontsize=7, loc="left")
+    fig.suptitle("penultimate units of highest variance: the images that excite each most", fontsize=9)
+    return _save(fig, path)
+
+
+def saliency(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(|d logit of the predicted class / d input|, the predictions) for a batch of prepared images."""
+    x = x.clone().requires_grad_(True)
+    logits = model(x)
+    pred = logits.argmax(1)
+    logits.gather(1, pred[:, None]).sum().backward()
+    return x.grad.detach().abs().amax(1), pred
+
+
+def draw_saliency(model, x, images_u8, labels, classes, path: Path) -> Path:
+    plt = _plt()
+    grad, pred = saliency(model, x)
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.7), squeeze=False)
+    for i in range(n):
+        img = images_u8[i].numpy()
+        axes[0][i].imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
+        axes[0][i].set_title(f"{classes[int(labels[i])]}>{classes[int(pred[i])]}", fontsize=8)
+        axes[1][i].imshow(grad[i].numpy(), cmap="hot")
+        for ax in (axes[0][i], axes[1][i]):
+            ax.axis("off")
+    fig.suptitle("saliency: |gradient of the predicted logit| per pixel (label>prediction)", fontsize=9)
+    return _save(fig, path)
+
+
+def pictures_of(run_path) -> dict | None:
+    """inspect.json of a run, if `mnistlab inspect` has been run on it."""
+    path = Path(run_path) / "inspect" / "inspect.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
