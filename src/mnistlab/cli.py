@@ -180,13 +180,18 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str, expected: str) -> list[int]:
+    """'1,5,10' -> [1, 5, 10]; an error naming the flag otherwise."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MnistlabError(f"{flag} {text!r}: expected {expected}") from None
+
+
 def cmd_inspect(args) -> int:
     from .analysis.inspect import inspect_model
 
-    try:
-        images = [int(x) for x in args.images.split(",") if x.strip()]
-    except ValueError:
-        raise MnistlabError(f"--images {args.images!r}: expected image positions like 0,1,2") from None
+    images = _int_list(args.images, "--images", "image positions like 0,1,2")
     r = inspect_model(args.model, dataset=args.dataset, split=args.split, images=images, units=args.units,
                       top=args.top, out=args.out)
     for name, path in r["pictures"].items():
@@ -213,10 +218,7 @@ def cmd_transfer_curve(args) -> int:
     from .training import config as config_mod
     from .training.train import parse_seeds
 
-    try:
-        labels = [int(x) for x in args.labels.split(",") if x.strip()]
-    except ValueError:
-        raise MnistlabError(f"--labels {args.labels!r}: expected counts per class like 1,5,10,100,1000") from None
+    labels = _int_list(args.labels, "--labels", "counts per class like 1,5,10,100,1000")
     transfer_curve(args.source or "", args.dataset, labels, parse_seeds(args.seeds), recipe=args.recipe,
                    modes=[m.strip() for m in args.modes.split(",") if m.strip()], steps=args.steps,
                    lr_backbone=args.lr_backbone, overrides=config_mod.parse_set(args.set or []), out=args.out,

@@ -74,17 +74,13 @@ def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def _features_hook(model: torch.nn.Module, store: list):
-    """Capture the input of the model's last linear layer: the penultimate features Datalab compares."""
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    return last.register_forward_hook(lambda mod, args, out: store.append(args[0].detach().flatten(1).float()))
-
-
 @torch.no_grad()
 def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, penultimate features) of `model` on uint8 images."""
-    feats: list = []
-    hook = _features_hook(model, feats)
+    from ..models.heads import capture_features
+
+    feats: list = []  # the penultimate features Datalab compares
+    hook = capture_features(model, feats)
     probs = []
     try:
         model.eval()
@@ -94,7 +90,7 @@ def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndar
             probs.append(torch.softmax(model(norm.apply(x / 255)).float(), dim=1))
     finally:
         hook.remove()
-    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+    return torch.cat(probs).numpy(), torch.cat(feats).float().numpy()
 
 
 def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides: dict | None = None,

@@ -35,7 +35,6 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
                   units: int = 8, top: int = 8, out: str | None = None, data_dir: str | None = None) -> dict:
     from ..data import load
     from ..data.normalization import Normalization
-    from ..models.heads import head_modules
     from ..models.predictor import load_model, resolve_checkpoint
     from ..rundir import RunDir
 
@@ -64,8 +63,7 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
         if convs:
             pictures[f"featuremaps-{i}"] = str(draw_feature_maps(model, convs, x_all[i:i + 1], data.images[i],
                                                                  out_dir / f"featuremaps-{i}.png"))
-    heads = head_modules(meta["model"], meta["in_shape"], meta.get("model_args"))
-    feats = _penultimate_all(model, x_all, heads)
+    feats = _penultimate_all(model, x_all)
     chosen = torch.argsort(feats.var(0), descending=True)[:units]
     tops = torch.argsort(feats[:, chosen], dim=0, descending=True)[:top].T  # (units, top)
     pictures["top-units"] = str(draw_top_units(data.images, chosen, tops, feats, out_dir / "top-units.png"))
@@ -87,30 +85,23 @@ def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
                         "to draw")
 
 
-def _penultimate_all(model, x, heads, batch: int = 2000) -> torch.Tensor:
+def _penultimate_all(model, x, batch: int = 2000) -> torch.Tensor:
     from ..models.heads import penultimate
 
     with torch.no_grad():
-        return torch.cat([penultimate(model, x[i:i + batch], heads) for i in range(0, len(x), batch)])
+        return torch.cat([penultimate(model, x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
 def _plt():
-    import matplotlib
+    from .plots import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    import io
+    from .plots import _save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
-    atomic.write_bytes(path, buf.getvalue())
-    return path
+    return _save_figure(_plt(), fig, path)
 
 
 def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:

@@ -59,12 +59,18 @@ def image_grid(images: np.ndarray, captions: Sequence[str], *, scale: int = 3, c
 # Evaluation figures (matplotlib, headless)
 
 
-def _figure(width: float, height: float):
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure(width: float, height: float):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(width, height), dpi=110)
     return plt, fig, ax
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 from .. import atomic
 from ..errors import MnistlabError
+from ..machine import describe
 from ..rundir import RunDir
 
 MODES = ("scratch", "probe", "finetune")
@@ -91,8 +93,6 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
                 summary = run.read_summary() if run.summary.is_file() else None  # a finished run is kept: resumable
                 if summary is None:
                     if run.path.exists():  # interrupted: start that run again
-                        import shutil
-
                         shutil.rmtree(run.path)
                     cfg = dataclasses.replace(base, labels_per_class=n, seed=seed, batch_size=batch, epochs=epochs,
                                               checkpoint_every=epochs, out=str(runs_dir), name=name, progress=False,
@@ -111,16 +111,13 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
              "modes": modes, "steps": steps, "lr": base.lr,
              "lr_backbone": lr_backbone if lr_backbone else base.lr / 10, "protocol":
              "fixed settings, no validation split, last weights, test set read once per run",
-             "table": _table(rows, modes, labels), "runs": rows, "wall_s": time.perf_counter() - t0}
-    from ..machine import describe
-
+             "table": _table(rows, modes, labels), "runs": rows, "wall_s_this_call": time.perf_counter() - t0}
     curve["environment"] = describe()
-    atomic.write_text(out_dir / CURVE_FILE, json.dumps(curve, indent=2))
     curve["picture"] = str(plot(curve, out_dir / "curve.png"))
     atomic.write_text(out_dir / CURVE_FILE, json.dumps(curve, indent=2))
     if not quiet:
         print(format_table(curve))
-        print(f"{out_dir / CURVE_FILE}  {curve['picture']}  ({curve['wall_s'] / 60:.1f} minutes)")
+        print(f"{out_dir / CURVE_FILE}  {curve['picture']}  ({curve['wall_s_this_call'] / 60:.1f} minutes)")
     return curve
 
 
@@ -162,14 +159,9 @@ LABELS = {"scratch": "from scratch", "probe": "linear probe (frozen features)", 
 
 
 def plot(curve: dict, path: Path) -> Path:
-    import matplotlib
+    from .plots import _figure, _save_figure
 
-    matplotlib.use("Agg", force=True)
-    import io
-
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, fig, ax = _figure(6, 4)
     xs = curve["labels"]
     for mode in curve["modes"]:
         mean = [100 * e[mode]["mean"] for e in curve["table"]]
@@ -184,11 +176,7 @@ def plot(curve: dict, path: Path) -> Path:
                  + f"\nmean ± std over seeds {','.join(map(str, curve['seeds']))}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def curve_of(run: RunDir) -> Path | None:

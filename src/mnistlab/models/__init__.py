@@ -83,6 +83,7 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
         raise MnistlabError(f"model {name!r} produced {tuple(out.shape)} for a batch of 2, expected (2, {num_classes})")
     model.mnistlab_name = name
     model.mnistlab_args = dict(options)
+    model.mnistlab_in_shape = in_shape
     return model
 
 

@@ -3,6 +3,7 @@
     head_modules("m5", (1, 28, 28))      # ('1', '2'): the bias-free linear layer and its BatchNorm1d
     is_head_key("1.weight", heads)       # True: a parameter or buffer of the head
     penultimate(model, images)           # what the head reads: the features, (N, D)
+    capture_features(model, store)       # the same, as a hook that collects them on every forward
 
 The head is what depends on the number of classes. A model registered with `head=` names its head
 modules; otherwise they are found by building the model for two class counts and comparing the
@@ -47,14 +48,24 @@ def is_head_key(key: str, heads: Sequence[str]) -> bool:
     return any(key == h or key.startswith(h + ".") for h in heads)
 
 
+def heads_of(model: nn.Module) -> tuple[str, ...]:
+    """The head modules of a model `create_model` built (it records the name, input shape and options)."""
+    return head_modules(model.mnistlab_name, model.mnistlab_in_shape, model.mnistlab_args)
+
+
+def capture_features(model: nn.Module, store: list, heads: Sequence[str] | None = None):
+    """Hook the model so that each forward appends the head's input, flattened, to `store` (with its
+    gradient, for training on features); returns the hook's handle, to `remove()` when done."""
+    first = dict(model.named_modules())[(heads or heads_of(model))[0]]
+    return first.register_forward_pre_hook(lambda module, args: store.append(args[0].flatten(1)))
+
+
 def penultimate(model: nn.Module, images: torch.Tensor, heads: Sequence[str] | None = None) -> torch.Tensor:
     """The input of the model's head for a batch of prepared images: the learned features, flattened."""
-    heads = heads or head_modules(model.mnistlab_name, images.shape[1:], getattr(model, "mnistlab_args", None))
-    first = dict(model.named_modules())[heads[0]]
-    seen = []
-    handle = first.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    seen: list = []
+    handle = capture_features(model, seen, heads)
     try:
         model(images)
     finally:
         handle.remove()
-    return seen[0].flatten(1)
+    return seen[0]

@@ -27,7 +27,7 @@ from .. import machine, rundir
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models import count_parameters
-from ..models.heads import head_modules
+from ..models.heads import head_modules, penultimate
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
 from . import augment as aug_mod
@@ -76,14 +76,9 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
     parts = build(cfg, data, env)
     model, device = parts.model, env.device
     heads = head_modules(cfg.model, data.in_shape, cfg.model_args)
-    first_head = dict(model.named_modules())[heads[0]]
-    captured = []
-    first_head.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1)))
 
     def features(x):
-        captured.clear()
-        model(x)
-        return captured[0]
+        return penultimate(model, x, heads)
 
     torch.manual_seed(cfg.seed)
     with torch.no_grad():

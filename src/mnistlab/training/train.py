@@ -268,7 +268,7 @@ def build(cfg, data: Data, env: Env, *, initialise: bool = True) -> Parts:
     frozen = transfer.freeze(model, cfg.freeze, heads)
     if cfg.init_from or frozen:
         report = {**(report or {"source": cfg.init_from or None}), "frozen": len(frozen),
-                  "frozen_norms": list(getattr(model, "mnistlab_frozen_norms", [])),
+                  "frozen_norms": transfer.frozen_norms(model),
                   "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     opt = make_optimizer(cfg, transfer.param_groups(model, cfg, heads))

@@ -15,11 +15,10 @@ bit-identical after training.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import nn
 
+from ..data.dataset import Holdout
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models.heads import is_head_key
@@ -92,18 +91,19 @@ def freeze(model: nn.Module, spec: str, heads) -> list[str]:
     params = dict(model.named_parameters())
     for n in frozen:
         params[n].requires_grad_(False)
-    # BatchNorm layers with every parameter frozen keep the source's running statistics (see hold_frozen)
-    model.mnistlab_frozen_norms = [name for name, m in model.named_modules()
-                                   if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                   and all(not p.requires_grad for p in m.parameters(recurse=False))
-                                   and any(True for _ in m.parameters(recurse=False))]
     return frozen
+
+
+def frozen_norms(model: nn.Module) -> list[str]:
+    """BatchNorm layers whose parameters are all frozen: they keep the source's running statistics."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (params := list(m.parameters(recurse=False))) and not any(p.requires_grad for p in params)]
 
 
 def hold_frozen(model: nn.Module) -> None:
     """After `model.train()`: frozen BatchNorm layers back in eval mode (fixed statistics, no update)."""
     modules = dict(model.named_modules())
-    for name in getattr(model, "mnistlab_frozen_norms", ()):
+    for name in frozen_norms(model):
         modules[name].eval()
 
 
@@ -133,5 +133,4 @@ def labelled_subset(labels: torch.Tensor, per_class: int, seed: int, num_classes
 
 def subset_record(indices: torch.Tensor, per_class: int, seed: int) -> dict:
     """What a run records about its labelled examples: enough to check that two runs drew the same."""
-    digest = hashlib.sha256(indices.to(torch.int64).cpu().numpy().astype("<i8").tobytes()).hexdigest()
-    return {"per_class": per_class, "count": len(indices), "seed": seed, "sha256": digest}
+    return {"per_class": per_class, "count": len(indices), "seed": seed, "sha256": Holdout.hash_of(indices)}
