@@ -216,6 +216,11 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
     from ..models.predictor import Predictor, load_predictor
 
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    if method != "square" or checks:
+        from ..models.classical import refuse_classical
+
+        refuse_classical(predictor, f"--method {method}" + (" with the gradient-masking checks" if checks else ""),
+                         "a classical model has no gradient: attack it with --method square --no-checks (queries only)")
     net = Attacked(predictor)
     x, y = _load_inputs(predictor, images, labels)
     epsilons = check_arguments(method, eps, norm, target, len(predictor.classes), steps, restarts, targets, queries)

@@ -53,6 +53,14 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
     check_compatible(metas, [str(p) for p in paths])
     models = [s.models[0] for s in singles]
     norms = [s.norms[0] for s in singles]
+    if method == "mean":
+        from ..models.classical import ClassicalModel, gives_probabilities
+
+        for p, m in zip(paths, models):
+            if isinstance(m, ClassicalModel) and not gives_probabilities(m.pipeline):
+                raise MnistlabError(f"{p}: a {m.name} without probabilities (its scores are decision values), so "
+                                    "it cannot join a mean of probabilities",
+                                    hint="train it with model_args probability=true, or use --method vote")
     member_meta = [checkpoint.read_header(resolve_checkpoint(p))[0] for p in paths]
     meta = {**metas[0], "name": f"ensemble of {len(models)}", "model": ENSEMBLE}
     return Predictor(models, norms, method, meta, member_meta)
@@ -104,7 +112,7 @@ def save(predictor: Predictor, out: str | os.PathLike) -> Path:
     tensors = {}
     members = []
     for i, (model, meta) in enumerate(zip(predictor.models, predictor.member_meta)):
-        tensors.update(checkpoint.prefixed(model.state_dict(), f"member{i}/model"))
+        tensors.update(checkpoint.prefixed(checkpoint.model_tensors(model), f"member{i}/model"))
         members.append({k: meta[k] for k in ("model", "model_args", "in_shape", "num_classes", "classes", "dataset",
                                              "dataset_hash", "normalization", "params", "config", "holdout")
                         if k in meta})

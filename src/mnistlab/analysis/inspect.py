@@ -46,6 +46,12 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     if split not in ("train", "test"):
         raise MnistlabError(f"--split {split!r}: expected train or test")
     model, meta = load_model(path)
+    from ..models.classical import ClassicalModel
+
+    if isinstance(model, ClassicalModel):
+        raise MnistlabError(f"{path} is a scikit-learn {model.name} model: it has no filters, feature maps or "
+                            "gradients to draw", hint="inspect a network; `mnistlab map RUN --features pixels` "
+                            "shows a classical model's mistakes")
     file = resolve_checkpoint(path)
     run = RunDir.holding(file)
     out_dir = Path(out) if out else (run.path / "inspect" if run else file.parent / f"{file.stem}-inspect")

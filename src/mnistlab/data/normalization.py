@@ -30,10 +30,15 @@ class Normalization:
     mode: str  # "standardize" | "scale" | "none"
     mean: tuple[float, ...]  # per channel, of the [0,1]-scaled training images
     std: tuple[float, ...]
+    prepare: tuple[str, ...] = ()  # deskew / binarize first (data/preparation.py), in this order
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise MnistlabError(f"normalize={self.mode!r}: expected {' | '.join(MODES)}")
+        from .preparation import STEPS
+
+        if any(step not in STEPS for step in self.prepare) or len(set(self.prepare)) != len(self.prepare):
+            raise MnistlabError(f"prepare {list(self.prepare)}: expected distinct steps from {', '.join(STEPS)}")
         if not self.mean or len(self.mean) != len(self.std):
             raise MnistlabError(f"normalisation mean {list(self.mean)} and std {list(self.std)}: expected one "
                                 "value per channel in each")
@@ -46,7 +51,11 @@ class Normalization:
                     "dataset?); check the data, or train with normalize='scale'")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """float images in [0,1] (N,C,H,W) -> the model's input scale."""
+        """float images in [0,1] (N,C,H,W) -> the model's input (prepared, then scaled)."""
+        if self.prepare:
+            from .preparation import apply
+
+            x = apply(x, self.prepare)
         if self.mode == "none":
             return x * 255.0
         if self.mode == "scale":
@@ -64,11 +73,16 @@ class Normalization:
         return cache[key]
 
     def as_dict(self) -> dict:
-        return {"normalize": self.mode, "mean": list(self.mean), "std": list(self.std)}
+        d = {"normalize": self.mode, "mean": list(self.mean), "std": list(self.std)}
+        return {**d, "prepare": list(self.prepare)} if self.prepare else d  # older files have no key
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
-        return cls(d["normalize"], tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+        prepare = d.get("prepare", [])
+        if not isinstance(prepare, list) or not all(isinstance(s, str) for s in prepare):
+            raise MnistlabError(f"normalisation prepare {prepare!r}: expected a list of step names")
+        return cls(d["normalize"], tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
+                   tuple(prepare))
 
 
 def to_unit(images_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

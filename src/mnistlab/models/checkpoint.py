@@ -130,8 +130,10 @@ def validate_model(meta: dict, source: str, where: str = "") -> dict:
 
     if not isinstance(meta, dict):
         raise _bad(source, where.rstrip("."), "an object")
-    if _str(meta, "model", source, where) not in MODELS:
-        raise _bad(source, where + "model", f"one of {', '.join(MODELS)}", meta["model"])
+    from .classical import CLASSICAL
+
+    if _str(meta, "model", source, where) not in MODELS and meta["model"] not in CLASSICAL:
+        raise _bad(source, where + "model", f"one of {', '.join([*MODELS, *CLASSICAL])}", meta["model"])
     args = meta.get("model_args", {})
     if not isinstance(args, dict) or not all(isinstance(k, str) and _json_scalar_or_list(v) for k, v in args.items()):
         raise _bad(source, where + "model_args", "an object of option names to numbers, strings or lists", args)
@@ -228,7 +230,11 @@ def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, sourc
     """The model `desc` describes, with the weights under `prefix`, in eval mode; every tensor's shape
     and dtype compared with a skeleton built on the meta device before anything real is allocated."""
     from . import create_model
+    from .classical import build as build_classical
+    from .classical import is_classical
 
+    if is_classical(desc["model"]):  # a scikit-learn pipeline in skops bytes, not weights
+        return build_classical(desc, tensors, prefix, source)
     args = (desc["model"], desc["in_shape"], desc["num_classes"])
     with torch.device("meta"):
         skeleton = create_model(*args, **desc.get("model_args", {}))
@@ -260,6 +266,13 @@ def _dtype_name(dtype) -> str:
              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
     text = str(dtype).removeprefix("torch.")
     return names.get(text, text)
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores of a model: its state_dict, or a classical model's skops bytes."""
+    from .classical import ClassicalModel, tensors_of
+
+    return tensors_of(model) if isinstance(model, ClassicalModel) else model.state_dict()
 
 
 def count_elements(shapes: dict[str, tuple[str, tuple[int, ...]]]) -> int:

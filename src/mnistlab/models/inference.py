@@ -30,7 +30,7 @@ def batched_logits(model: torch.nn.Module, images_u8: torch.Tensor, norm: Normal
     """float32 logits (N, classes) of `model` (put in eval mode) for uint8 images, batch by batch."""
     was_training = model.training
     model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device  # (classical: none)
     out = []
     try:
         for start in range(0, images_u8.shape[0], batch_size):

@@ -43,8 +43,10 @@ class OnnxPredictor:
 
 def accelerate(predictor):
     """`predictor` on ONNX Runtime where that is installed and agrees with PyTorch; else itself."""
-    if predictor.method == "vote":
-        return predictor  # a vote has no probabilities to export
+    from ..models.classical import classical_members
+
+    if predictor.method == "vote" or classical_members(predictor):
+        return predictor  # a vote has no probabilities to export; scikit-learn models have no ONNX graph here
     try:
         import onnxruntime as ort
     except ImportError:

@@ -40,6 +40,9 @@ def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.Path
     if format != "onnx":
         raise MnistlabError(f"--format {format!r}: expected onnx")
     predictor = load_predictor(model)
+    from ..models.classical import refuse_classical
+
+    refuse_classical(predictor, "ONNX export", "serve it with PyTorch (mnistlab serve --model RUN), or export a network")
     if predictor.method == "vote":
         raise MnistlabError("a vote ensemble has no probabilities to export",
                             hint="export a mean ensemble (`mnistlab ensemble ... --method mean`) or its members")

@@ -47,6 +47,8 @@ class TrainConfig:
                                 "0 = none")
     train_subset: int = setting(0, "train on only the first N remaining examples (smoke runs); 0 = all")
     normalize: str = setting("standardize", "'standardize' (dataset mean/std), 'scale' ([0,1]) or 'none'")
+    prepare: str = setting("none", "none | deskew | binarize | deskew,binarize: classical preparations applied to "
+                           "every image (training, evaluation, prediction), for any model")
     labels_per_class: int = setting(0, "train on N labelled images of each class (stratified, drawn with the run's "
                                     "seed, after the validation holdout); 0 = all")
 
@@ -159,7 +161,10 @@ def coerce(name: str, value, *, source: str):
                     return False
                 raise ValueError
             if base is dict:
-                value = json.loads(text) if text.startswith("{") else tomllib.loads(f"v = {text}")["v"]
+                try:  # JSON ({"hidden": [256]}) or a TOML inline table ({hidden = [256]})
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    value = tomllib.loads(f"v = {text}")["v"]
             else:
                 value = base(float(text)) if base is int and "." not in text and "e" in text.lower() else base(text)
         except (ValueError, tomllib.TOMLDecodeError, json.JSONDecodeError):
@@ -267,9 +272,16 @@ def validate(cfg: TrainConfig) -> None:
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             bad(key, " | ".join(allowed))
-    if cfg.model not in MODELS:
-        raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}",
+    from ..data.preparation import parse as parse_prepare
+    from ..models.classical import CLASSICAL
+    from ..models.classical import validate_config as validate_classical
+
+    if cfg.model not in MODELS and cfg.model not in CLASSICAL:
+        raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join([*MODELS, *CLASSICAL])}",
                             hint="`mnistlab models` lists them")
+    parse_prepare(cfg.prepare)
+    if cfg.model in CLASSICAL:
+        validate_classical(cfg)
     if cfg.labels_per_class and cfg.train_subset:
         raise MnistlabError("labels_per_class and train_subset both choose training examples: set one of them")
     if cfg.head != "auto" and not cfg.init_from:  # (freezing a random model is allowed: a probe's baseline)

@@ -37,10 +37,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import allocator, machine, rundir
 from ..data import Dataset, Holdout, Split, load
+from ..data import preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters, create_model
+from ..models.classical import is_classical
 from ..models.inference import accuracy_and_loss, batched_logits
 from ..precision import Precision
 from ..precision import choose as choose_precision
@@ -148,6 +150,13 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
 
     `on_epoch(row)`, if given, sees each epoch's log row (with its validation accuracy) and may end the
     run by returning a reason (a tuner's pruner does); the run then finishes like an early stop."""
+    if is_classical(cfg.model):
+        if resume is not None:
+            raise MnistlabError(f"{resume}: a {cfg.model} run is fitted in one step; there is nothing to resume",
+                                hint="train it again")
+        from .classical import train_classical
+
+        return train_classical(cfg, quiet)
     t_start = time.perf_counter()
     config_mod.validate(cfg)
     env = set_up(cfg, quiet)
@@ -245,7 +254,7 @@ def load_data(cfg, env: Env) -> Data:
         labelled = transfer.subset_record(idx, cfg.labels_per_class, cfg.seed)
     mean, std = ds.stats
     try:
-        norm = Normalization(cfg.normalize, mean, std)
+        norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
     except MnistlabError as exc:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
     test = ds.test if cfg.evaluate_test else None
@@ -542,6 +551,9 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
     train many models on parts of the data (cross-validation, cleaning experiments). Returns the model
     in eval mode and its normalisation (the dataset's training statistics, as every run uses)."""
     config_mod.validate(cfg)
+    if is_classical(cfg.model):
+        raise MnistlabError(f"fit trains networks; {cfg.model} is a scikit-learn model",
+                            hint="use a network (e.g. --model fast) for cross-validated audits and cleaning")
     if cfg.validation or cfg.train_subset:
         raise MnistlabError("fit trains on exactly the examples it is given: set validation=0 and train_subset=0")
     if len(images) == 0 or len(images) != len(labels):
@@ -551,7 +563,7 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
         raise MnistlabError("fit runs in one process", hint="run it outside torchrun")
     mean, std = dataset.stats
     data = Data(dataset, images.to(env.device), labels.to(env.device).long(), None, dataset.test,
-                Normalization(cfg.normalize, mean, std), (dataset.spec.channels, *dataset.image_shape[-2:]), None)
+                Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare)), (dataset.spec.channels, *dataset.image_shape[-2:]), None)
     parts = build(cfg, data, env)
     step = make_step(cfg, data, parts, env)
     for epoch in range(1, cfg.epochs + 1):
@@ -610,6 +622,9 @@ def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: boo
     cfg = run.read_config()
     for key, value in (overrides or {}).items():
         setattr(cfg, key, config_mod.coerce(key, value, source="override"))
+    if is_classical(cfg.model):
+        raise MnistlabError(f"{run}: a {cfg.model} run is fitted in one step; there is nothing to resume",
+                            hint="train it again")
     if not run.last.is_file():
         raise MnistlabError(f"{run} has no {RunDir.LAST} to resume from",
                             hint="it was interrupted before its first checkpoint: start it again")

@@ -1,0 +1,129 @@
+"""A classical model (models/classical.py) fitted as a run: the same data, validation split, run
+directory and summary as a network's, so everything downstream treats both alike.
+
+    runs/knn-mnist-s0/
+      config.json, log.jsonl      as for a network; the log has one "fit" row instead of epochs
+      best.safetensors            the fitted pipeline (skops bytes in one uint8 tensor) and its metadata
+      summary.json                validation and test accuracy, fit and predict seconds, model size
+
+The test set is read once, after the validation figure, as for a network.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from .. import machine, rundir
+from ..data.normalization import to_unit
+from ..models import checkpoint as ckpt
+from ..models.classical import (ClassicalModel, features_of, fit_pipeline, gives_probabilities, make_pipeline,
+                                resolved_args, size_of, tensors_of)
+from ..models.inference import accuracy_and_loss, batched_logits
+from ..errors import MnistlabError
+from ..rundir import RunDir
+from . import config as config_mod
+
+
+def features(model_args: dict, images_u8: torch.Tensor, norm, batch: int = 5000) -> np.ndarray:
+    """The feature matrix of uint8 images, prepared and scaled as the run's Normalization says."""
+    parts = [features_of(norm.apply(to_unit(images_u8[i:i + batch])), model_args["features"])
+             for i in range(0, len(images_u8), batch)]
+    return np.concatenate(parts)
+
+
+def fit(cfg, x: np.ndarray, y: np.ndarray, num_classes: int, in_shape) -> tuple[ClassicalModel, float]:
+    """(the fitted model, fit seconds) on feature matrix `x` (N, D) and labels `y` (N,)."""
+    args = resolved_args(cfg.model, cfg.model_args)
+    if len(np.unique(y)) < 2:
+        raise MnistlabError(f"{cfg.model}: the training examples hold {len(np.unique(y))} class(es); a classifier "
+                            "needs at least 2")
+    pipeline = make_pipeline(cfg.model, args, cfg.seed, cfg.threads)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:  # recorded in the summary, said once
+        warnings.simplefilter("always", ConvergenceWarning)
+        fit_pipeline(pipeline, args, x, y)
+    model = ClassicalModel(cfg.model, args, pipeline, num_classes, in_shape)
+    model.converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model, time.perf_counter() - t0
+
+
+def train_classical(cfg, quiet: bool = False) -> dict:
+    """Fit `cfg`'s classical model as a run; return its summary (the keys a network run's has, and
+    `classical`: fit and predict times, model size)."""
+    from .train import load_data, set_up
+
+    t_start = time.perf_counter()
+    config_mod.validate(cfg)
+    env = set_up(cfg, quiet)
+    env.device = torch.device("cpu")
+    data = load_data(cfg, env)
+    args = resolved_args(cfg.model, cfg.model_args)
+    t0 = time.perf_counter()
+    x = features(args, data.train_x, data.norm)
+    features_s = time.perf_counter() - t0
+    y = data.train_y.numpy()
+    run = rundir.new(cfg)
+    run.path.mkdir(parents=True)
+    run.write_json(RunDir.CONFIG, cfg.as_dict())
+    run.start_log({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
+                   "environment": machine.describe(), "world_size": 1, "device": "cpu",
+                   "dataset_hash": data.dataset.content_hash,
+                   "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled})
+    n_val = len(data.val) if data.val is not None else 0
+    env.say(f"run {run}: {cfg.model} {args} on {cfg.dataset} ({len(y)} train, {n_val} val; {x.shape[1]} features "
+            f"in {features_s:.1f}s); fitting...")
+    model, fit_s = fit(cfg, x, y, data.dataset.num_classes, data.in_shape)
+    del x
+    size = size_of(model.pipeline)
+    row = {"event": "fit", "epoch": 1, "fit_s": fit_s, "features_s": features_s, "train_examples": len(y)}
+    predict = {}
+    if data.val is not None:
+        t0 = time.perf_counter()
+        logits = batched_logits(model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+        predict["val_s"] = time.perf_counter() - t0
+        row["val_acc"], row["val_loss"] = accuracy_and_loss(logits, data.val.labels)
+    run.append_log(row)
+    meta = {"config": cfg.as_dict(), "model": cfg.model, "model_args": cfg.model_args, "in_shape": list(data.in_shape),
+            "num_classes": data.dataset.num_classes, "classes": list(data.dataset.classes),
+            "dataset": data.dataset.name, "dataset_hash": data.dataset.content_hash,
+            "normalization": data.norm.as_dict(), "params": size["params"],
+            "holdout": data.holdout.as_dict() if data.holdout else None, "kind": "weights", "epoch": 1}
+    ckpt.save(run.best, ckpt.prefixed(tensors_of(model), "model"), meta)
+    test_acc = test_loss = test_errors = None
+    if data.test is not None:
+        t0 = time.perf_counter()
+        logits = batched_logits(model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
+        predict["test_s"] = time.perf_counter() - t0
+        test_acc, test_loss = accuracy_and_loss(logits, data.test.labels)
+        test_errors = int(round((1 - test_acc) * len(data.test)))
+    n_pred = (n_val if "val_s" in predict else 0) + (len(data.test) if "test_s" in predict else 0)
+    seconds = sum(predict.values())
+    summary = {
+        "run_dir": str(run), "model": cfg.model, "params": size["params"], "dataset": cfg.dataset,
+        "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
+        "epochs_run": 1, "stopped_early": False, "stopped_because": None,
+        "best_epoch": 1 if data.val is not None else None, "val_acc": row.get("val_acc"),
+        "final_val_acc": row.get("val_acc"), "holdout": data.holdout.as_dict() if data.holdout else None,
+        "labelled": data.labelled, "transfer": None,
+        "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors, "test_evaluated": data.test is not None,
+        "train_s": fit_s + features_s, "wall_s": time.perf_counter() - t_start, "world_size": 1, "device": "cpu",
+        "precision": {"chosen": "fp32", "reason": "scikit-learn"}, "environment": machine.describe(),
+        "classical": {"model_args": args, "fit_s": fit_s, "features_s": features_s, "size": size,
+                      "predict_s": predict, "predict_images_per_s": n_pred / seconds if seconds else None,
+                      "converged": model.converged,
+                      "probabilities": "predict_proba" if gives_probabilities(model.pipeline)
+                      else "softmax of decision values"},
+    }
+    run.write_json(RunDir.SUMMARY, summary)
+    val = f"val {row['val_acc']:.2%}, " if "val_acc" in row else ""
+    test = f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)}), " if test_acc is not None else ""
+    env.say(f"{test}{val}fit {fit_s:.1f}s, {size['what']}, {summary['wall_s']:.1f}s wall; {run}"
+            + ("" if model.converged else " (the solver stopped at max_iter before converging: raise max_iter)"))
+    return summary
+
