@@ -111,3 +111,72 @@ def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
         page.close()
     finally:
         server.stop()
+
+
+DIGIT_INK = """(() => { const c = document.getElementById('digit');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let s = 0; for (let k = 0; k < d.length; k += 4) s += d[k]; return s; })()"""
+
+
+@pytest.fixture(scope="module")
+def map_page(tmp_path_factory):
+    from mnistlab.analysis.maps import build_map
+
+    out = tmp_path_factory.mktemp("map")
+    return build_map("src/mnistlab/_models/default.safetensors", method="tsne", n=300, seed=0, out=str(out),
+                     quiet=True)
+
+
+def _isolated_point(page) -> int:
+    """The point farthest from its nearest neighbour on screen: hovering it can only mean it."""
+    import numpy as np
+
+    pos = np.array(page.evaluate("[...Array(mapView.n).keys()].map(i => {const p = mapView.clientPosition(i); "
+                                 "return [p.x, p.y];})"))
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=2) + np.eye(len(pos)) * 1e9
+    return int(d.min(1).argmax())
+
+
+@pytest.mark.parametrize("touch", [False, True], ids=["hover", "tap"])
+def test_map_page_shows_the_digit_label_and_prediction_and_toggles_classes(browser, map_page, touch, tmp_path, mnist):
+    import csv
+
+    rows = list(csv.DictReader(open(map_page["files"]["csv"])))
+    context = browser.new_context(viewport={"width": 390, "height": 844} if touch else {"width": 1280, "height": 800},
+                                  has_touch=touch)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(Path(map_page["files"]["html"]).resolve().as_uri())
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    assert page.locator("#tip").is_hidden()
+    i = _isolated_point(page)
+    row = rows[i]
+    pos = page.evaluate(f"mapView.clientPosition({i})")
+    if touch:
+        page.touchscreen.tap(pos["x"], pos["y"])
+    else:
+        page.mouse.move(pos["x"], pos["y"])
+    tip = page.locator("#tip")
+    assert tip.is_visible()
+    text = tip.inner_text()
+    assert f"image: #{row['index']}" in text and f"label: {row['label']}" in text
+    assert f"predicted: {row['prediction']}" in text
+    # the picture in the tooltip is that test image, pixel for pixel
+    assert page.evaluate(DIGIT_INK) == int(mnist.test.images[int(row["index"])].sum()) > 0
+    shot = tmp_path / f"map-{'tap' if touch else 'hover'}.png"
+    page.screenshot(path=str(shot))
+    keep_artifact(shot)
+    # hide the point's class: the same spot shows nothing of that class any more
+    page.locator(f"#classes input[data-cls='{row['label']}']").click()
+    page.mouse.move(5, 5)
+    if touch:
+        page.touchscreen.tap(pos["x"], pos["y"])
+    else:
+        page.mouse.move(pos["x"], pos["y"])
+    assert tip.is_hidden() or f"label: {row['label']}" not in tip.inner_text()
+    assert page.evaluate(f"mapView.visible({i})") is False
+    page.locator("#all").click()
+    assert page.evaluate(f"mapView.visible({i})") is True
+    assert not errors
+    context.close()

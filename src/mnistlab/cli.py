@@ -110,12 +110,17 @@ def cmd_data_fetch(args) -> int:
 
 def cmd_models(args) -> int:
     from .models import MODELS, count_parameters, create_model
+    from .models.classical import CLASSICAL
+    from .models.classical import options as classical_options
 
     rows = []
     for name, entry in MODELS.items():
         params = count_parameters(create_model(name, (1, 28, 28), 10))
         options = ", ".join(f"{k}={v!r}" for k, v in entry.options().items())
         rows.append([name, f"{params:,}", entry.summary + (f" [options: {options}]" if options else "")])
+    for name, entry in CLASSICAL.items():  # fitted, so their size depends on the data
+        options = ", ".join(f"{k}={v!r}" for k, v in classical_options(name).items())
+        rows.append([name, "(fitted)", f"{entry.summary} [options: {options}]"])
     _print_table(rows, ["model", "params (MNIST)", "description"])
     return 0
 
@@ -268,6 +273,16 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_map(args) -> int:
+    from .analysis.maps import build_map
+
+    r = build_map(args.model, dataset=args.dataset, method=args.method, features=args.features, split=args.split,
+                  n=args.n, seed=args.seed, out=args.out, data_dir=args.data_dir, quiet=args.quiet)
+    if args.quiet:
+        print(r["files"]["html"])
+    return 0
+
+
 def cmd_attack(args) -> int:
     from pathlib import Path
 
@@ -394,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_transfer_verb, _add_analysis_verbs, _add_inspect_verb, _add_serving_verbs,
+    for add in (_add_data_verbs, _add_train_verb, _add_tune_verb, _add_transfer_verb, _add_analysis_verbs, _add_inspect_verb,
+                _add_map_verb, _add_serving_verbs,
                 _add_info_verbs):
         add(verbs)
     return parser
@@ -561,6 +577,27 @@ def _add_inspect_verb(verbs) -> None:
     p.add_argument("--top", type=int, default=8, help="images per unit (default: 8)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/inspect)")
     p.set_defaults(func=cmd_inspect)
+
+
+def _add_map_verb(verbs) -> None:
+    p = verbs.add_parser("map", help="a 2-D map (UMAP or t-SNE) of a split's raw pixels or of a model's learned "
+                         "features: PNG, interactive HTML, coordinates",
+                         description="Embed a dataset split in 2-D with umap-learn or openTSNE (the `maps` extra), "
+                         "seeded: the raw pixels, or with a run the features its classifier reads (the penultimate "
+                         "layer), the run's mistakes marked. Writes map.png, a self-contained map.html (hover or tap "
+                         "a point to see the image, label and prediction; toggle classes), coords.npy/.csv and "
+                         "map.json (default: RUN_DIR/maps/METHOD-FEATURES-SPLIT/, or maps/ without a run).")
+    p.add_argument("model", nargs="?", help="run directory or checkpoint (optional: without it, the dataset's pixels)")
+    p.add_argument("--dataset", help="dataset (default: the model's, or mnist)")
+    p.add_argument("--method", default="umap", help="umap (default) or tsne")
+    p.add_argument("--features", help="pixels or penultimate (default: penultimate with a model, else pixels)")
+    p.add_argument("--split", default="test", help="test (default) or train")
+    p.add_argument("--n", type=int, help="map N images drawn with --seed (default: the whole split)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draw and the embedding (default: 0)")
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--data-dir", help="directory to look for data in first")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_map)
 
 
 def _add_analysis_verbs(verbs) -> None:

@@ -166,6 +166,7 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> str:
     parts.append(_tuning_html(runs[0]))
     parts.append(_transfer_html(runs[0]))
     parts.append(_inspect_html(runs[0]))
+    parts.append(_maps_html(runs[0]))
     parts.append(_model_card_html(r, e, runs[0]))
     parts.append("</section>")
     return "".join(parts)
@@ -207,6 +208,23 @@ def _inspect_html(run: RunDir) -> str:
     shown += [_img(v, f"feature maps of {r['split']} image {k.split('-')[1]}") for k, v in pics.items()
               if k.startswith("featuremaps-") and Path(v).is_file()]
     return ("<h3>What the network learned</h3><div class='figs'>" + "".join(shown) + "</div>") if shown else ""
+
+
+def _maps_html(run: RunDir) -> str:
+    """The maps `mnistlab map RUN` made: each PNG, its numbers, and a link to its interactive page."""
+    from .maps import maps_of
+
+    shown = []
+    for m in maps_of(run.path):
+        png, page = Path(m["files"]["png"]), Path(m["files"]["html"])
+        if not png.is_file():
+            continue
+        caption = (f"{m['method']} of {m['features']} ({m['n']:,} {m['split']} images, seed {m['seed']}): 5-NN accuracy "
+                   f"on the map {100 * m['separation_5nn']:.2f}%")
+        link = (f"<figcaption><a href='{html.escape(page.resolve().as_uri())}'>interactive map: "
+                f"{html.escape(str(page))}</a></figcaption>" if page.is_file() else "")
+        shown.append(_img(png, caption).replace("</figure>", link + "</figure>"))
+    return ("<h3>Maps</h3><div class='figs'>" + "".join(shown) + "</div>") if shown else ""
 
 
 def _transfer_html(run: RunDir) -> str:

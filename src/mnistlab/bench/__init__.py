@@ -12,6 +12,8 @@ of repeated runs, with min and max.
     mnistlab bench serve         # /api/predict latency at fixed arrival rates (open loop), up to saturation
     mnistlab bench attack        # adversarial images per second: PGD-40 on the 10,000 test images, FGSM, autoattack
     mnistlab bench tune          # trials per minute of one search: 1 worker vs one worker per core (shared SQLite)
+    mnistlab bench baselines     # kNN, SVM, random forest, logistic regression beside the networks: accuracy, time, size
+    mnistlab bench maps          # seconds of a UMAP / t-SNE map of the 10,000 test images, pixels and learned features
 
 One module per suite; each registers itself with `@suite`.
 """
@@ -105,4 +107,4 @@ def print_rows(rows: list[dict]) -> None:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
-from . import attack, data, infer, serve, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)
+from . import attack, baselines, data, infer, maps, serve, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)
