@@ -104,7 +104,7 @@ def test_bad_map_arguments_get_clear_errors(tmp_path):
         build_map(DEFAULT_MODEL, features="logits")
     with pytest.raises(MnistlabError, match="--split 'val'"):
         build_map(None, split="val")
-    with pytest.raises(MnistlabError, match="--n 1: expected 2 to 10000"):
+    with pytest.raises(MnistlabError, match="--n 1: expected 20 to 10000"):
         build_map(None, n=1)
     with pytest.raises(MnistlabError, match="--n 20000"):
         build_map(None, n=20000)

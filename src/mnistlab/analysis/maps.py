@@ -37,6 +37,7 @@ from ..errors import MnistlabError
 METHODS = ("umap", "tsne")
 FEATURES = ("pixels", "penultimate")
 MAX_POINTS = 70_000  # all of MNIST; openTSNE and UMAP both handle it
+MIN_POINTS = 20  # fewer leave UMAP's 15 neighbours and t-SNE's perplexity nothing to work with
 PCA_FIRST = 50  # inputs with more dimensions get a PCA to this many first (see `embed`)
 MAP_FILE = "map.json"
 
@@ -156,8 +157,8 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
                             hint="leave out --dataset to map the data the model was trained on")
     part = ds.split(split)
     total = len(part)
-    if n is not None and not 2 <= n <= min(total, MAX_POINTS):
-        raise MnistlabError(f"--n {n}: expected 2 to {min(total, MAX_POINTS)} ({ds.name}'s {split} split has {total})")
+    if n is not None and not MIN_POINTS <= n <= min(total, MAX_POINTS):
+        raise MnistlabError(f"--n {n}: expected {MIN_POINTS} to {min(total, MAX_POINTS)} ({ds.name}'s {split} split has {total})")
     if n is None and total > MAX_POINTS:
         n = MAX_POINTS
     if n is not None and n < total:
