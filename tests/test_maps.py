@@ -130,3 +130,26 @@ def test_ensembles_and_classical_models_have_no_single_feature_space(tmp_path):
     ens = save(build([DEFAULT_MODEL, DEFAULT_MODEL]), tmp_path / "two.safetensors")
     with pytest.raises(MnistlabError, match="ensemble of 2 models"):
         learned_features(load_predictor(ens), torch.zeros(2, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("mnistlab.models", fromlist=["MODELS"]).MODELS])
+def test_learned_features_are_what_every_zoo_models_head_reads(name):
+    from mnistlab.analysis.maps import learned_features
+    from mnistlab.data.normalization import Normalization, to_unit
+    from mnistlab.models import create_model
+    from mnistlab.models.heads import heads_of
+    from mnistlab.models.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = create_model(name, (1, 28, 28), 10).eval()
+    norm = Normalization("standardize", (0.13,), (0.31,))
+    meta = {"source": name, "classes": [str(i) for i in range(10)], "in_shape": [1, 28, 28], "num_classes": 10}
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    feats = learned_features(Predictor([model], [norm], "single", meta), images, batch_size=4)
+    head = dict(model.named_modules())[heads_of(model)[0]]
+    seen = []
+    handle = head.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1)))
+    with torch.no_grad():
+        model(norm.apply(to_unit(images)))
+    handle.remove()
+    assert feats.shape[0] == 6 and torch.allclose(feats, seen[0], atol=1e-5)
