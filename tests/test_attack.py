@@ -159,7 +159,7 @@ def test_adversarial_settings_are_checked():
                              ({"adv_steps": 0}, "adv_steps=0: expected 1 to 1000")):
         with pytest.raises(MnistlabError, match=words):
             validate(resolve("adv-fgsm-rs", overrides))
-    with pytest.raises(MnistlabError, match="turn off: adversarial"):
+    with pytest.raises(MnistlabError, match="cannot capture: adversarial"):
         validate(resolve("adv-fgsm-rs", {"cuda_graphs": True, "optimizer": "sgd"}))
     old_run = {k: v for k, v in resolve("seed-mlp").as_dict().items() if not k.startswith("adv")}
     assert differences(old_run, resolve("seed-mlp").as_dict()) == []  # a run from before these settings resumes

@@ -316,15 +316,23 @@ def test_resume_from_damaged_checkpoints_is_a_clear_error(interrupted, tmp_path)
             resume(broken, quiet=True)
 
 
-def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist):
+@pytest.mark.parametrize("settings", [
+    dict(optimizer="sgd", lr=0.05, augment="elastic", label_smoothing=0.1),
+    # An et al.'s recipe on the graph path: Adam, their rotation/translation, an EMA of the weights;
+    # and gradient clipping, which the graph step now holds too
+    dict(optimizer="adam", lr=0.002, augment="an2020", ema=0.9, grad_clip=0.5),
+], ids=["sgd-elastic", "adam-an2020-ema-clip"])
+def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist, settings):
     """CUDA graphs need a GPU, but what they add is only capture and replay: the step over static
-    buffers (indices, augmentation draws) must train exactly like the eager step, augmentation on."""
+    buffers (indices, augmentation draws) must train exactly like the eager step, augmentation on,
+    after the warm-up steps that capture needs (`rehearse`), which must leave no trace."""
     from mnistlab.data.normalization import Normalization
     from mnistlab.models import create_model
+    from mnistlab.training.ema import EMA
     from mnistlab.training.optim import make_optimizer
     from mnistlab.training.steps import EagerStep, StaticStep
 
-    c = cfg(model="fast", optimizer="sgd", lr=0.05, augment="elastic", label_smoothing=0.1)
+    c = cfg(model="fast", **settings)
     norm = Normalization("standardize", (0.1307,), (0.3081,))
     x, y = mnist.train.images[:512], mnist.train.labels[:512]
     weights = []
@@ -332,19 +340,54 @@ def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist):
         torch.manual_seed(0)
         model = create_model("fast", (1, 28, 28), 10)
         opt = make_optimizer(c, model.parameters())
+        ema = EMA(model, c.ema) if c.ema else None
         aug = config_mod.augmentation(c)
-        if kind == "eager":
-            step = EagerStep(model, model, opt, x, y, norm, aug, c, torch.device("cpu"))
-        else:
-            step = StaticStep(model, opt, x, y, norm, aug, c, 64, torch.device("cpu"))
         gen = torch.Generator().manual_seed(7)
+        if kind == "eager":
+            step = EagerStep(model, model, opt, x, y, norm, aug, c, torch.device("cpu"), ema=ema)
+        else:
+            step = StaticStep(model, opt, x, y, norm, aug, c, 64, torch.device("cpu"), ema=ema)
+            step.rehearse(3)  # as CudaGraphStep does before capture
         for i in range(4):
             loss, _ = step(torch.arange(i * 64, (i + 1) * 64), gen)
-        weights.append([p.detach().clone() for p in model.parameters()])
+        weights.append([p.detach().clone() for p in model.parameters()]
+                       + ([t.detach().clone() for t in ema.state_dict().values()] if ema else []))
+    assert len(weights[0]) == len(weights[1])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
     # and the config no longer refuses augmentation with cuda_graphs (it refused only the preset before,
-    # and rotate/translate/zoom were silently dropped)
+    # and rotate/translate/zoom were silently dropped), nor Adam and the EMA (An et al.'s recipes)
     assert cfg(cuda_graphs=True, optimizer="sgd", rotate=10, translate=0.1).cuda_graphs
+    assert cfg(cuda_graphs=True, optimizer="adam", ema=0.999, augment="an2020").cuda_graphs
+
+
+def test_ema_matches_torch_averaged_model_and_waits_for_nothing():
+    """The sync-free EMA does AveragedModel's arithmetic (a copy first, then lerp by 1 - decay), over
+    parameters and BatchNorm buffers, and keeps its state_dict format (checkpoints stay readable)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from mnistlab.models import create_model
+    from mnistlab.training.ema import EMA
+
+    torch.manual_seed(0)
+    model = create_model("m5", (1, 28, 28), 10)
+    ours = EMA(model, 0.9)
+    ref = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    model.train()
+    for i in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(8, 1, 28, 28))  # moves the BatchNorm running statistics
+        ours.update_parameters(model)
+        ref.update_parameters(model)
+    a, b = ours.state_dict(), ref.state_dict()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert int(a["n_averaged"]) == 3
+    first = next(iter(model.parameters()))
+    assert not torch.allclose(first, next(iter(ours.module.parameters())))  # an average, not a copy
 
 
 def test_one_line_per_epoch_when_output_is_not_a_terminal(tmp_path):

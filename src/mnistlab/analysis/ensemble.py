@@ -82,16 +82,23 @@ def select_greedy(paths: list[str | os.PathLike], val_images: torch.Tensor, val_
                             hint="select among runs trained with the same validation size and dataset, or "
                             "build the ensemble without --select")
     probs = full.member_probs(val_images)  # (M, N, C)
-    labels = val_labels.to(probs.device)
+    return greedy(probs, val_labels, method)
+
+
+def greedy(probs: torch.Tensor, labels: torch.Tensor, method: str = "mean") -> tuple[list[int], list[float]]:
+    """Forward selection over members' (M, N, C) probabilities on a selection split: start from the best
+    member, add the one that most improves accuracy (the lower index on a tie), stop when none does.
+    Returns (indices in the order chosen, accuracy after each). Pass validation outputs only."""
+    labels = labels.to(probs.device)
 
     def acc(idx: list[int]) -> float:
         return (combine(probs[idx], method).argmax(1) == labels).float().mean().item()
 
-    chosen = [max(range(len(paths)), key=lambda i: acc([i]))]
+    chosen = [max(range(len(probs)), key=lambda i: acc([i]))]
     trace = [acc(chosen)]
     while True:
         best_i, best_acc = None, trace[-1]
-        for i in range(len(paths)):
+        for i in range(len(probs)):
             if i not in chosen:
                 a = acc(chosen + [i])
                 if a > best_acc:

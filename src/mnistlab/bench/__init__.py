@@ -14,12 +14,14 @@ of repeated runs, with min and max.
     mnistlab bench tune          # trials per minute of one search: 1 worker vs one worker per core (shared SQLite)
     mnistlab bench baselines     # kNN, SVM, random forest, logistic regression beside the networks: accuracy, time, size
     mnistlab bench maps          # seconds of a UMAP / t-SNE map of the 10,000 test images, pixels and learned features
+    mnistlab bench sota          # An et al.'s M3/M5/M7 study (`mnistlab sota`): full on a GPU, smoke-scale on a CPU
 
 One module per suite; each registers itself with `@suite`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import statistics
@@ -75,7 +77,9 @@ def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "benc
     print(f"machine: {machine.one_line(described)}")
     results = {}
     for name in names:
-        rows = SUITES[name](quick=quick)
+        func = SUITES[name]
+        takes_out = "out_dir" in inspect.signature(func).parameters  # a suite that keeps files (a study) gets --out
+        rows = func(quick=quick, out_dir=str(out)) if takes_out else func(quick=quick)
         results[name] = rows
         print(f"\n== {name} ==")
         print_rows(rows)
@@ -107,4 +111,4 @@ def print_rows(rows: list[dict]) -> None:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
-from . import attack, baselines, data, infer, maps, serve, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)
+from . import attack, baselines, data, infer, maps, serve, sota, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)

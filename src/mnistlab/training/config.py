@@ -104,8 +104,8 @@ class TrainConfig:
                               "AMX, Ampere+ GPUs; fp32 elsewhere) | fp32 | bf16")
     channels_last: bool = setting(False, "NHWC memory layout for convolutions (GPUs; CPU max-pooling too)")
     compile: bool = setting(False, "torch.compile the model (GPU; costs start-up time)")
-    cuda_graphs: bool = setting(False, "capture each training step (augmentation, forward, backward, fused SGD) as "
-                                "one CUDA graph")
+    cuda_graphs: bool = setting(False, "capture each training step (augmentation, forward, backward, fused "
+                                "SGD/Adam/AdamW, EMA) as one CUDA graph (one CUDA process)")
     eval_batch_size: int = setting(2000, "examples per evaluation batch")
     threads: int = setting(0, "torch CPU threads; 0 = torch's default")
     evaluate_test: bool = setting(True, "evaluate the test set once at the end; false leaves it unread (what "
@@ -252,6 +252,9 @@ RANGES = {
 }
 
 
+GRAPH_OPTIMIZERS = ("sgd", "adam", "adamw")  # fused, and capturable: what a CUDA graph can hold
+
+
 def validate(cfg: TrainConfig) -> None:
     """Checks of values, ranges and combinations; each error names the key and what was expected."""
     from ..models import MODELS
@@ -289,13 +292,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.early_stopping and not cfg.validation:
         raise MnistlabError("early_stopping needs a validation split (validation > 0)")
     if cfg.cuda_graphs:
-        unsupported = [k for k, off in (("optimizer", cfg.optimizer != "sgd"), ("ema", cfg.ema),
-                                        ("grad_clip", cfg.grad_clip), ("compile", cfg.compile),
-                                        ("adversarial", cfg.adversarial != "none")) if off]
+        unsupported = [k for k, off in (("optimizer", cfg.optimizer not in GRAPH_OPTIMIZERS),
+                                        ("compile", cfg.compile), ("adversarial", cfg.adversarial != "none")) if off]
         if unsupported:
-            raise MnistlabError(f"cuda_graphs=true supports SGD training only; turn off: {', '.join(unsupported)}",
-                                hint="the graph path captures augmentation, forward, backward and a fused SGD "
-                                "step; keep the eager engine for the rest")
+            raise MnistlabError(f"cuda_graphs=true cannot capture: {', '.join(unsupported)} "
+                                f"(optimizer={cfg.optimizer!r}, compile={cfg.compile}, adversarial={cfg.adversarial!r})",
+                                hint=f"the graph path captures augmentation, forward, backward, a fused "
+                                f"{'/'.join(GRAPH_OPTIMIZERS)} step and the EMA; keep the eager engine for the rest")
 
 
 def augmentation(cfg: TrainConfig):

@@ -66,14 +66,14 @@ def _sgd(cfg, params):
 def _adam(cfg, params):
     params, fused = _fused(params)
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
-                            fused=fused or None)
+                            fused=fused or None, capturable=bool(cfg.cuda_graphs))
 
 
 @register_optimizer("adamw")
 def _adamw(cfg, params):
     params, fused = _fused(params)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
-                             fused=fused or None)
+                             fused=fused or None, capturable=bool(cfg.cuda_graphs))
 
 
 @register_optimizer("adadelta")

@@ -2,8 +2,9 @@
 
 A step takes the indices of a batch into the training images (uint8, on the device), draws the
 batch's augmentation from the epoch's generator, and returns (loss, logits) after updating the
-weights. The CUDA-graph step captures augmentation, forward, backward and a fused SGD update once
-and replays them; the random numbers of each batch are drawn outside the graph (the same draws,
+weights. The CUDA-graph step captures augmentation, forward, backward, gradient clipping, the fused
+optimizer update (SGD, or Adam/AdamW with `capturable`) and the EMA of the weights once and
+replays them; the random numbers of each batch are drawn outside the graph (the same draws,
 in the same order, as the eager step) into buffers the captured step reads (`StaticStep`).
 """
 
@@ -41,8 +42,8 @@ class EagerStep:
     """Forward, backward and an optimizer step, as PyTorch runs them op by op."""
 
     def __init__(self, model, forward_model, opt, train_x, train_y, norm, aug, cfg, device, *,
-                 keep_grads: bool = False):
-        self.model, self.forward_model, self.opt = model, forward_model, opt
+                 keep_grads: bool = False, ema=None):
+        self.model, self.forward_model, self.opt, self.ema = model, forward_model, opt, ema
         self.train_x, self.train_y, self.norm, self.aug, self.cfg, self.device = (train_x, train_y, norm, aug, cfg,
                                                                                    device)
         self.keep_grads = keep_grads  # a CUDA graph owns the gradient tensors: zero them in place
@@ -65,6 +66,8 @@ class EagerStep:
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return loss, logits
 
 
@@ -73,8 +76,8 @@ class StaticStep:
     captures. `run` reads only the buffers, so it can be captured once and replayed; called directly
     it runs eagerly, which is how the tests check it on a CPU."""
 
-    def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device):
-        self.model, self.opt, self.train_x, self.train_y = model, opt, train_x, train_y
+    def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device, *, ema=None):
+        self.model, self.opt, self.train_x, self.train_y, self.ema = model, opt, train_x, train_y, ema
         self.norm, self.aug, self.cfg, self.batch, self.device = norm, aug, cfg, batch, device
         self.size = tuple(train_x.shape[-2:])
         self.idx = torch.arange(batch, device=device) % train_x.shape[0]
@@ -93,12 +96,37 @@ class StaticStep:
         loss, logits = forward_loss(self.model, self.train_x[self.idx], self.train_y[self.idx], norm=self.norm,
                                     aug=self.aug, params=self.params, cfg=self.cfg, device=self.device)
         loss.backward()
+        if self.cfg.grad_clip:  # foreach norms on the device: no sync, so a graph can hold it
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return loss.detach(), logits.detach()
 
     def __call__(self, idx: torch.Tensor, generator: torch.Generator):
         self.fill(idx, generator)
         return self.run()
+
+    def rehearse(self, steps: int) -> None:
+        """Run `steps` steps (what capture needs first), then put the model, EMA and optimizer back as
+        they were; optimizer state the steps created is zeroed, which is where SGD momentum and Adam's
+        moments and step count start. The run goes on from the state it was given."""
+        modules = [self.model] + ([self.ema] if self.ema is not None else [])
+        saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+        saved_opt = {id(v): v.clone() for state in self.opt.state.values() for v in state.values()
+                     if torch.is_tensor(v)}
+        for _ in range(steps):
+            self.run()
+        with torch.no_grad():
+            for m, values in zip(modules, saved):
+                for k, v in m.state_dict().items():
+                    v.copy_(values[k])
+            for state in self.opt.state.values():
+                for v in state.values():
+                    if torch.is_tensor(v) and id(v) in saved_opt:
+                        v.copy_(saved_opt[id(v)])
+                    elif torch.is_tensor(v):
+                        v.zero_()
 
 
 class CudaGraphStep(StaticStep):
@@ -107,29 +135,21 @@ class CudaGraphStep(StaticStep):
 
     The learning rate becomes a device tensor the scheduler fills in place (momentum, baked into the
     graph, stays constant: a one-cycle schedule does not cycle it on this path). Capture needs a few
-    eager warm-up steps; the model and optimizer state are restored afterwards (momentum buffers
-    zeroed, which is what a fresh SGD starts from), so the warm-up leaves no trace in the run. A
-    last, partial batch runs eagerly.
+    eager warm-up steps; the model, EMA and optimizer state are put back afterwards (state the
+    optimizer had not created yet is zeroed: SGD momentum and Adam's moments and step count start
+    from zero), so the warm-up leaves no trace in the run, a resumed one included. A last, partial
+    batch runs eagerly.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for group in self.opt.param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(3):
-                self.run()
+            self.rehearse(3)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():  # undo the warm-up: the run starts from the state it was given
-            for k, v in self.model.state_dict().items():
-                v.copy_(saved[k])
-            for state in self.opt.state.values():
-                for v in state.values():
-                    if torch.is_tensor(v) and v.is_floating_point():
-                        v.zero_()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.loss, self.logits = self.run()

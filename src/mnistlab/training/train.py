@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import allocator, machine, rundir
 from ..data import Dataset, Holdout, Split, load
@@ -51,6 +50,7 @@ from ..rundir import RunDir
 from ..models.heads import head_modules
 from . import config as config_mod
 from . import transfer
+from .ema import EMA
 from .optim import make_optimizer, make_schedule
 from .steps import CudaGraphStep, EagerStep
 
@@ -107,7 +107,7 @@ class Parts:
 
     model: torch.nn.Module
     forward_model: torch.nn.Module  # compiled and/or wrapped by DDP
-    ema: AveragedModel | None
+    ema: EMA | None
     opt: torch.optim.Optimizer
     sched: object
     sched_per_step: bool
@@ -279,7 +279,7 @@ def build(cfg, data: Data, env: Env, *, initialise: bool = True) -> Parts:
         report = {**(report or {"source": cfg.init_from or None}), "frozen": len(frozen),
                   "frozen_norms": transfer.frozen_norms(model),
                   "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    ema = EMA(model, cfg.ema) if cfg.ema else None
     opt = make_optimizer(cfg, transfer.param_groups(model, cfg, heads))
     per_rank_batch = cfg.batch_size // env.world
     n_rank = len(data.train_y) // env.world  # every process takes the same number of examples
@@ -331,11 +331,11 @@ def make_step(cfg, data: Data, parts: Parts, env: Env):
     aug = config_mod.augmentation(cfg)
     cfg = dataclasses.replace(cfg, precision=env.precision.chosen)  # the steps autocast only to bf16
     eager = EagerStep(parts.model, parts.forward_model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
-                      env.device, keep_grads=cfg.cuda_graphs)
+                      env.device, keep_grads=cfg.cuda_graphs, ema=parts.ema)
     if not cfg.cuda_graphs:
         return eager
     graph = CudaGraphStep(parts.model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
-                          parts.per_rank_batch, env.device)
+                          parts.per_rank_batch, env.device, ema=parts.ema)
     return lambda idx, gen: graph(idx, gen) if len(idx) == parts.per_rank_batch else eager(idx, gen)
 
 
@@ -366,8 +366,6 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
             loss, logits = step(idx, aug_gen)
             if parts.sched is not None and parts.sched_per_step:
                 parts.sched.step()
-            if parts.ema is not None:
-                parts.ema.update_parameters(parts.model)
             loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             loss_sum += loss * len(idx)
