@@ -347,3 +347,44 @@ def test_run_directory_files(tmp_path_factory, data):
     rows, damaged = run.read_log()
     assert all(isinstance(r, dict) for r in rows) and damaged >= 0
     expect_clean(run.read_summary)
+
+
+# ---------- the sota study's files (a run's summary, its outputs, the plan) ----------
+
+STUDY_SUMMARY = {"test_acc": 0.99, "val_acc": 0.995, "best_epoch": 3, "epochs_run": 4, "train_s": 12.5, "device": "cpu",
+                 "precision": {"chosen": "fp32", "reason": "x"}, "holdout": None}
+
+
+@fuzz(share=0.2)
+@given(st.data())
+def test_sota_study_files(tmp_path_factory, data):
+    case("sota study files")
+    from mnistlab.sota import OUTPUTS, Plan, read_outputs, read_summary, run_study
+
+    run = tmp_path_factory.mktemp("sota-run")
+    summary = json.loads(json.dumps(STUDY_SUMMARY))
+    for _ in range(data.draw(st.integers(0, 3))):
+        key = data.draw(st.sampled_from(sorted(summary)))
+        if data.draw(st.booleans()):
+            del summary[key]
+        else:
+            summary[key] = data.draw(JSON_VALUES)
+    text = json.dumps(summary).encode()
+    (run / "summary.json").write_bytes(data.draw(st.one_of(st.just(text), mutated([text], max_ops=3))))
+    got = expect_clean(read_summary, run)
+    if got is not None:
+        assert isinstance(got["test_acc"], (int, float)) and isinstance(got["precision"]["chosen"], str)
+    seed = tmp_path_factory.getbasetemp() / "outputs.seed"
+    if not seed.exists():
+        save_file({"test_probs": torch.softmax(torch.randn(20, 10), 1), "test_labels": torch.arange(20) % 10},
+                  str(seed))
+    raw = seed.read_bytes()
+    header_end = 8 + int.from_bytes(raw[:8], "little")
+    (run / OUTPUTS).write_bytes(data.draw(mutated([raw[:header_end]], max_ops=4)) + raw[header_end:])
+    out = expect_clean(read_outputs, run, "test")
+    if out is not None:
+        probs, labels = out
+        assert torch.isfinite(probs).all() and int(labels.max()) < probs.shape[1]
+    plan = json.dumps(Plan(seeds=[0]).as_dict()).encode()
+    (run / "plan.json").write_bytes(data.draw(mutated([plan], max_ops=3)))
+    expect_clean(run_study, run, Plan(), quiet=True, throughput_steps=0)  # always refused: never the same plan

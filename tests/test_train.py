@@ -360,6 +360,59 @@ def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist, settin
     assert cfg(cuda_graphs=True, optimizer="adam", ema=0.999, augment="an2020").cuda_graphs
 
 
+@pytest.mark.parametrize("settings", [dict(optimizer="sgd", augment="elastic", lr=0.05),
+                                      dict(optimizer="adam", augment="an2020", ema=0.999, grad_clip=1.0, lr=0.001)],
+                         ids=["sgd", "an2020-adam-ema-clip"])
+def test_the_captured_step_never_reads_a_device_value_on_the_host(mnist, settings):
+    """A CUDA graph cannot hold a host read of a device value (`.item()`, `if tensor:`): capture fails,
+    or bakes the value read then into every replay. The step the graph captures, run on the CPU under
+    a dispatch mode that sees every aten op, must contain none. (torch's AveragedModel fails this: it
+    asks `n_averaged == 0` at every update; so does `_foreach_lerp_` with a tensor weight.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mnistlab.data.normalization import Normalization
+    from mnistlab.models import create_model
+    from mnistlab.training.ema import EMA
+    from mnistlab.training.optim import make_optimizer
+    from mnistlab.training.steps import StaticStep
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__ in ("_local_scalar_dense.default", "is_nonzero.default", "item.default"):
+                self.reads.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    c = cfg(model="m5" if settings["optimizer"] == "adam" else "fast", cuda_graphs=True, **settings)
+    model = create_model(c.model, (1, 28, 28), 10)
+    opt = make_optimizer(c, model.parameters())  # capturable, as on the GPU
+    for group in opt.param_groups:  # as CudaGraphStep does: the schedule fills a tensor in place
+        group["lr"] = torch.tensor(float(group["lr"]))
+    ema = EMA(model, c.ema) if c.ema else None
+    step = StaticStep(model, opt, mnist.train.images[:256], mnist.train.labels[:256],
+                      Normalization("scale", (0.0,), (1.0,)), config_mod.augmentation(c), c, 32, torch.device("cpu"),
+                      ema=ema)
+    step.run()  # the optimizer creates its state on the first step (eager warm-up, before capture)
+    with HostReads() as spy:
+        step.run()
+    assert spy.reads == []
+    if ema is not None:  # the check can fail: the reference EMA reads n_averaged on the host
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ref = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+        ref.update_parameters(model)
+        with HostReads() as spy:
+            ref.update_parameters(model)
+        assert spy.reads
+
+
+def first_device(model):
+    return next(model.parameters()).device
+
+
 def test_ema_matches_torch_averaged_model_and_waits_for_nothing():
     """The sync-free EMA does AveragedModel's arithmetic (a copy first, then lerp by 1 - decay), over
     parameters and BatchNorm buffers, and keeps its state_dict format (checkpoints stay readable)."""
@@ -386,6 +439,7 @@ def test_ema_matches_torch_averaged_model_and_waits_for_nothing():
         if a[k].is_floating_point():
             assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert int(a["n_averaged"]) == 3
+    assert a["n_averaged"].device == first_device(model)  # on a GPU: inside the graph, not read once at capture
     first = next(iter(model.parameters()))
     assert not torch.allclose(first, next(iter(ours.module.parameters())))  # an average, not a copy
 

@@ -146,24 +146,52 @@ def write_outputs(path: Path, cfg) -> None:
     from .models.inference import batched_logits
     from .models.predictor import load_predictor
 
-    device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    summary = read_summary(path)
+    device = summary["device"]
     predictor = load_predictor(path, device)
     model, norm = predictor.models[0], predictor.norms[0]
+
+    def probs(images):  # as the run evaluated itself: its device, precision and memory layout
+        return F.softmax(batched_logits(model, images, norm, device=device, precision=summary["precision"]["chosen"],
+                                        channels_last=cfg.channels_last, batch_size=cfg.eval_batch_size), 1).cpu()
+
     tensors = {}
     if cfg.validation:
         ds, val = validation_split(cfg)
-        held = json.loads((path / "summary.json").read_text()).get("holdout")
+        held = summary.get("holdout")
         if held != val.holdout.as_dict():  # the selection split must be the images this run never trained on
             raise MnistlabError(f"{path}: its validation holdout {held} is not the study's {val.holdout.as_dict()}",
                                 hint="the dataset changed under the study: start it again in a new --out")
-        tensors["val_probs"] = F.softmax(batched_logits(model, val.images, norm, device=device), 1).cpu()
+        tensors["val_probs"] = probs(val.images)
         tensors["val_labels"] = val.labels.clone()
     else:
         ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
-    tensors["test_probs"] = F.softmax(batched_logits(model, ds.test.images, norm, device=device), 1).cpu()
+    tensors["test_probs"] = probs(ds.test.images)
     tensors["test_labels"] = ds.test.labels.clone()
     with atomic.replacing(path / OUTPUTS) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+SUMMARY_KEYS = {"test_acc": float, "val_acc": (float, type(None)), "best_epoch": (int, type(None)), "epochs_run": int,
+                "train_s": float, "device": str, "precision": dict, "holdout": (dict, type(None))}
+
+
+def read_summary(path: Path) -> dict:
+    """A finished run's summary.json, checked for the fields the study reads."""
+    file = path / "summary.json"
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise MnistlabError(f"{file}: unreadable ({exc})", hint=f"delete {path}; the next run trains it again") from None
+    if not isinstance(summary, dict):
+        raise MnistlabError(f"{file}: expected a JSON object", hint=f"delete {path}; the next run trains it again")
+    for key, kind in SUMMARY_KEYS.items():
+        value = summary.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind if isinstance(kind, tuple) else (kind, int)):
+            raise MnistlabError(f"{file}: field {key!r} is {value!r}", hint=f"delete {path}; the next run trains it again")
+    if not isinstance(summary["precision"].get("chosen"), str):
+        raise MnistlabError(f"{file}: field 'precision' has no 'chosen'", hint=f"delete {path}; the next run trains it again")
+    return summary
 
 
 def read_outputs(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +255,7 @@ def summarise(plan: Plan, study: Path) -> dict:
         for m, ps in paths.items():
             per_seed = []
             for s, p in zip(plan.seeds, ps):
-                summary = json.loads((p / "summary.json").read_text())
+                summary = read_summary(p)
                 per_seed.append({"seed": s, "test_acc": summary["test_acc"], "val_acc": summary["val_acc"],
                                  "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                                  "train_s": summary["train_s"], "precision": summary["precision"]["chosen"],
@@ -361,8 +389,11 @@ def run_study(out: str | Path, plan: Plan, *, quiet: bool = False, throughput_st
             before = json.loads(plan_file.read_text())
         except (OSError, ValueError) as exc:
             raise MnistlabError(f"{plan_file}: unreadable ({exc})", hint="delete it, or choose another --out") from None
+        if not isinstance(before, dict):
+            raise MnistlabError(f"{plan_file}: expected a JSON object (the study's settings)",
+                                hint="delete it, or choose another --out")
         if before != plan.as_dict():
-            changed = [k for k in plan.as_dict() if before.get(k) != plan.as_dict()[k]]
+            changed = [k for k in plan.as_dict() if before.get(k) != plan.as_dict()[k]] or ["unknown keys"]
             raise MnistlabError(f"{study} holds a study with other settings ({', '.join(changed)}: "
                                 f"{', '.join(f'{k}={before.get(k)!r}' for k in changed)})",
                                 hint="rerun it with the same --models/--seeds/--protocols/--set, or choose "

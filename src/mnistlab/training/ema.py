@@ -17,7 +17,9 @@ from torch.optim.swa_utils import AveragedModel
 
 class EMA(AveragedModel):
     def __init__(self, model: torch.nn.Module, decay: float):
-        super().__init__(model, use_buffers=True)
+        # n_averaged must live on the model's device: a graph reads a CPU tensor once, at capture
+        device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
+        super().__init__(model, device=device, use_buffers=True)
         self.decay = float(decay)
 
     @torch.no_grad()
@@ -27,8 +29,10 @@ class EMA(AveragedModel):
         # 1 at the first update (a copy), 1 - decay after it; a device tensor, so nothing waits for the GPU
         weight = torch.where(self.n_averaged == 0, 1.0, 1.0 - self.decay).to(torch.float32)
         floats = [(a, c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c.to(a.dtype) for a, c in floats], weight)
+        if floats:  # a += weight * (c - a); not _foreach_lerp_, whose weight is a host Scalar (an .item())
+            step = torch._foreach_sub([c.to(a.dtype) for a, c in floats], [a for a, _ in floats])
+            torch._foreach_mul_(step, weight)
+            torch._foreach_add_([a for a, _ in floats], step)
         for a, c in zip(averaged, current):
             if not a.is_floating_point():
                 a.copy_(c)
