@@ -27,6 +27,7 @@ class RunDir:
 
     CONFIG, LOG, LAST, BEST, SUMMARY, EVAL = ("config.json", "log.jsonl", "last.safetensors", "best.safetensors",
                                               "summary.json", "eval")
+    OUTPUTS = "outputs.safetensors"  # the kept weights' probabilities on validation and test (save_outputs)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -43,6 +44,7 @@ class RunDir:
     best = property(lambda self: self.path / self.BEST)
     summary = property(lambda self: self.path / self.SUMMARY)
     eval_dir = property(lambda self: self.path / self.EVAL)
+    outputs = property(lambda self: self.path / self.OUTPUTS)
 
     @classmethod
     def is_run(cls, path: str | os.PathLike) -> bool:

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import atomic, machine
 from .errors import MnistlabError
@@ -49,7 +48,7 @@ PROTOCOL_WORDS = {
 VALIDATION = 5000
 # The issue's goals, in accuracy (0-1).
 GOAL_SINGLE, GOAL_ENSEMBLE = 0.9975, 0.9985
-OUTPUTS = "outputs.safetensors"
+OUTPUTS = "outputs.safetensors"  # RunDir.OUTPUTS: each run's probabilities (save_outputs=true)
 
 
 @dataclass
@@ -73,7 +72,7 @@ def check_plan(plan: Plan) -> None:
     if bad_m or not plan.models:
         raise MnistlabError(f"--models {','.join(plan.models)}: expected zoo models such as {', '.join(MODELS)}",
                             hint="`mnistlab models` lists them")
-    for key in ("validation", "seed", "out", "name", "evaluate_test"):
+    for key in ("validation", "seed", "out", "name", "evaluate_test", "save_outputs"):
         if key in plan.overrides:
             raise MnistlabError(f"--set {key}=...: the study sets {key} itself (the protocol decides validation; "
                                 "--seeds the seeds; --out the directory)")
@@ -91,7 +90,7 @@ def run_config(plan: Plan, protocol: str, model: str, seed: int, study: Path):
     gpu = {}
     if torch.cuda.is_available():  # the fast path: every step one CUDA graph, bf16 where native, NHWC
         gpu = {"device": "cuda", "cuda_graphs": True, "channels_last": True, "precision": "auto"}
-    settings = {**gpu, **plan.overrides, "model": model, "seed": seed, "progress": False,
+    settings = {**gpu, **plan.overrides, "model": model, "seed": seed, "progress": False, "save_outputs": True,
                 "validation": 0 if protocol == "paper" else VALIDATION,
                 "out": str(study / "runs" / protocol / model), "name": f"seed-{seed}"}
     cfg = resolve(recipe_for(model), settings)
@@ -112,12 +111,12 @@ def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say
     from .training.train import resume, train
 
     path = run_path(study, protocol, model, seed)
-    if (path / OUTPUTS).is_file():
-        return path
     cfg = run_config(plan, protocol, model, seed, study)
     if (path / "summary.json").is_file():
-        pass
-    elif (path / "last.safetensors").is_file():
+        if not (path / OUTPUTS).is_file():  # the engine writes them before the summary
+            raise MnistlabError(f"{path} finished without {OUTPUTS}", hint=f"delete {path}; the next run trains it again")
+        return path
+    if (path / "last.safetensors").is_file():
         say(f"{protocol} {model} seed {seed}: resuming {path}")
         resume(path, quiet=True)
     else:
@@ -126,50 +125,7 @@ def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say
         say(f"{protocol} {model} seed {seed}: training ({cfg.epochs} epochs, {cfg.device})")
         path.parent.mkdir(parents=True, exist_ok=True)
         train(cfg, quiet=True)
-    write_outputs(path, cfg)
     return path
-
-
-def validation_split(cfg):
-    """The validation images and labels a run held out (the engine's split: stratified, seed 0)."""
-    from .data import load
-
-    ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
-    _, val = ds.train.split(validation=cfg.validation, seed=0, stratified=True)
-    return ds, val
-
-
-def write_outputs(path: Path, cfg) -> None:
-    """The run's final weights' probabilities on its validation split (if any) and on the test set,
-    saved beside it (atomically): the ensembles are built from these, selection from validation only."""
-    from .data import load
-    from .models.inference import batched_logits
-    from .models.predictor import load_predictor
-
-    summary = read_summary(path)
-    device = summary["device"]
-    predictor = load_predictor(path, device)
-    model, norm = predictor.models[0], predictor.norms[0]
-
-    def probs(images):  # as the run evaluated itself: its device, precision and memory layout
-        return F.softmax(batched_logits(model, images, norm, device=device, precision=summary["precision"]["chosen"],
-                                        channels_last=cfg.channels_last, batch_size=cfg.eval_batch_size), 1).cpu()
-
-    tensors = {}
-    if cfg.validation:
-        ds, val = validation_split(cfg)
-        held = summary.get("holdout")
-        if held != val.holdout.as_dict():  # the selection split must be the images this run never trained on
-            raise MnistlabError(f"{path}: its validation holdout {held} is not the study's {val.holdout.as_dict()}",
-                                hint="the dataset changed under the study: start it again in a new --out")
-        tensors["val_probs"] = probs(val.images)
-        tensors["val_labels"] = val.labels.clone()
-    else:
-        ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
-    tensors["test_probs"] = probs(ds.test.images)
-    tensors["test_labels"] = ds.test.labels.clone()
-    with atomic.replacing(path / OUTPUTS) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 SUMMARY_KEYS = {"test_acc": float, "val_acc": (float, type(None)), "best_epoch": (int, type(None)), "epochs_run": int,
@@ -259,7 +215,7 @@ def summarise(plan: Plan, study: Path) -> dict:
                 per_seed.append({"seed": s, "test_acc": summary["test_acc"], "val_acc": summary["val_acc"],
                                  "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                                  "train_s": summary["train_s"], "precision": summary["precision"]["chosen"],
-                                 "run_dir": str(p)})
+                                 "holdout": summary["holdout"], "run_dir": str(p)})
             accs = [r["test_acc"] for r in per_seed]
             vals = [r["val_acc"] for r in per_seed if r["val_acc"] is not None]
             singles[m] = {"per_seed": per_seed, "test_acc_mean": statistics.fmean(accs),
@@ -282,6 +238,10 @@ def summarise(plan: Plan, study: Path) -> dict:
                         "members": {m: plan.seeds for m in plan.models},
                         "test_acc": accuracy(two_level(test, every, plan.models, method), labels)})
         else:
+            holdouts = {r["run_dir"]: r["holdout"] for m in plan.models for r in singles[m]["per_seed"]}
+            if len({json.dumps(h, sort_keys=True) for h in holdouts.values()}) != 1 or None in holdouts.values():
+                raise MnistlabError(f"the val runs of {study} did not all hold out the same images ({holdouts})",
+                                    hint="a selection split must be one set of images no member trained on")
             val = {m: [read_outputs(p, "val")[0] for p in ps] for m, ps in paths.items()}
             val_labels = read_outputs(paths[plan.models[0]][0], "val")[1]
             choice = select_two_level(val, val_labels, "mean")

@@ -117,6 +117,8 @@ class TrainConfig:
     checkpoint_every: int = setting(1, "save the last checkpoint every N epochs (and always at the end)")
     progress: bool = setting(True, "a progress bar per epoch on a terminal (one line per epoch otherwise)")
     tensorboard: bool = setting(False, "also write TensorBoard scalars (needs the tensorboard package)")
+    save_outputs: bool = setting(False, "also save the kept weights' class probabilities on validation and test "
+                                 "(outputs.safetensors): ensembles built and chosen from them without the models")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,7 +126,7 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Fields that do not change the numbers a run produces: a resumed run may differ in these.
-RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpoint_every", "data_dir",
+RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpoint_every", "data_dir", "save_outputs",
                    "evaluate_test"}
 
 

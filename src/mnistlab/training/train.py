@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .. import allocator, machine, rundir
+from .. import allocator, atomic, machine, rundir
 from ..data import Dataset, Holdout, Split, load
 from ..data import preparation
 from ..data.normalization import Normalization
@@ -491,6 +491,8 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
                                      channels_last=cfg.channels_last)
         test_acc, test_loss = accuracy_and_loss(test_logits, data.test.labels)
         test_errors = int(round((1 - test_acc) * len(data.test)))
+        if cfg.save_outputs and env.main:  # before the summary: a finished run always has them
+            save_outputs(cfg, env, data, parts, run, test_logits)
     history = progress.history
     summary = {
         "run_dir": str(run), "model": cfg.model, "params": count_parameters(parts.model), "dataset": cfg.dataset,
@@ -521,6 +523,20 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
     if progress.tensorboard is not None:
         progress.tensorboard.close()
     return summary
+
+
+def save_outputs(cfg, env: Env, data: Data, parts: Parts, run: RunDir, test_logits: torch.Tensor) -> None:
+    """The kept weights' probabilities on the validation split (if any) and the test set, with the
+    labels, as the run measured them (its precision and layout): what `mnistlab sota` ensembles."""
+    from safetensors.torch import save_file
+
+    tensors = {"test_probs": torch.softmax(test_logits.float(), 1).cpu(), "test_labels": data.test.labels.cpu()}
+    if data.val is not None:
+        val_logits = batched_logits(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size,
+                                    device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
+        tensors.update(val_probs=torch.softmax(val_logits.float(), 1).cpu(), val_labels=data.val.labels.cpu())
+    with atomic.replacing(run.outputs) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def robust_accuracy(cfg, data: Data, parts: Parts) -> dict:
