@@ -102,7 +102,7 @@ def test_ensemble_selection_never_reads_a_test_output(studies, tmp_path):
 
     study = tmp_path / "study"
     shutil.copytree(studies["whole"], study)
-    plan = Plan(**{k: v for k, v in json.loads((study / "plan.json").read_text()).items()})
+    plan = Plan(**json.loads((study / "study.json").read_text())["plan"])
     before = summarise(plan, study)["protocols"]["val"]
     chosen = {m: set(c["members"]) for m, c in before["selection"]["per_model"].items()}
     changed = 0
@@ -127,6 +127,23 @@ def test_ensemble_selection_never_reads_a_test_output(studies, tmp_path):
     t["val_probs"] = F.one_hot(t["val_labels"], 10).float()
     save_file(t, str(file))
     assert summarise(plan, study)["protocols"]["val"]["selection"]["per_model"][m]["members"][0] == loser
+
+
+@pytest.mark.slow
+def test_a_study_in_parts_summarises_what_it_is_asked_for(studies, tmp_path):
+    """A rerun may name fewer models or seeds (a study trained one GPU session per model): it trains
+    nothing new and reports only those runs."""
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(studies["whole"], study)
+    part = Plan(models=["mlp"], seeds=[0, 2], overrides={"epochs": "2", "train_subset": "800", "ema": "0.9"})
+    results = run_study(study, part, quiet=True, throughput_steps=0)
+    assert {r["seed"] for r in results["protocols"]["paper"]["singles"]["mlp"]["per_seed"]} == {0, 2}
+    assert list(results["protocols"]["val"]["singles"]) == ["mlp"]
+    assert per_seed(studies["whole"])[("val", "mlp", 2)] == (
+        results["protocols"]["val"]["singles"]["mlp"]["per_seed"][1]["test_acc"],
+        results["protocols"]["val"]["singles"]["mlp"]["per_seed"][1]["val_acc"])
 
 
 def test_two_level_selection_on_made_up_outputs():
@@ -167,11 +184,11 @@ def test_bad_studies_are_refused_by_name(tmp_path):
         assert not any((tmp_path / "s" / "runs").glob("*/*/*")), "nothing may be trained for a refused plan"
         for f in (tmp_path / "s").glob("plan.json"):
             f.unlink()
-    # a rerun must be the same study
+    # a rerun must train with the same settings (it may ask for other models, seeds or protocols)
     (tmp_path / "s").mkdir(exist_ok=True)
-    (tmp_path / "s" / "plan.json").write_text(json.dumps(Plan(seeds=[0]).as_dict()))
-    with pytest.raises(MnistlabError, match=r"other settings \(seeds: seeds=\[0\]\)"):
-        run_study(tmp_path / "s", Plan(), quiet=True)
+    (tmp_path / "s" / "plan.json").write_text(json.dumps({"overrides": {"epochs": "2"}}))
+    with pytest.raises(MnistlabError, match=r"other settings \(--set\): \{'epochs': '2'\}, not \{'epochs': '3'\}"):
+        run_study(tmp_path / "s", Plan(overrides={"epochs": "3"}), quiet=True)
     (tmp_path / "s" / "plan.json").write_text("{not json")
     with pytest.raises(MnistlabError, match="plan.json: unreadable"):
         run_study(tmp_path / "s", Plan(), quiet=True)

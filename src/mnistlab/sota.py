@@ -14,7 +14,9 @@ The protocols, named in every table:
          ensembles, then one across architectures) with members chosen greedily on validation only.
 The paper chose its checkpoints and ensembles on the test set; neither protocol here does.
 
-The study directory holds `plan.json` (what a rerun must agree with), one run directory per
+The study directory holds `plan.json` (the --set values every run shares: a rerun must agree; it
+may name other models, seeds or protocols, so a study can be trained in parts, one GPU session per
+model, and summarised at the end), one run directory per
 (protocol, model, seed) under `runs/` with that run's output probabilities (`outputs.safetensors`:
 validation, and test from the same final weights), and the results: `study.json` (every number,
 per seed), `table.md`, `report.md`, `throughput.json` (training images/s, eager vs CUDA graph).
@@ -72,10 +74,10 @@ def check_plan(plan: Plan) -> None:
     if bad_m or not plan.models:
         raise MnistlabError(f"--models {','.join(plan.models)}: expected zoo models such as {', '.join(MODELS)}",
                             hint="`mnistlab models` lists them")
-    for key in ("validation", "seed", "out", "name", "evaluate_test", "save_outputs"):
+    for key in ("model", "validation", "seed", "out", "name", "evaluate_test", "save_outputs"):
         if key in plan.overrides:
-            raise MnistlabError(f"--set {key}=...: the study sets {key} itself (the protocol decides validation; "
-                                "--seeds the seeds; --out the directory)")
+            raise MnistlabError(f"--set {key}=...: the study sets {key} itself (--models the models; the protocol "
+                                "validation; --seeds the seeds; --out the directory)")
 
 
 def recipe_for(model: str) -> str:
@@ -352,18 +354,17 @@ def run_study(out: str | Path, plan: Plan, *, quiet: bool = False, throughput_st
         if not isinstance(before, dict):
             raise MnistlabError(f"{plan_file}: expected a JSON object (the study's settings)",
                                 hint="delete it, or choose another --out")
-        if before != plan.as_dict():
-            changed = [k for k in plan.as_dict() if before.get(k) != plan.as_dict()[k]] or ["unknown keys"]
-            raise MnistlabError(f"{study} holds a study with other settings ({', '.join(changed)}: "
-                                f"{', '.join(f'{k}={before.get(k)!r}' for k in changed)})",
-                                hint="rerun it with the same --models/--seeds/--protocols/--set, or choose "
-                                "another --out")
+        if before != {"overrides": plan.overrides}:
+            raise MnistlabError(f"{study} holds runs trained with other settings (--set): {before.get('overrides')!r}, "
+                                f"not {plan.overrides!r}",
+                                hint="rerun it with the same --set values (--models, --seeds and --protocols may "
+                                "differ: a study can be built in parts), or choose another --out")
     for protocol in plan.protocols:  # check every config before hours of training
         for m in plan.models:
             run_config(plan, protocol, m, plan.seeds[0], study)
     if not plan_file.is_file():
         study.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(plan_file, json.dumps(plan.as_dict(), indent=2))
+        atomic.write_text(plan_file, json.dumps({"overrides": plan.overrides}, indent=2))
     t0 = time.perf_counter()
     todo = [(p, m, s) for p in plan.protocols for m in plan.models for s in plan.seeds]
     for i, (protocol, model, seed) in enumerate(todo, 1):
