@@ -449,3 +449,38 @@ def test_one_line_per_epoch_when_output_is_not_a_terminal(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stderr and "it/s" not in out.stderr  # no bar redraws in a log file
     assert out.stdout.count("epoch 1/1") == 1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_every_schedule_updates_the_learning_rate_tensor_a_graph_reads(optimizer):
+    """On the CUDA-graph path the learning rate is a device tensor the captured update reads; a
+    schedule that put a new float (or a new tensor) in its place would leave the graph training at
+    the first rate for ever. Every registered schedule must fill the same tensor in place."""
+    from mnistlab.training.optim import SCHEDULES, make_optimizer, make_schedule
+
+    for name in SCHEDULES:
+        c = cfg(model="fast", optimizer=optimizer, schedule=name, lr=0.01, cuda_graphs=True, epochs=3, gamma=0.5,
+                step_size=1)
+        model = create_model_for_test()
+        opt = make_optimizer(c, model.parameters())
+        sched, per_step = make_schedule(c, opt, steps_per_epoch=4)
+        for group in opt.param_groups:  # what CudaGraphStep does, after the schedule is built
+            group["lr"] = torch.tensor(float(group["lr"]))
+        tensor = opt.param_groups[0]["lr"]
+        seen = [float(tensor)]
+        for _ in range(4 if per_step else 2):
+            model(torch.zeros(2, 1, 28, 28)).sum().backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            assert opt.param_groups[0]["lr"] is tensor, name
+            seen.append(float(tensor))
+        if name != "none":
+            assert len(set(seen)) > 1, f"{name}: the rate never changed ({seen})"
+
+
+def create_model_for_test():
+    from mnistlab.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("fast", (1, 28, 28), 10)
