@@ -184,6 +184,8 @@ def test_bad_studies_are_refused_by_name(tmp_path):
         assert not any((tmp_path / "s" / "runs").glob("*/*/*")), "nothing may be trained for a refused plan"
         for f in (tmp_path / "s").glob("plan.json"):
             f.unlink()
+    with pytest.raises(MnistlabError, match="--throughput-steps -1: expected 0"):
+        run_study(tmp_path / "s", Plan(), quiet=True, throughput_steps=-1)
     # a rerun must train with the same settings (it may ask for other models, seeds or protocols)
     (tmp_path / "s").mkdir(exist_ok=True)
     (tmp_path / "s" / "plan.json").write_text(json.dumps({"overrides": {"epochs": "2"}}))

@@ -343,6 +343,8 @@ def run_study(out: str | Path, plan: Plan, *, quiet: bool = False, throughput_st
     """Train what is missing, then write the results. Safe to rerun: see the module's docstring.
     `throughput_steps` steps per timed epoch of the eager-vs-graph measurement (0: skip it)."""
     check_plan(plan)
+    if not 0 <= throughput_steps <= 100_000:
+        raise MnistlabError(f"--throughput-steps {throughput_steps}: expected 0 (skip) to 100000")
     study = Path(out)
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
     plan_file = study / "plan.json"
