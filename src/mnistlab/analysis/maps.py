@@ -20,6 +20,7 @@ directory (RUN/maps/<method>-<features>-<split>/ for a run, maps/<dataset>-... o
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
@@ -297,17 +298,11 @@ def write_page(path: Path, coords: np.ndarray, labels: np.ndarray, preds: np.nda
             "label": labels.tolist(), "pred": preds.tolist() if preds is not None else None,
             "index": index.tolist(), "side": [int(images.shape[-2]), int(images.shape[-1])], "cols": cols}
     template = (resources.files("mnistlab.analysis") / "map_page.html").read_text()
-    page = (template.replace("__TITLE__", _escape(title))
+    page = (template.replace("__TITLE__", html.escape(title))
             .replace("/*__DATA__*/null", json.dumps(data, separators=(",", ":")).replace("</", "<\\/"))
             .replace("__ATLAS__", base64.b64encode(atlas).decode()))
     atomic.write_text(path, page)
     return path
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 def maps_of(run_path: str | Path) -> list[dict]:
