@@ -40,6 +40,7 @@ from safetensors.torch import load_file
 
 from . import atomic, machine
 from .errors import MnistlabError
+from .rundir import RunDir
 
 MODELS = ("m3", "m5", "m7")
 PROTOCOLS = ("paper", "val")
@@ -50,7 +51,7 @@ PROTOCOL_WORDS = {
 VALIDATION = 5000
 # The issue's goals, in accuracy (0-1).
 GOAL_SINGLE, GOAL_ENSEMBLE = 0.9975, 0.9985
-OUTPUTS = "outputs.safetensors"  # RunDir.OUTPUTS: each run's probabilities (save_outputs=true)
+OUTPUTS = RunDir.OUTPUTS  # each run's probabilities (save_outputs=true)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def recipe_for(model: str) -> str:
 
 
 def run_config(plan: Plan, protocol: str, model: str, seed: int, study: Path):
-    from .training.config import resolve, validate
+    from .training.config import resolve
 
     gpu = {}
     if torch.cuda.is_available():  # the fast path: every step one CUDA graph, bf16 where native, NHWC
@@ -95,9 +96,7 @@ def run_config(plan: Plan, protocol: str, model: str, seed: int, study: Path):
     settings = {**gpu, **plan.overrides, "model": model, "seed": seed, "progress": False, "save_outputs": True,
                 "validation": 0 if protocol == "paper" else VALIDATION,
                 "out": str(study / "runs" / protocol / model), "name": f"seed-{seed}"}
-    cfg = resolve(recipe_for(model), settings)
-    validate(cfg)
-    return cfg
+    return resolve(recipe_for(model), settings)  # checked field by field and as a whole
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,11 +113,11 @@ def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say
 
     path = run_path(study, protocol, model, seed)
     cfg = run_config(plan, protocol, model, seed, study)
-    if (path / "summary.json").is_file():
+    if (path / RunDir.SUMMARY).is_file():
         if not (path / OUTPUTS).is_file():  # the engine writes them before the summary
             raise MnistlabError(f"{path} finished without {OUTPUTS}", hint=f"delete {path}; the next run trains it again")
         return path
-    if (path / "last.safetensors").is_file():
+    if (path / RunDir.LAST).is_file():
         say(f"{protocol} {model} seed {seed}: resuming {path}")
         resume(path, quiet=True)
     else:
@@ -136,7 +135,7 @@ SUMMARY_KEYS = {"test_acc": float, "val_acc": (float, type(None)), "best_epoch":
 
 def read_summary(path: Path) -> dict:
     """A finished run's summary.json, checked for the fields the study reads."""
-    file = path / "summary.json"
+    file = path / RunDir.SUMMARY
     try:
         summary = json.loads(file.read_text())
     except (OSError, ValueError, RecursionError) as exc:
@@ -312,7 +311,6 @@ def throughput(model: str, overrides: dict, steps: int) -> list[dict]:
 
     from .training.config import resolve
     from .training.train import train
-    from .rundir import RunDir
 
     base = {k: v for k, v in overrides.items() if k not in ("epochs", "train_subset")}
     modes = [("eager", {"cuda_graphs": False})]
