@@ -161,7 +161,9 @@ def test_evaluate_writes_json_table_and_pictures(seed_runs, capsys):
     assert "accuracy" in text and "macro" in text and "most confused" in text
     result = json.loads((runs[0] / "eval" / "test.json").read_text())
     summary = json.loads((runs[0] / "summary.json").read_text())
-    assert result["accuracy"] == pytest.approx(summary["test_acc"], abs=1e-6)  # the same number train reported
+    # the same errors train reported, counted from the same fp32 probabilities
+    assert result["errors"] == summary["test_errors"] and result["accuracy"] == summary["test_acc"]
+    assert result["run_reported"]["same"] is True and f"the same {summary['test_errors']} errors" in text
     assert set(result["pictures"]) == {"confusion", "per_class", "reliability", "mistakes", "curves"}
     for path in result["pictures"].values():
         img = Image.open(path)

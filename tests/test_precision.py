@@ -1,4 +1,6 @@
-"""Speed on the CPUs people have: the precision a run chooses (and records), the allocator tuning,
+"""The same numbers on every kind of CPU: the precision a run chooses (and records), both precision
+paths exercised on every machine (bf16 autocast runs, emulated, on AVX2 CPUs too), and the one way a
+run's accuracy is measured, which `evaluate` reproduces error for error. Also the allocator tuning,
 the layout options of the fast models, and the fused optimizers."""
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from mnistlab import MnistlabError, allocator
+from mnistlab import MnistlabError, allocator, machine
 from mnistlab.models import create_model
 from mnistlab.precision import choose
 from mnistlab.training.config import resolve, validate
@@ -42,6 +44,63 @@ def test_an_explicit_precision_is_kept_and_emulated_bf16_is_called_slow():
     with pytest.raises(MnistlabError, match=r"precision='fp16': expected auto \| fp32 \| bf16"):
         validate(resolve("seed-mlp", {"precision": "fp16"}))
     assert resolve("seed-mlp").precision == "auto" and resolve("fast").precision == "auto"
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """fake_cpu(["avx2", "fma"]): this process describes its CPU with only those features."""
+    def fake(features):
+        monkeypatch.setenv(machine.FAKE_FEATURES_ENV, ",".join(features))
+        machine.describe.cache_clear()
+    yield fake
+    monkeypatch.delenv(machine.FAKE_FEATURES_ENV, raising=False)
+    machine.describe.cache_clear()
+
+
+TINY_CNN = {"model": "fast", "model_args": {"width": 8, "stem_padding": 0, "flatten": "nhwc"}, "train_subset": 1500,
+            "validation": 500, "batch_size": 64, "channels_last": True, "progress": False}
+
+
+@pytest.mark.parametrize("features, chosen", [(["avx2", "fma"], "fp32"),
+                                              (["avx2", "fma", "avx512f", "avx512_bf16"], "bf16")])
+def test_auto_decides_by_the_cpu_features_and_evaluate_reproduces_the_errors(features, chosen, fake_cpu, tmp_path):
+    from mnistlab.analysis.evaluate import evaluate
+    from mnistlab.training.train import train
+
+    fake_cpu(features)
+    s = train(resolve(None, {**TINY_CNN, "precision": "auto", "out": str(tmp_path)}), quiet=True)
+    assert s["precision"]["chosen"] == chosen and s["environment"]["cpu_features"] == features
+    assert s["environment"]["cpu_features_faked_by"] == machine.FAKE_FEATURES_ENV  # never silently
+    assert s["evaluation"]["precision"] == "fp32"  # whatever the run trained in
+    e = evaluate(s["run_dir"], pictures=False)
+    assert e["errors"] == s["test_errors"] and e["accuracy"] == s["test_acc"] and e["run_reported"]["same"]
+    assert evaluate(s["run_dir"], split="val", pictures=False)["accuracy"] == s["val_acc"]
+    extra = s["test_at_training_precision"]
+    if chosen == "bf16":  # the same weights under bf16 inference, said in the summary
+        assert extra["precision"] == "bf16" and extra["errors"] - s["test_errors"] == extra["errors_minus_fp32"]
+        assert 0.5 < extra["accuracy"] <= 1 and "bf16 inference of the same weights" in extra["note"]
+    else:
+        assert extra is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, precision", [("mlp", "bf16"), ("fast", "bf16"), ("keras-cnn", "fp32")])
+def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, tmp_path):
+    """In a new process, as a user runs it, for each precision path (bf16 is emulated on AVX2 CPUs)."""
+    common = [sys.executable, "-m", "mnistlab"]
+    args = ["train", "--model", model, "--train-subset", "3000", "--validation", "500", "--epochs", "1",
+            "--precision", precision, "--out", str(tmp_path), "--name", "r", "--no-progress"]
+    if model != "mlp":
+        args.append("--channels-last")
+    trained = subprocess.run([*common, *args], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert f"({summary['test_errors']} errors in 10000, fp32 inference" in trained.stdout
+    evaluated = subprocess.run([*common, "evaluate", str(tmp_path / "r"), "--no-pictures"], capture_output=True,
+                               text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"({summary['test_errors']} errors)" in evaluated.stdout
+    assert f"the same {summary['test_errors']} errors `train` reported" in evaluated.stdout
 
 
 def test_a_run_records_the_precision_it_chose_and_why(tmp_path):

@@ -20,6 +20,11 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf1
                 "bf16")
 
 
+# Describe the CPU as having only these features (comma-separated), e.g. "avx2,fma": how the tests
+# make `precision = "auto"` decide as it would on another kind of machine. Runs record that it was set.
+FAKE_FEATURES_ENV = "MNISTLAB_CPU_FEATURES"
+
+
 def cpu_description() -> dict:
     """The CPU's model name, the features in CPU_FEATURES it has and its clock (from /proc/cpuinfo on Linux)."""
     model, flags, mhz = platform.processor() or platform.machine(), set(), None
@@ -34,7 +39,13 @@ def cpu_description() -> dict:
                 mhz = float(value)
     except (OSError, ValueError):
         pass
-    return {"cpu": model, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cpu_mhz": mhz}
+    described = {"cpu": model, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cpu_mhz": mhz}
+    faked = os.environ.get(FAKE_FEATURES_ENV)
+    if faked is not None:  # a test's stand-in for another kind of CPU; recorded as such, never silent
+        described["cpu_features_read"] = described["cpu_features"]
+        described["cpu_features"] = [f.strip() for f in faked.split(",") if f.strip()]
+        described["cpu_features_faked_by"] = FAKE_FEATURES_ENV
+    return described
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 from .. import atomic
 from ..data import Holdout, load
 from ..errors import MnistlabError
+from ..models.inference import EVALUATION, torch_threads
 from ..models.predictor import Predictor, combine, load_predictor
 from ..rundir import RunDir
 
@@ -135,16 +136,32 @@ def default_out_dir(source: str | os.PathLike) -> Path:
 
 def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | None = None, tta: bool = False,
              out: str | os.PathLike | None = None, pictures: bool = True, data_dir=None,
-             batch_size: int = 2000) -> dict:
-    """Evaluate a run directory, checkpoint or ensemble; write `<out>/<split>.json` and pictures."""
+             batch_size: int | None = None) -> dict:
+    """Evaluate a run directory, checkpoint or ensemble; write `<out>/<split>.json` and pictures.
+
+    A run's model is measured as the run measured it (`models.inference`: fp32, its evaluation batch
+    size and thread count, recorded in its summary), so the test figure is the one `train` reported;
+    `result["run_reported"]` says whether the error counts agree."""
     predictor = load_predictor(source)
     ds, part = target_split(predictor, split, dataset, data_dir)
     out_dir = Path(out) if out else default_out_dir(source)
-    members = member_probs(predictor, part.images, tta=tta, batch_size=batch_size)  # each member runs once
+    run = run_of(source)
+    summary = (run.read_summary() or {}) if run is not None else {}
+    recorded = summary.get("evaluation") if isinstance(summary.get("evaluation"), dict) else {}
+    batch_size = batch_size or _positive_int(recorded.get("batch_size")) or 2000
+    threads = _positive_int(recorded.get("threads"))
+    with torch_threads(threads):  # a matrix product's sums depend on how many threads share them
+        members = member_probs(predictor, part.images, tta=tta, batch_size=batch_size)  # each member runs once
     probs = combine(members, predictor.method)
     result = {"source": str(source), "model": predictor.meta.get("model"), "method": predictor.method,
               "members": len(predictor.models), "dataset": ds.name, "dataset_hash": ds.content_hash,
-              "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes))}
+              "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes)),
+              "evaluation": {**EVALUATION, "batch_size": batch_size, "threads": threads or torch.get_num_threads(),
+                             "device": "cpu"}}
+    reported = summary.get("test_errors") if split == "test" else None
+    if isinstance(reported, int) and not tta and ds.content_hash == summary.get("dataset_hash"):
+        result["run_reported"] = {"errors": reported, "same": reported == result["errors"],
+                                  "run_evaluation": recorded or None}
     from .attack import robust_figures
 
     robust = robust_figures(source) if split == "test" else []
@@ -178,10 +195,19 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     return result
 
 
+def run_of(source) -> RunDir | None:
+    """The run directory a model came from (the directory itself, or its best/last checkpoint), if any."""
+    path = Path(source)
+    return RunDir(path) if RunDir.is_run(path) else RunDir.holding(path)
+
+
+def _positive_int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 4096 else None
+
+
 def _run_log(source) -> list[dict] | None:
     """The per-epoch log of the run a model came from, if it came from one."""
-    path = Path(source)
-    run = RunDir(path) if RunDir.is_run(path) else RunDir.holding(path)
+    run = run_of(source)
     return (run.epochs() or None) if run is not None else None
 
 
@@ -191,6 +217,11 @@ def format_table(result: dict) -> str:
              f"{' (TTA)' if result['tta'] else ''}: {result['n']} images"]
     topk = ", ".join(f"top-{k[3:]} {result[k]:.2%}" for k in result if k.startswith("top") and k != "top1")
     lines.append(f"accuracy {result['accuracy']:.2%} ({result['errors']} errors), {topk}")
+    reported = result.get("run_reported")
+    if reported:
+        lines.append(f"the same {reported['errors']} errors `train` reported" if reported["same"] else
+                     f"NOTE: `train` reported {reported['errors']} errors; measured here under other settings "
+                     f"({result['evaluation']}) than the run's ({reported['run_evaluation']})")
     lines.append(f"cross-entropy {result['cross_entropy']:.4f}, ECE {result['ece']:.4f}")
     if "member_accuracy" in result:
         lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))

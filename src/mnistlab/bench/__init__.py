@@ -7,6 +7,7 @@ of repeated runs, with min and max.
 
     mnistlab bench data          # load time of the bundled MNIST: cold, warm, and the Keras-style reference
     mnistlab bench speed         # time to 99% test accuracy: the `fast` recipe over 5 seeds vs the references
+    mnistlab bench precision     # fp32 vs bf16 training time and accuracy of the CPU recipes, paired per seed
     mnistlab bench zoo           # training throughput and memory of every model in the zoo
     mnistlab bench infer         # inference throughput, batch 1 and 1024, PyTorch and ONNX Runtime
     mnistlab bench serve         # /api/predict latency at fixed arrival rates (open loop), up to saturation
@@ -14,6 +15,7 @@ of repeated runs, with min and max.
     mnistlab bench tune          # trials per minute of one search: 1 worker vs one worker per core (shared SQLite)
     mnistlab bench baselines     # kNN, SVM, random forest, logistic regression beside the networks: accuracy, time, size
     mnistlab bench maps          # seconds of a UMAP / t-SNE map of the 10,000 test images, pixels and learned features
+    mnistlab bench gpu           # the CUDA-graph path against eager, and a killed-and-resumed graph run (needs a GPU)
     mnistlab bench sota          # An et al.'s M3/M5/M7 study (`mnistlab sota`): full on a GPU, smoke-scale on a CPU
 
 One module per suite; each registers itself with `@suite`.
@@ -111,4 +113,4 @@ def print_rows(rows: list[dict]) -> None:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
-from . import attack, baselines, data, infer, maps, serve, sota, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)
+from . import attack, baselines, data, gpu, infer, maps, precision, serve, sota, speed, tune, zoo  # noqa: E402,F401  (each registers its suite)

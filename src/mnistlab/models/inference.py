@@ -1,12 +1,26 @@
 """Running a model on uint8 images in large batches: the one path that training's validation,
-evaluation, ensembles, prediction and the web server share."""
+evaluation, ensembles, prediction and the web server share.
+
+**The accuracy of a run** is measured one way, by every verb, on every machine: fp32 inference
+(whatever precision the run trained in), in batches of the run's `eval_batch_size`, with
+convolutional models' weights and inputs channels-last (what `Predictor` does), at the torch thread
+count the run evaluated with. `EVALUATION` names that rule; `evaluation_record` is what a run's
+summary stores of it, and `evaluate` reads it back to measure the same way. Why fixed: bf16
+autocast, a different thread count (matrix products split their sums across threads) or a
+different weight layout each change the last bits of the logits and so, near a decision boundary,
+an image's predicted class; a run that trained in bf16 also records its test accuracy under bf16
+inference, so any difference is said in the summary instead of hidden.
+"""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
-import torch.nn.functional as F
 
 from ..data.normalization import Normalization, to_unit
+
+EVALUATION = {"precision": "fp32", "layout": "channels-last weights and inputs for convolutional models"}
 
 
 class NormalizedModel(torch.nn.Module):
@@ -44,9 +58,25 @@ def batched_logits(model: torch.nn.Module, images_u8: torch.Tensor, norm: Normal
     return torch.cat(out) if out else torch.empty(0)
 
 
-def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy in [0,1], mean cross-entropy) of logits against int64 labels."""
-    labels = labels.to(logits.device)
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    loss = F.cross_entropy(logits, labels).item()
-    return acc, loss
+def accuracy_and_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """(accuracy, error count) of the argmax of probabilities or logits (N, C) against labels (N,):
+    the accuracy as correct / N in float64, the number `evaluate` prints too."""
+    correct = int((scores.argmax(1).cpu() == labels.cpu()).sum())
+    return correct / len(labels), len(labels) - correct
+
+
+def evaluation_record(batch_size: int, device: torch.device | str) -> dict:
+    """How a run measured its accuracy (see the module docstring), as its summary stores it."""
+    return {**EVALUATION, "batch_size": int(batch_size), "threads": torch.get_num_threads(), "device": str(device)}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the body with `n` torch CPU threads (None: as they are), then put the count back."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -7,6 +7,7 @@ ensemble file: what evaluation, ensembles, prediction, the server and export all
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class Predictor:
         self.models, self.norms, self.method, self.meta = models, norms, method, meta
         self.member_meta = member_meta or [meta]
         # Convolutions (and max-pooling above all) run several times faster channels-last on CPUs.
-        self.channels_last = [any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) for model in models]
+        self.channels_last = [convolutional(model) for model in models]
         for model, cl in zip(self.models, self.channels_last):
             if cl:
                 model.to(memory_format=torch.channels_last)
@@ -60,6 +61,22 @@ class Predictor:
     def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """(N, classes) probabilities; for "vote", the share of members voting for each class."""
         return combine(self.member_probs(images_u8, batch_size), self.method)
+
+
+def convolutional(model: torch.nn.Module) -> bool:
+    """Whether a model has convolutions, which a Predictor runs channels-last."""
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def reference_probs(model: torch.nn.Module, images_u8: torch.Tensor, norm: Normalization, *,
+                    batch_size: int = 2000) -> torch.Tensor:
+    """(N, classes) probabilities of `model` exactly as `evaluate` computes them from its checkpoint: a
+    Predictor's fp32, channels-last path (see `inference`), on a copy where the layout would change
+    the model itself. What training's validation and test figures come from."""
+    if convolutional(model) and not all(p.is_contiguous(memory_format=torch.channels_last)
+                                        for p in model.parameters() if p.dim() == 4):
+        model = copy.deepcopy(model)  # the weights' layout changes the last bits: measure as a checkpoint loads
+    return Predictor([model], [norm], "single", {}).member_probs(images_u8, batch_size)[0]
 
 
 def combine(member_probs: torch.Tensor, method: str) -> torch.Tensor:

@@ -106,6 +106,8 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model (GPU; costs start-up time)")
     cuda_graphs: bool = setting(False, "capture each training step (augmentation, forward, backward, fused "
                                 "SGD/Adam/AdamW, EMA) as one CUDA graph (one CUDA process)")
+    deterministic: bool = setting(False, "GPU: cuDNN's deterministic algorithms and no autotuning, so a rerun or a "
+                                  "resumed run gives bit-identical weights (slower); CPU runs are deterministic anyway")
     eval_batch_size: int = setting(2000, "examples per evaluation batch")
     threads: int = setting(0, "torch CPU threads; 0 = torch's default")
     evaluate_test: bool = setting(True, "evaluate the test set once at the end; false leaves it unread (what "

@@ -42,7 +42,8 @@ from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters, create_model
 from ..models.classical import is_classical
-from ..models.inference import accuracy_and_loss, batched_logits
+from ..models.inference import EVALUATION, accuracy_and_errors, batched_logits, evaluation_record
+from ..models.predictor import reference_probs
 from ..precision import Precision
 from ..precision import choose as choose_precision
 from ..progress import bar as progress_bar
@@ -171,10 +172,10 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
             on_epoch(row)
     for epoch in range(progress.start_epoch, cfg.epochs + 1):
         row = train_epoch(cfg, epoch, step, data, parts, env, run)
-        if data.val is not None:
-            logits = batched_logits(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size,
-                                    device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
-            row["val_acc"], row["val_loss"] = accuracy_and_loss(logits, data.val.labels)
+        if data.val is not None:  # measured as `evaluate --split val` measures it (models/inference.py)
+            probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+            row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
+            row["val_loss"] = cross_entropy_of(probs, data.val.labels)
         improved, stop = progress.record(row, cfg.early_stopping)
         reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
         if on_epoch is not None and not stop:
@@ -210,8 +211,9 @@ def set_up(cfg, quiet: bool) -> Env:
     env.device = pick_device(cfg.device, env)
     env.precision = choose_precision(cfg.precision, env.device)
     env.allocator = allocator.keep_freed_memory()  # on the CPU every step reallocates its activations
-    if env.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    if env.device.type == "cuda":  # fixed shapes: pick the fastest kernels once, unless asked for bit-identity
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.deterministic = cfg.deterministic
     if cfg.batch_size % env.world:
         raise MnistlabError(f"batch_size={cfg.batch_size} is not divisible by the {env.world} processes",
                             hint="batch_size is the global batch; choose a multiple of the process count")
@@ -485,14 +487,15 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         tensors, _ = ckpt.load(run.best, device=env.device)
         parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
     test_acc = test_loss = test_errors = None
-    if data.test is not None:
-        test_logits = batched_logits(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size,
-                                     device=env.device, precision=env.precision.chosen,
-                                     channels_last=cfg.channels_last)
-        test_acc, test_loss = accuracy_and_loss(test_logits, data.test.labels)
-        test_errors = int(round((1 - test_acc) * len(data.test)))
+    at_training_precision = None
+    if data.test is not None:  # exactly what `evaluate RUN` computes from best.safetensors
+        test_probs = reference_probs(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
+        test_acc, test_errors = accuracy_and_errors(test_probs, data.test.labels)
+        test_loss = cross_entropy_of(test_probs, data.test.labels)
+        if env.precision.chosen != EVALUATION["precision"]:  # the same weights at the training precision, said
+            at_training_precision = training_precision_figures(cfg, env, data, parts, test_errors)
         if cfg.save_outputs and env.main:  # before the summary: a finished run always has them
-            save_outputs(cfg, env, data, parts, run, test_logits)
+            save_outputs(cfg, env, data, parts, run, test_probs)
     history = progress.history
     summary = {
         "run_dir": str(run), "model": cfg.model, "params": count_parameters(parts.model), "dataset": cfg.dataset,
@@ -505,6 +508,8 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         "labelled": data.labelled, "transfer": transfer_record(parts, run),
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors,
         "test_evaluated": data.test is not None,
+        "evaluation": evaluation_record(cfg.eval_batch_size, env.device),
+        "test_at_training_precision": at_training_precision,
         "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,
         "device": str(env.device), "precision": env.precision.as_dict(), "environment": machine.describe(),
     }
@@ -517,24 +522,41 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
             save_weights(run.best, parts.eval_model, {**model_meta(cfg, data, parts), "epoch": len(history)})
         run.write_json(RunDir.SUMMARY, summary)
         val = f"best val {best['val_acc']:.2%} at epoch {best['epoch']}" if best["epoch"] else "no validation split"
-        test = (f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)})" if data.test is not None
-                else "test set not evaluated (evaluate_test=false)")
+        test = (f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)}, fp32 inference"
+                + (f"; {at_training_precision['precision']} inference: {at_training_precision['errors']} errors"
+                   if at_training_precision else "") + ")"
+                if data.test is not None else "test set not evaluated (evaluate_test=false)")
         env.say(f"{test}, {val}, {summary['wall_s']:.1f}s wall; {run}")
     if progress.tensorboard is not None:
         progress.tensorboard.close()
     return summary
 
 
-def save_outputs(cfg, env: Env, data: Data, parts: Parts, run: RunDir, test_logits: torch.Tensor) -> None:
+def cross_entropy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cross-entropy of probabilities (clipped at 1e-12, as evaluate's log loss is)."""
+    return float(-torch.log(probs.float().clamp_min(1e-12)).gather(1, labels.view(-1, 1).to(probs.device)).mean())
+
+
+def training_precision_figures(cfg, env: Env, data: Data, parts: Parts, fp32_errors: int) -> dict:
+    """The kept weights' test figures under the precision the run trained in (bf16 autocast), beside
+    the fp32 figure every verb reports: how much the inference precision alone moves the count."""
+    logits = batched_logits(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size,
+                            device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
+    acc, errors = accuracy_and_errors(logits, data.test.labels)
+    return {"precision": env.precision.chosen, "accuracy": acc, "errors": errors, "errors_minus_fp32": errors - fp32_errors,
+            "note": f"the reported test accuracy is fp32 inference of the kept weights; {env.precision.chosen} "
+                    f"inference of the same weights makes {errors} errors ({errors - fp32_errors:+d})"}
+
+
+def save_outputs(cfg, env: Env, data: Data, parts: Parts, run: RunDir, test_probs: torch.Tensor) -> None:
     """The kept weights' probabilities on the validation split (if any) and the test set, with the
-    labels, as the run measured them (its precision and layout): what `mnistlab sota` ensembles."""
+    labels, measured as every run figure is (models/inference.py): what `mnistlab sota` ensembles."""
     from safetensors.torch import save_file
 
-    tensors = {"test_probs": torch.softmax(test_logits.float(), 1).cpu(), "test_labels": data.test.labels.cpu()}
+    tensors = {"test_probs": test_probs.float().cpu(), "test_labels": data.test.labels.cpu()}
     if data.val is not None:
-        val_logits = batched_logits(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size,
-                                    device=env.device, precision=env.precision.chosen, channels_last=cfg.channels_last)
-        tensors.update(val_probs=torch.softmax(val_logits.float(), 1).cpu(), val_labels=data.val.labels.cpu())
+        val_probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+        tensors.update(val_probs=val_probs.float().cpu(), val_labels=data.val.labels.cpu())
     with atomic.replacing(run.outputs) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 

@@ -1,0 +1,51 @@
+"""Benchmark suites whose harness can be checked on any machine: the GPU self-check's two comparisons
+(with the eager path standing in for the CUDA graph on a CPU), and the precision suite's pairing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistlab.bench import SUITES
+from mnistlab.bench import gpu as gpu_bench
+from mnistlab.bench import precision as precision_bench
+
+
+def test_the_gpu_self_check_says_it_ran_nothing_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: `mnistlab bench gpu` runs for real")
+    (row,) = SUITES["gpu"]()
+    assert row["passed"] is None and "no CUDA device" in row["skipped"]
+
+
+def test_graph_against_eager_compares_accuracy_and_time_per_arm():
+    row = gpu_bench.graph_against_eager("fast", [0, 1], device="cpu", graphs=False, train_subset=800,
+                                        model_args={"width": 8})
+    assert set(row["per_seed"]) == {"eager", "graph"} and [r["seed"] for r in row["per_seed"]["graph"]] == [0, 1]
+    # the same path twice: the same accuracy to the bit, so they agree; the speed verdict is a comparison
+    assert row["eager_test_acc"] == row["graph_test_acc"] and row["agree"] is True
+    assert row["graph_faster"] == (row["graph_train_s"] < row["eager_train_s"])
+    assert row["passed"] == (row["agree"] and row["graph_faster"])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_finds_a_resumed_run_bit_identical_to_an_uninterrupted_one():
+    settings = {"model": "keras-cnn", "epochs": 3, "train_subset": 6000, "validation": 500, "batch_size": 32,
+                "ema": 0.99, "grad_clip": 1.0, "augment": "seed", "precision": "fp32", "device": "cpu"}
+    row = gpu_bench.kill_and_resume(settings)
+    assert "error" not in row, row.get("error")
+    assert row["bit_identical"] is True and row["max_abs_diff"] == 0 and row["passed"] is True
+    assert row["whole_test_acc"] == row["resumed_test_acc"] and "killed after epoch" in row["name"]
+
+
+def test_the_precision_suite_pairs_both_precisions_per_seed():
+    calls = []
+
+    def timed(recipe, seed, **overrides):  # the suite's own arithmetic, on recorded numbers
+        calls.append((recipe, seed, overrides["precision"]))
+        return {"train_s": 2.0 if overrides["precision"] == "bf16" else 4.0, "test_acc": 0.99, "epochs": 1,
+                "precision": overrides["precision"]}
+
+    row = precision_bench.paired("fast", [0, 1, 2], None, train=timed)
+    assert [c[2] for c in calls] == ["fp32", "bf16", "bf16", "fp32", "fp32", "bf16"]  # order alternates per seed
+    assert row["bf16_over_fp32_mean"] == 0.5 and row["faster"] == "bf16" and len(row["per_seed"]) == 3
