@@ -187,7 +187,7 @@ def postgres():
     """A PostgreSQL server of the test's own (tests/postgres.py); skipped only where none is installed."""
     from postgres import PostgresServer, binaries
 
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (psycopg2-binary, in the test extra)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (psycopg, in the test extra)")
     if binaries() is None and os.environ.get("CI") != "true":
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; CI installs it)")
     server = PostgresServer()
@@ -234,6 +234,7 @@ def test_two_workers_on_two_machines_share_a_postgresql_study_and_retry_a_killed
     assert killed.user_attrs["run_dir"] == str(victim.resolve()) and killed.user_attrs["pid"] == a.pid
     (retry,) = [t for t in finished if t.user_attrs["run_dir"] == str(victim.resolve())]
     assert retry.user_attrs["pid"] == b.pid and retry.number > killed.number and retry.params == killed.params
+    assert retry.user_attrs["retry_of"] == killed.number
     assert '"event": "resume"' in (victim / RunDir.LOG).read_text()  # from the dead worker's checkpoint
     assert RunDir(victim).read_summary()["epochs_run"] == 4
     # none ran twice: every finished trial has a run of its own, and every run on disk is a trial's

@@ -162,15 +162,31 @@ def storage_for(settings: Settings):
 
     engine = {"connect_args": {"timeout": 120}} if settings.storage.startswith("sqlite") else {}
     try:
-        return RDBStorage(settings.storage, engine_kwargs=engine, heartbeat_interval=settings.heartbeat,
-                          grace_period=2 * settings.heartbeat,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                return RDBStorage(settings.storage, engine_kwargs=engine, heartbeat_interval=settings.heartbeat,
+                                  grace_period=2 * settings.heartbeat,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            except Exception as exc:  # workers starting together on a new database race to create its tables
+                if attempt == SCHEMA_RACE_RETRIES or not _lost_schema_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise MnistlabError(f"--storage {settings.storage!r}: cannot open it ({exc})",
                             hint="sqlite:///path/study.db, or an RDB URL such as postgresql://user@host/db") from None
     except Exception as exc:  # sqlalchemy's errors: a bad URL or an unreachable server
         raise MnistlabError(f"--storage {settings.storage!r}: cannot open it ({type(exc).__name__}: {exc})",
                             hint="sqlite:///path/study.db, or an RDB URL such as postgresql://user@host/db") from None
+
+
+SCHEMA_RACE_RETRIES = 5
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Another worker created Optuna's tables (or types) first: the next attempt finds them there."""
+    words = str(exc).lower()
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError") and (
+        "already exists" in words or "duplicate" in words)
 
 
 def make_sampler(settings: Settings, worker: int):
@@ -319,9 +335,12 @@ def objective(trial, settings: Settings, sp: Space, base):
     overrides = suggest(sp, trial, base.as_dict())
     # A retry of a trial whose worker died carries the dead trial's user attributes (Optuna copies
     # them), so it finds that trial's run directory and resumes it.
+    # Where the dead worker's run directory can be reached (this machine, or a shared disk), the retry
+    # resumes it there from its last checkpoint; elsewhere it trains the trial again under the same name.
     earlier = trial.user_attrs.get("run_dir")
     name = Path(earlier).name if earlier else f"trial-{trial.number:04d}"
-    cfg = dataclasses.replace(base, **overrides, out=str(Path(settings.out) / TRIALS_DIR), name=name)
+    parent = Path(earlier).parent if earlier and Path(earlier).is_dir() else Path(settings.out) / TRIALS_DIR
+    cfg = dataclasses.replace(base, **overrides, out=str(parent), name=name)
     config_mod.validate(cfg)
     run = RunDir(Path(cfg.out) / name)
     if earlier:
