@@ -57,7 +57,7 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
         from ..models.classical import ClassicalModel, gives_probabilities
 
         for p, m in zip(paths, models):
-            if isinstance(m, ClassicalModel) and not gives_probabilities(m.pipeline):
+            if isinstance(m, ClassicalModel) and not gives_probabilities(m):
                 raise MnistlabError(f"{p}: a {m.name} without probabilities (its scores are decision values), so "
                                     "it cannot join a mean of probabilities",
                                     hint="train it with model_args probability=true, or use --method vote")

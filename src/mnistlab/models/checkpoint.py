@@ -233,7 +233,7 @@ def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, sourc
     from .classical import build as build_classical
     from .classical import is_classical
 
-    if is_classical(desc["model"]):  # a scikit-learn pipeline in skops bytes, not weights
+    if is_classical(desc["model"]):  # a fitted classical model's arrays, checked in classical_format
         return build_classical(desc, tensors, prefix, source)
     args = (desc["model"], desc["in_shape"], desc["num_classes"])
     with torch.device("meta"):
@@ -269,7 +269,7 @@ def _dtype_name(dtype) -> str:
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores of a model: its state_dict, or a classical model's skops bytes."""
+    """What a checkpoint stores of a model: its state_dict, or a classical model's arrays."""
     from .classical import ClassicalModel, tensors_of
 
     return tensors_of(model) if isinstance(model, ClassicalModel) else model.state_dict()

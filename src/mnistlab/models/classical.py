@@ -8,19 +8,19 @@
 A classical model is fitted once on the run's training examples (the validation split held out as for
 any network), on the run's prepared images (`prepare`: deskew, binarize) scaled by its `normalize`,
 as raw pixels or HOG features, optionally through a PCA. The run directory is a network run's:
-config, log, summary with validation and test accuracy, and best.safetensors, in which the fitted
-scikit-learn pipeline is one uint8 tensor in skops format (never pickle). Loading checks every type
-in that tensor against the short list this module writes before anything is built.
+config, log, summary with validation and test accuracy, and best.safetensors, which holds the fitted
+model as plain arrays (models/classical_format.py: never pickle, no object graph), each checked
+against the model's options before use.
 
-In a run, the fitted pipeline sits inside `ClassicalModel`, an `nn.Module` whose forward takes the
-model's prepared input and returns log-probabilities (or, for an SVM without probability=true, its
-one-vs-rest decision values), so evaluation, ensembles, prediction and the server use it like any
-network. It has no gradient: attacks, saliency and learned-feature maps say so.
+In a run, the arrays sit inside `ClassicalModel`, an `nn.Module` whose forward takes the model's
+prepared input and returns log-probabilities (or, for an SVM without probability=true, its
+one-vs-rest decision values) computed by mnistlab from those arrays, so evaluation, ensembles,
+prediction and the server use it like any network, and a reloaded model gives exactly the run's
+numbers. It has no gradient: attacks, saliency and learned-feature maps say so.
 """
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from ..errors import MnistlabError
+from . import classical_format as fmt
 
-SKOPS_TENSOR = "skops"  # the checkpoint tensor that holds the pipeline (under model/ or memberN/model/)
+SKOPS_TENSOR = "skops"  # the tensor of the earlier format (skops bytes), refused on sight
 FEATURES = ("pixels", "hog")
 COMMON = {"features": "pixels", "pca": 0}
 
@@ -203,27 +204,21 @@ def fit_pipeline(pipeline, args: dict, x: np.ndarray, y: np.ndarray):
     return pipeline
 
 
-def gives_probabilities(pipeline) -> bool:
-    return hasattr(pipeline.steps[-1][1], "predict_proba")
-
-
-def size_of(pipeline) -> dict:
+def size_of(model: ClassicalModel) -> dict:
     """What the fitted model stores, in words a table can show, and as one number (`params`)."""
-    est = pipeline.steps[-1][1]
-    if hasattr(est, "calibrated_classifiers_"):  # a calibrated SVM: the SVM inside
-        est = est.calibrated_classifiers_[0].estimator
-    extra = sum(int(np.prod(step.components_.shape)) for _, step in pipeline.steps[:-1] if hasattr(step, "components_"))
-    if hasattr(est, "support_vectors_"):
-        n_sv = int(est.support_vectors_.shape[0])
+    a = model.arrays
+    extra = sum(a[k].size for k in ("pca.components", "nystroem.basis") if k in a)
+    if "svc.support_vectors" in a:
+        n_sv = len(a["svc.support_vectors"])
         return {"what": f"{n_sv:,} support vectors", "support_vectors": n_sv,
-                "params": int(est.support_vectors_.size + est.dual_coef_.size) + extra}
-    if hasattr(est, "_fit_X"):
-        n = int(est._fit_X.shape[0])
-        return {"what": f"{n:,} stored examples", "stored_examples": n, "params": int(est._fit_X.size) + extra}
-    if hasattr(est, "estimators_"):
-        nodes = sum(int(t.tree_.node_count) for t in est.estimators_)
-        return {"what": f"{len(est.estimators_)} trees, {nodes:,} nodes", "nodes": nodes, "params": nodes + extra}
-    coefs = int(est.coef_.size + np.size(est.intercept_))
+                "params": int(a["svc.support_vectors"].size + a["svc.dual_coef"].size) + extra}
+    if "knn.fit_x" in a:
+        n = len(a["knn.fit_x"])
+        return {"what": f"{n:,} stored examples", "stored_examples": n, "params": int(a["knn.fit_x"].size) + extra}
+    if "forest.offsets" in a:
+        trees, nodes = len(a["forest.offsets"]) - 1, int(a["forest.offsets"][-1])
+        return {"what": f"{trees} trees, {nodes:,} nodes", "nodes": nodes, "params": nodes + extra}
+    coefs = int(a["linear.coef"].size + a["linear.intercept"].size)
     return {"what": f"{coefs:,} coefficients", "params": coefs + extra}
 
 
@@ -232,94 +227,56 @@ def size_of(pipeline) -> dict:
 
 
 class ClassicalModel(nn.Module):
-    """A fitted scikit-learn pipeline behind a network's interface: prepared images in, log-probabilities
-    (or decision values) out, as float32 on the input's device."""
+    """A fitted classical model's arrays behind a network's interface: prepared images in,
+    log-probabilities (or decision values) out, as float32 on the input's device."""
 
-    def __init__(self, name: str, args: dict, pipeline, num_classes: int, in_shape):
+    def __init__(self, name: str, args: dict, arrays: dict[str, np.ndarray], num_classes: int, in_shape,
+                 source: str = "the fitted model"):
         super().__init__()
-        self.name, self.args, self.pipeline, self.num_classes = name, args, pipeline, num_classes
+        self.name, self.args, self.num_classes = name, args, num_classes
+        self.arrays = fmt.check(name, args, arrays, num_classes, in_shape, source)
         self.mnistlab_name, self.mnistlab_args, self.mnistlab_in_shape = name, args, tuple(in_shape)
+        self.converged = True
+
+    @classmethod
+    def from_pipeline(cls, name: str, args: dict, pipeline, num_classes: int, in_shape) -> ClassicalModel:
+        """The model a fitted scikit-learn pipeline describes, as the arrays a checkpoint keeps."""
+        return cls(name, args, fmt.arrays_of(name, args, pipeline), num_classes, in_shape)
+
+    @property
+    def gives_probabilities(self) -> bool:
+        """kNN, forests, logistic regression and a calibrated SVM give probabilities; other SVMs scores."""
+        return self.name != "svm" or (self.args["probability"] and not self.args["nystroem"])
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         return features_of(x, self.args["features"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        classes = self.pipeline.classes_
-        if gives_probabilities(self.pipeline):
-            p = self.pipeline.predict_proba(f)
-            scores = np.log(np.clip(p, 1e-7, 1.0))
+        classes = self.arrays["classes"]
+        scores, probabilities = fmt.scores(self.name, self.args, self.arrays, f)
+        if probabilities:
+            scores = np.log(np.clip(scores, 1e-7, 1.0))
             fill = np.log(1e-7)
         else:
-            scores = self.pipeline.decision_function(f)
-            if scores.ndim == 1:  # two classes: one decision value, for the second
-                scores = np.stack([-scores, scores], 1)
             fill = scores.min() - 10.0 if scores.size else 0.0
         out = np.full((len(f), self.num_classes), fill, dtype=np.float32)
-        out[:, classes.astype(int)] = scores  # classes absent from the training examples get no mass
+        out[:, classes] = scores  # classes absent from the training examples get no mass
         return torch.from_numpy(out).to(x.device)
 
 
-# ----------------------------------------------------------------------------------------------
-# Serialisation: skops inside the checkpoint, never pickle
-
-# The types our pipelines hold beyond those skops trusts by default (scikit-learn's estimators, NumPy
-# arrays): a file naming any other (a function such as os.system, a class from elsewhere) is refused.
-TRUSTED_EXTRA = ("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
-                 "sklearn.tree._tree.Tree")
-
-
-def to_bytes(pipeline) -> bytes:
-    import skops.io as sio
-
-    return sio.dumps(pipeline, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
-
-
-def from_bytes(data: bytes, source: str):
-    """The pipeline in a skops byte string, loaded only when every type it names is one skops trusts
-    or one of TRUSTED_EXTRA (skops's own audit, before anything is built); a clear error otherwise."""
-    try:
-        import skops.io as sio
-    except ImportError:
-        raise MnistlabError(f"{source} holds a scikit-learn model: loading it needs skops",
-                            hint="pip install skops (a dependency of mnistlab)") from None
-    try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:  # bytes from outside: a damaged zip or deflate stream, a schema of the wrong shape
-        raise MnistlabError(f"{source}: the scikit-learn model inside is not a readable skops file "
-                            f"({type(exc).__name__}: {exc})",
-                            hint="the checkpoint is damaged or altered") from None
-    foreign = [t for t in untrusted if t not in TRUSTED_EXTRA]
-    if foreign:
-        raise MnistlabError(f"{source}: the scikit-learn model inside names types mnistlab does not load: "
-                            f"{', '.join(foreign[:5])}", hint="mnistlab loads only models it wrote; the file was altered")
-    try:
-        pipeline = sio.loads(data, trusted=untrusted)
-    except Exception as exc:  # a file from outside: any failure to rebuild it is the file's
-        raise MnistlabError(f"{source}: cannot rebuild the scikit-learn model inside ({type(exc).__name__}: {exc})",
-                            hint="the checkpoint is damaged or altered") from None
-    return pipeline
+def gives_probabilities(model: ClassicalModel) -> bool:
+    return model.gives_probabilities
 
 
 def build(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> ClassicalModel:
-    """The ClassicalModel a checkpoint describes, its pipeline checked against the description."""
-    from sklearn.pipeline import Pipeline
-
+    """The ClassicalModel a checkpoint describes, every array checked against the description first."""
     names = [k[len(prefix):] for k in tensors if k.startswith(prefix)]
-    blob = tensors.get(prefix + SKOPS_TENSOR)
-    if names != [SKOPS_TENSOR] or blob is None or blob.dtype != torch.uint8 or blob.dim() != 1:
-        raise MnistlabError(f"{source}: a {desc['model']} checkpoint holds one uint8 tensor {prefix}{SKOPS_TENSOR}; "
-                            f"found {', '.join(names[:5]) or 'none'}", hint="the checkpoint is damaged or altered")
+    if SKOPS_TENSOR in names:
+        raise fmt.refuse_skops(source)
     args = resolved_args(desc["model"], desc.get("model_args", {}), f"{source}: model_args")
-    pipeline = from_bytes(blob.numpy().tobytes(), source)
-    n_in = int(np.prod(desc["in_shape"]))
-    if (not isinstance(pipeline, Pipeline) or not hasattr(pipeline, "classes_")
-            or (args["features"] == "pixels" and getattr(pipeline, "n_features_in_", n_in) != n_in)
-            or not set(np.asarray(pipeline.classes_).tolist()) <= set(range(desc["num_classes"]))):
-        raise MnistlabError(f"{source}: the scikit-learn model inside does not fit its description ({desc['model']}, "
-                            f"{desc['num_classes']} classes, input {desc['in_shape']})",
-                            hint="the checkpoint is damaged or altered")
-    return ClassicalModel(desc["model"], args, pipeline, desc["num_classes"], desc["in_shape"]).eval()
+    arrays = {name: tensors[prefix + name].numpy() for name in names}
+    return ClassicalModel(desc["model"], args, arrays, desc["num_classes"], desc["in_shape"], source).eval()
 
 
 def classical_members(predictor) -> list[str]:
@@ -336,5 +293,4 @@ def refuse_classical(predictor, what: str, hint: str) -> None:
 
 
 def tensors_of(model: ClassicalModel) -> dict[str, torch.Tensor]:
-    data = to_bytes(model.pipeline)
-    return {SKOPS_TENSOR: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+    return {name: torch.from_numpy(np.array(a, order="C")) for name, a in model.arrays.items()}  # (0-d kept)

@@ -3,7 +3,7 @@ directory and summary as a network's, so everything downstream treats both alike
 
     runs/knn-mnist-s0/
       config.json, log.jsonl      as for a network; the log has one "fit" row instead of epochs
-      best.safetensors            the fitted pipeline (skops bytes in one uint8 tensor) and its metadata
+      best.safetensors            the fitted model as plain arrays (models/classical_format.py) and metadata
       summary.json                validation and test accuracy, fit and predict seconds, model size
 
 The test set is read once, after the validation figure, as for a network.
@@ -22,9 +22,10 @@ from sklearn.exceptions import ConvergenceWarning
 from .. import machine, rundir
 from ..data.normalization import to_unit
 from ..models import checkpoint as ckpt
-from ..models.classical import (ClassicalModel, features_of, fit_pipeline, gives_probabilities, make_pipeline,
-                                resolved_args, size_of, tensors_of)
-from ..models.inference import accuracy_and_loss, batched_logits
+from ..models.classical import (ClassicalModel, features_of, fit_pipeline, make_pipeline, resolved_args, size_of,
+                                tensors_of)
+from ..models.inference import accuracy_and_errors, evaluation_record
+from ..models.predictor import reference_probs
 from ..errors import MnistlabError
 from ..rundir import RunDir
 from . import config as config_mod
@@ -48,15 +49,16 @@ def fit(cfg, x: np.ndarray, y: np.ndarray, num_classes: int, in_shape) -> tuple[
     with warnings.catch_warnings(record=True) as caught:  # recorded in the summary, said once
         warnings.simplefilter("always", ConvergenceWarning)
         fit_pipeline(pipeline, args, x, y)
-    model = ClassicalModel(cfg.model, args, pipeline, num_classes, in_shape)
+    fit_s = time.perf_counter() - t0
+    model = ClassicalModel.from_pipeline(cfg.model, args, pipeline, num_classes, in_shape)  # what a checkpoint keeps
     model.converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return model, time.perf_counter() - t0
+    return model, fit_s
 
 
 def train_classical(cfg, quiet: bool = False) -> dict:
     """Fit `cfg`'s classical model as a run; return its summary (the keys a network run's has, and
     `classical`: fit and predict times, model size)."""
-    from .train import load_data, set_up
+    from .train import cross_entropy_of, load_data, set_up
 
     t_start = time.perf_counter()
     config_mod.validate(cfg)
@@ -80,14 +82,15 @@ def train_classical(cfg, quiet: bool = False) -> dict:
             f"in {features_s:.1f}s); fitting...")
     model, fit_s = fit(cfg, x, y, data.dataset.num_classes, data.in_shape)
     del x
-    size = size_of(model.pipeline)
+    size = size_of(model)
     row = {"event": "fit", "epoch": 1, "fit_s": fit_s, "features_s": features_s, "train_examples": len(y)}
     predict = {}
     if data.val is not None:
         t0 = time.perf_counter()
-        logits = batched_logits(model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+        probs = reference_probs(model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
         predict["val_s"] = time.perf_counter() - t0
-        row["val_acc"], row["val_loss"] = accuracy_and_loss(logits, data.val.labels)
+        row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
+        row["val_loss"] = cross_entropy_of(probs, data.val.labels)
     run.append_log(row)
     meta = {"config": cfg.as_dict(), "model": cfg.model, "model_args": cfg.model_args, "in_shape": list(data.in_shape),
             "num_classes": data.dataset.num_classes, "classes": list(data.dataset.classes),
@@ -98,10 +101,10 @@ def train_classical(cfg, quiet: bool = False) -> dict:
     test_acc = test_loss = test_errors = None
     if data.test is not None:
         t0 = time.perf_counter()
-        logits = batched_logits(model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
+        probs = reference_probs(model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
         predict["test_s"] = time.perf_counter() - t0
-        test_acc, test_loss = accuracy_and_loss(logits, data.test.labels)
-        test_errors = int(round((1 - test_acc) * len(data.test)))
+        test_acc, test_errors = accuracy_and_errors(probs, data.test.labels)
+        test_loss = cross_entropy_of(probs, data.test.labels)
     n_pred = (n_val if "val_s" in predict else 0) + (len(data.test) if "test_s" in predict else 0)
     seconds = sum(predict.values())
     summary = {
@@ -112,12 +115,13 @@ def train_classical(cfg, quiet: bool = False) -> dict:
         "final_val_acc": row.get("val_acc"), "holdout": data.holdout.as_dict() if data.holdout else None,
         "labelled": data.labelled, "transfer": None,
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors, "test_evaluated": data.test is not None,
+        "evaluation": evaluation_record(cfg.eval_batch_size, "cpu"), "test_at_training_precision": None,
         "train_s": fit_s + features_s, "wall_s": time.perf_counter() - t_start, "world_size": 1, "device": "cpu",
         "precision": {"chosen": "fp32", "reason": "scikit-learn"}, "environment": machine.describe(),
         "classical": {"model_args": args, "fit_s": fit_s, "features_s": features_s, "size": size,
                       "predict_s": predict, "predict_images_per_s": n_pred / seconds if seconds else None,
                       "converged": model.converged,
-                      "probabilities": "predict_proba" if gives_probabilities(model.pipeline)
+                      "probabilities": "predict_proba" if model.gives_probabilities
                       else "softmax of decision values"},
     }
     run.write_json(RunDir.SUMMARY, summary)
