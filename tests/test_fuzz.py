@@ -388,3 +388,76 @@ def test_sota_study_files(tmp_path_factory, data):
     plan = json.dumps({"overrides": {"epochs": "2"}}).encode()
     (run / "plan.json").write_bytes(data.draw(mutated([plan], max_ops=3)))
     expect_clean(run_study, run, Plan(overrides={"epochs": "0"}), quiet=True, throughput_steps=0)  # refused either way
+
+
+# ---------- every JSON file a verb reads back from a run or a study, through its schema ----------
+
+READER_SEEDS = {
+    "summary.json": {"model": "mlp", "dataset": "mnist", "test_acc": 0.98, "val_acc": 0.97, "test_errors": 200,
+                     "precision": {"chosen": "fp32"}, "evaluation": {"batch_size": 2000, "threads": 2},
+                     "holdout": {"count": 5000, "seed": 0, "stratified": True, "sha256": "a" * 64}},
+    "eval/test.json": {"n": 10, "accuracy": 0.9, "errors": 1, "top2": 1.0, "cross_entropy": 0.3, "ece": 0.1,
+                       "dataset": "mnist", "dataset_hash": "x", "macro_avg": {"f1": 0.9}, "pictures": {"a": "b.png"},
+                       "per_class": [{"class": "0", "precision": 1, "recall": 1, "f1": 1, "support": 1}],
+                       "most_confused": [{"true": "1", "predicted": "7", "count": 1}]},
+    "eval/attack-pgd-linf.json": {"method": "pgd", "norm": "linf", "eps": [0.1], "robust_accuracy": [0.5], "n": 10,
+                                  "split": "test", "clean_accuracy": 0.9, "targeted": False, "pictures": {},
+                                  "steps": 40, "masking_checks": {"passed": True}},
+    "inspect/inspect.json": {"split": "test", "pictures": {"filters": "f.png"}},
+    "maps/umap-pixels-test/map.json": {"method": "umap", "features": "pixels", "n": 10, "split": "test", "seed": 0,
+                                       "separation_5nn": 0.9, "files": {"png": "m.png", "html": "m.html"}},
+}
+
+
+@fuzz(share=0.3)
+@given(st.data())
+def test_run_and_study_json_readers(tmp_path_factory, data):
+    case("run and study JSON readers")
+    from mnistlab.analysis.attack import robust_figures
+    from mnistlab.analysis.transfer_curve import read_curve
+    from mnistlab.rundir import RunDir
+    from mnistlab.tuning.study import read_study_summary
+
+    run = RunDir(tmp_path_factory.mktemp("readers") / "run")
+    for name, seed in READER_SEEDS.items():
+        doc = json.loads(json.dumps(seed))
+        for _ in range(data.draw(st.integers(0, 3))):
+            key = data.draw(st.sampled_from(sorted(doc)))
+            doc[key] = data.draw(JSON_VALUES)
+        text = json.dumps(doc).encode()
+        (run.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (run.path / name).write_bytes(data.draw(st.one_of(st.just(text), mutated([text], max_ops=3))))
+    run.config.write_text("{}")
+    expect_clean(run.read_summary)
+    expect_clean(run.read_eval, "test")
+    rows = expect_clean(robust_figures, run.path)  # the attack file, through the rows evaluate and report print
+    assert rows is None or all(isinstance(r["accuracy"], (int, float)) for r in rows)
+    assert run.read_inspect() is None or isinstance(run.read_inspect()["pictures"], dict)
+    assert all(isinstance(m["files"]["png"], str) for m in run.read_maps())
+    study = run.path / "study"
+    study.mkdir(exist_ok=True)
+    seed = json.dumps({"study": "s", "objectives": ["accuracy"], "trials": {"complete": 1},
+                       "chosen": {"number": 0, "val_acc": 0.9, "params": {}}}).encode()
+    (study / "summary.json").write_bytes(data.draw(mutated([seed], max_ops=4)))
+    expect_clean(read_study_summary, study)
+    curve = json.dumps({"seeds": [0], "protocol": "p", "modes": ["scratch"],
+                        "table": [{"labels_per_class": 1, "scratch": {"mean": 0.5, "std": 0.1}}]}).encode()
+    (study / "curve.json").write_bytes(data.draw(mutated([curve], max_ops=4)))
+    expect_clean(read_curve, study)
+
+
+TOML_SEEDS = [b'model = "mlp"\nepochs = 2\nlr = 0.01\nmodel_args = { hidden = [64] }\n',
+              b'[fixed]\nepochs = 1\n[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n']
+
+
+@fuzz(share=0.2)
+@given(mutated(TOML_SEEDS, max_ops=8))
+def test_recipe_and_space_toml_files(tmp_path_factory, data):
+    case("recipe and space TOML files")
+    from mnistlab.training.config import resolve
+    from mnistlab.tuning.space import read_space
+
+    path = tmp_path_factory.getbasetemp() / "fuzz.toml"
+    path.write_bytes(data)
+    expect_clean(resolve, str(path))
+    expect_clean(read_space, str(path), "seed-mlp")

@@ -6,9 +6,17 @@
       last.safetensors   the full training state, for --resume (+ last.json, its metadata for people)
       best.safetensors   the weights with the best validation accuracy (+ best.json)
       summary.json       the final numbers: validation, the test set (touched once), seeds, timings
-      eval/              what `mnistlab evaluate` writes
+      outputs.safetensors the kept weights' probabilities on validation and test (save_outputs)
+      eval/              what `mnistlab evaluate` (test.json, val.json, PNGs) and `mnistlab attack`
+                         (attack-METHOD-NORM.json, PNGs) write
+      inspect/           what `mnistlab inspect` writes (inspect.json, PNGs)
+      maps/M-F-S/        what `mnistlab map` writes (map.json, map.png, map.html, coords)
+      tensorboard/       TensorBoard scalars, when asked for
 
 A group of seed runs (`train --seeds`) is a directory of run directories with its own summary.json.
+
+Every file read back goes through a schema (`mnistlab.schema`): a run directory may come from
+anyone, and a damaged or hostile one ends in one line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -18,8 +26,56 @@ import os
 import time
 from pathlib import Path
 
-from . import atomic
+from . import atomic, names, schema
 from .errors import MnistlabError
+from .schema import boolean, integer, listof, number, obj, text
+
+DAMAGED = "the run's files are damaged or were altered: train (or evaluate) it again"
+_ACC = number(0, 1, optional=True)
+_HOLDOUT = obj({"count": integer(1), "seed": integer(), "stratified": boolean(), "sha256": text(64)}, optional=True)
+# The fields of a run's summary.json that mnistlab's readers use (others pass through unread).
+SUMMARY_SPEC = obj({
+    "model": text(200), "params": integer(0, optional=True), "dataset": text(200), "dataset_hash": text(128, optional=True),
+    "seed": integer(optional=True), "recipe": text(1000, optional=True), "epochs_run": integer(0, optional=True),
+    "stopped_early": boolean(optional=True), "best_epoch": integer(0, optional=True), "val_acc": _ACC,
+    "final_val_acc": _ACC, "test_acc": _ACC, "test_loss": number(optional=True), "test_errors": integer(0, optional=True),
+    "test_evaluated": boolean(optional=True), "train_s": number(0, optional=True), "wall_s": number(0, optional=True),
+    "device": text(100, optional=True), "holdout": _HOLDOUT,
+    "precision": obj({"chosen": text(20), "requested": text(20, optional=True), "reason": text(optional=True)},
+                     optional=True),
+    "evaluation": obj({"batch_size": integer(1, 1 << 20, optional=True), "threads": integer(1, 4096, optional=True)},
+                      optional=True),
+    "labelled": obj({"per_class": integer(0), "count": integer(0), "seed": integer()}, optional=True),
+    "transfer": obj({"source": text(4096, optional=True), "source_model": text(200, optional=True),
+                     "source_dataset": text(200, optional=True), "loaded": integer(0, optional=True),
+                     "head": text(100, optional=True), "frozen": integer(0, optional=True),
+                     "trainable_params": integer(0, optional=True)}, optional=True),
+    "robust": obj({"attack": text(1000), "eps": number(0, 1e6, optional=True), "accuracy": number(0, 1),
+                   "n": integer(0), "split": text(20), "clean_accuracy": number(0, 1),
+                   "masking_checks": obj({"passed": boolean(optional=True)}, optional=True)}, optional=True),
+})
+_PER_CLASS = obj({"class": text(200), "precision": number(0, 1), "recall": number(0, 1), "f1": number(0, 1),
+                  "support": integer(0)})
+# eval/SPLIT.json, as `evaluate` writes it and `report` reads it
+EVAL_SPEC = obj({
+    "n": integer(0), "accuracy": number(0, 1), "errors": integer(0), "top2": _ACC, "cross_entropy": number(0),
+    "ece": number(0, 1), "dataset": text(200), "dataset_hash": text(128), "macro_avg": obj({"f1": number(0, 1)}),
+    "per_class": listof(_PER_CLASS, 1000), "pictures": obj(optional=True),
+    "most_confused": listof(obj({"true": text(200), "predicted": text(200), "count": integer(0)}), 1000),
+})
+ATTACK_SPEC = obj({
+    "method": text(50), "norm": text(10), "eps": listof(number(0, 1e6), 1000), "robust_accuracy": listof(number(0, 1), 1000),
+    "n": integer(0), "split": text(20), "clean_accuracy": number(0, 1), "targeted": boolean(),
+    "target": integer(0, 1000, optional=True), "masking_checks": obj({"passed": boolean(optional=True)}, optional=True),
+    "pictures": obj(optional=True), "steps": integer(0, optional=True), "queries": integer(0, optional=True),
+    "target_classes": integer(0, optional=True), "attacks": listof(text(50), 10, optional=True),
+})
+INSPECT_SPEC = obj({"split": text(20), "pictures": obj()})
+EPOCH_SPEC = obj({"epoch": integer(0), "train_loss": number(), "train_acc": number(0, 1, optional=True),
+                  "val_acc": _ACC, "val_loss": number(optional=True), "lr": number(optional=True),
+                  "epoch_s": number(0, optional=True), "images_per_s": number(0, optional=True)})
+MAP_SPEC = obj({"method": text(20), "features": text(50), "n": integer(0), "split": text(20), "seed": integer(),
+                "separation_5nn": number(0, 1), "files": obj({"png": text(4096), "html": text(4096)})})
 
 
 class RunDir:
@@ -28,6 +84,10 @@ class RunDir:
     CONFIG, LOG, LAST, BEST, SUMMARY, EVAL = ("config.json", "log.jsonl", "last.safetensors", "best.safetensors",
                                               "summary.json", "eval")
     OUTPUTS = "outputs.safetensors"  # the kept weights' probabilities on validation and test (save_outputs)
+    INSPECT, INSPECT_FILE = "inspect", "inspect.json"
+    MAPS, MAP_FILE = "maps", "map.json"
+    TENSORBOARD = "tensorboard"
+    ATTACK_PREFIX = "attack-"  # eval/attack-METHOD-NORM.json
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -45,6 +105,19 @@ class RunDir:
     summary = property(lambda self: self.path / self.SUMMARY)
     eval_dir = property(lambda self: self.path / self.EVAL)
     outputs = property(lambda self: self.path / self.OUTPUTS)
+    inspect_dir = property(lambda self: self.path / self.INSPECT)
+    maps_dir = property(lambda self: self.path / self.MAPS)
+    tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
+
+    def eval_file(self, name: str) -> Path:
+        """eval/NAME.json: an evaluation (test, val, test-tta) of the run."""
+        return self.eval_dir / f"{name}.json"
+
+    def attack_file(self, method: str, norm: str) -> Path:
+        return self.eval_dir / f"{self.ATTACK_PREFIX}{method}-{norm}.json"
+
+    def map_dir(self, method: str, features: str, split: str) -> Path:
+        return self.maps_dir / f"{method}-{features}-{split}"
 
     @classmethod
     def is_run(cls, path: str | os.PathLike) -> bool:
@@ -73,18 +146,12 @@ class RunDir:
 
     # --- reading ---
 
-    def read_json(self, name: str) -> dict | None:
-        """A JSON file of the run, None if absent; a clear error if damaged."""
+    def read_json(self, name: str, spec=None) -> dict | None:
+        """A JSON file of the run checked against `spec` (an object by default); None if absent."""
         path = self.path / name
         if not path.is_file():
             return None
-        try:
-            value = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise MnistlabError(f"{path}: not valid JSON ({exc})", hint="the run's files are damaged") from None
-        if not isinstance(value, dict):
-            raise MnistlabError(f"{path}: expected a JSON object")
-        return value
+        return schema.read_json(path, spec, hint=DAMAGED)
 
     def read_config(self):
         """The run's TrainConfig, checked like any other config."""
@@ -97,7 +164,60 @@ class RunDir:
         return resolve(None, values, source=str(self.config))
 
     def read_summary(self) -> dict | None:
-        return self.read_json(self.SUMMARY)
+        """summary.json, its fields checked (SUMMARY_SPEC); None before the run has finished."""
+        return self.read_json(self.SUMMARY, SUMMARY_SPEC)
+
+    def read_eval(self, name: str = "test") -> dict | None:
+        """eval/NAME.json as `evaluate` wrote it, checked (EVAL_SPEC); None if not evaluated."""
+        return self.read_json(f"{self.EVAL}/{name}.json", EVAL_SPEC)
+
+    def attack_results(self) -> list[tuple[Path, dict]]:
+        """Every `mnistlab attack` result in eval/, checked (ATTACK_SPEC); one that is not is left out."""
+        found = []
+        for file in sorted(self.eval_dir.glob(f"{self.ATTACK_PREFIX}*.json")):
+            try:
+                found.append((file, schema.read_json(file, ATTACK_SPEC)))
+            except MnistlabError:
+                continue  # not an attack result this version wrote: left out, not guessed at
+        return found
+
+    def read_inspect(self) -> dict | None:
+        """inspect/inspect.json, if `mnistlab inspect` has been run on the run and wrote a readable one."""
+        path = self.inspect_dir / self.INSPECT_FILE
+        try:
+            return schema.read_json(path, INSPECT_SPEC) if path.is_file() else None
+        except MnistlabError:
+            return None
+
+    def read_maps(self) -> list[dict]:
+        """The maps made of the run (maps/*/map.json), each checked; unreadable ones left out."""
+        found = []
+        for file in sorted(self.maps_dir.glob(f"*/{self.MAP_FILE}")):
+            try:
+                found.append(schema.read_json(file, MAP_SPEC))
+            except MnistlabError:
+                continue
+        return found
+
+    def read_outputs(self, split: str):
+        """(probabilities, labels) of one split from outputs.safetensors, checked."""
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        file = self.outputs
+        try:
+            t = load_file(str(file))
+            probs, labels = t[f"{split}_probs"], t[f"{split}_labels"]
+        except (OSError, KeyError, RuntimeError, ValueError, SafetensorError) as exc:
+            raise MnistlabError(f"{file}: cannot read the {split} outputs ({exc})",
+                                hint="delete the file; the run that wrote it writes it again") from None
+        if (probs.ndim != 2 or labels.shape != probs.shape[:1] or not probs.is_floating_point()
+                or not torch.isfinite(probs).all() or labels.is_floating_point()
+                or (labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < probs.shape[1])):
+            raise MnistlabError(f"{file}: {split}_probs {tuple(probs.shape)} and {split}_labels "
+                                f"{tuple(labels.shape)}: expected finite (N, classes) probabilities and N labels")
+        return probs, labels.long()
 
     def read_log(self) -> tuple[list[dict], int]:
         """(the log's readable lines, how many damaged lines were skipped).
@@ -108,12 +228,14 @@ class RunDir:
         rows, damaged = [], 0
         if not self.log.is_file():
             return rows, damaged
+        if self.log.stat().st_size > schema.MAX_JSON_BYTES:
+            raise MnistlabError(f"{self.log}: larger than {schema.MAX_JSON_BYTES:,} bytes", hint=DAMAGED)
         for line in self.log.read_text(errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
+                row = schema.parse_json(line, str(self.log))
+            except MnistlabError:
                 damaged += 1
                 continue
             if isinstance(row, dict):
@@ -123,8 +245,16 @@ class RunDir:
         return rows, damaged
 
     def epochs(self) -> list[dict]:
-        """The per-epoch rows of the log."""
-        return [r for r in self.read_log()[0] if isinstance(r.get("epoch"), int) and "train_loss" in r]
+        """The per-epoch rows of the log (their numbers checked: a row that is not one is left out)."""
+        rows = []
+        for r in self.read_log()[0]:
+            try:
+                schema.check(r, EPOCH_SPEC, str(self.log))
+            except MnistlabError:
+                continue
+            if "train_loss" in r:
+                rows.append(r)
+        return rows
 
     # --- writing (only rank 0 of a run writes) ---
 
@@ -154,8 +284,9 @@ def name_for(cfg) -> str:
 
 
 def new(cfg) -> RunDir:
-    """A fresh run directory (not yet created); never an existing one (a default name gets -2, -3...)."""
-    base = Path(cfg.out) / name_for(cfg)
+    """A fresh run directory (not yet created); never an existing one (a default name gets -2, -3...);
+    its name one path component that stays under cfg.out (mnistlab.names)."""
+    base = names.inside(cfg.out, name_for(cfg), "run name")
     if cfg.name:
         if base.exists():
             raise MnistlabError(f"run directory {base} already exists",

@@ -35,10 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from . import atomic, machine
+from . import atomic, machine, schema
 from .errors import MnistlabError
 from .rundir import RunDir
 
@@ -129,43 +127,32 @@ def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say
     return path
 
 
-SUMMARY_KEYS = {"test_acc": float, "val_acc": (float, type(None)), "best_epoch": (int, type(None)), "epochs_run": int,
-                "train_s": float, "device": str, "precision": dict, "holdout": (dict, type(None))}
+# What the study needs of each finished run's summary, on top of RunDir's checks of its types.
+STUDY_RUN_SPEC = schema.obj({"test_acc": schema.number(0, 1), "epochs_run": schema.integer(0),
+                             "train_s": schema.number(0), "device": schema.text(100),
+                             "precision": schema.obj({"chosen": schema.text(20)})})
+PLAN_SPEC = schema.obj({"overrides": schema.obj()})
+THROUGHPUT_SPEC = schema.listof(schema.obj({"model": schema.text(100), "path": schema.text(100),
+                                            "images_per_s": schema.number(0), "precision": schema.text(20),
+                                            "device": schema.text(100), "speedup": schema.number(0, optional=True)}),
+                                100)
 
 
 def read_summary(path: Path) -> dict:
     """A finished run's summary.json, checked for the fields the study reads."""
-    file = path / RunDir.SUMMARY
+    hint = f"delete {path}; the next run trains it again"
     try:
-        summary = json.loads(file.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise MnistlabError(f"{file}: unreadable ({exc})", hint=f"delete {path}; the next run trains it again") from None
-    if not isinstance(summary, dict):
-        raise MnistlabError(f"{file}: expected a JSON object", hint=f"delete {path}; the next run trains it again")
-    for key, kind in SUMMARY_KEYS.items():
-        value = summary.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind if isinstance(kind, tuple) else (kind, int)):
-            raise MnistlabError(f"{file}: field {key!r} is {value!r}", hint=f"delete {path}; the next run trains it again")
-    if not isinstance(summary["precision"].get("chosen"), str):
-        raise MnistlabError(f"{file}: field 'precision' has no 'chosen'", hint=f"delete {path}; the next run trains it again")
-    return summary
+        summary = RunDir(path).read_summary()
+        if summary is None:
+            raise MnistlabError(f"{path / RunDir.SUMMARY} does not exist")
+        return schema.check(summary, STUDY_RUN_SPEC, str(path / RunDir.SUMMARY))
+    except MnistlabError as exc:
+        raise MnistlabError(exc.message, hint=hint) from None
 
 
 def read_outputs(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, labels) of one split from a run's outputs file."""
-    file = path / OUTPUTS
-    try:
-        t = load_file(str(file))
-        probs, labels = t[f"{split}_probs"], t[f"{split}_labels"]
-    except (OSError, KeyError, RuntimeError, ValueError, SafetensorError) as exc:
-        raise MnistlabError(f"{file}: cannot read the {split} outputs ({exc})",
-                            hint="delete the file; the next `mnistlab sota` run writes it again") from None
-    if (probs.ndim != 2 or labels.shape != probs.shape[:1] or not probs.is_floating_point()
-            or not torch.isfinite(probs).all() or labels.is_floating_point()
-            or (labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < probs.shape[1])):
-        raise MnistlabError(f"{file}: {split}_probs {tuple(probs.shape)} and {split}_labels "
-                            f"{tuple(labels.shape)}: expected finite (N, classes) probabilities and N labels")
-    return probs, labels.long()
+    return RunDir(path).read_outputs(split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,13 +334,7 @@ def run_study(out: str | Path, plan: Plan, *, quiet: bool = False, throughput_st
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
     plan_file = study / "plan.json"
     if plan_file.is_file():
-        try:
-            before = json.loads(plan_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise MnistlabError(f"{plan_file}: unreadable ({exc})", hint="delete it, or choose another --out") from None
-        if not isinstance(before, dict):
-            raise MnistlabError(f"{plan_file}: expected a JSON object (the study's settings)",
-                                hint="delete it, or choose another --out")
+        before = schema.read_json(plan_file, PLAN_SPEC, hint="delete it, or choose another --out")
         if before != {"overrides": plan.overrides}:
             raise MnistlabError(f"{study} holds runs trained with other settings (--set): {before.get('overrides')!r}, "
                                 f"not {plan.overrides!r}",
@@ -377,7 +358,8 @@ def run_study(out: str | Path, plan: Plan, *, quiet: bool = False, throughput_st
         say(f"measuring training throughput, eager vs CUDA graph ({throughput_steps} steps)")
         tp = [row for m in plan.models for row in throughput(m, plan.overrides, throughput_steps)]
         atomic.write_text(tp_file, json.dumps(tp, indent=2))
-    results["throughput"] = json.loads(tp_file.read_text()) if tp_file.is_file() else []
+    results["throughput"] = (schema.read_json(tp_file, THROUGHPUT_SPEC, hint="delete it; the next run measures again")
+                             if tp_file.is_file() else [])
     results["rows"] = table_rows(results, plan)
     atomic.write_text(study / "study.json", json.dumps(results, indent=2))
     atomic.write_text(study / "table.md", markdown_table(results["rows"]) + "\n")

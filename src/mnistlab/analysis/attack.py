@@ -380,7 +380,6 @@ def robust_figures(source) -> list[dict]:
     """The robust accuracies recorded for a run directory, each with its attack named: the end-of-training
     figure in summary.json (adversarially trained runs) and every `mnistlab attack` result in RUN/eval/.
     One row per epsilon; [] for anything else (a checkpoint, an ensemble file, a run never attacked)."""
-    import json
     from pathlib import Path
 
     from ..rundir import RunDir
@@ -389,24 +388,21 @@ def robust_figures(source) -> list[dict]:
     if not path.is_dir():
         return []
     rows = []
-    summary = RunDir(path).read_summary() or {}
+    run = RunDir(path)
+    summary = run.read_summary() or {}
     if summary.get("robust"):
         r = summary["robust"]
         checks = r.get("masking_checks")
         rows.append({"attack": r["attack"], "eps": r.get("eps"), "accuracy": r["accuracy"], "n": r["n"],
                      "split": r["split"], "clean_accuracy": r["clean_accuracy"],
-                     "checks_passed": None if checks is None else checks["passed"], "file": str(path / RunDir.SUMMARY)})
-    for file in sorted((path / RunDir.EVAL).glob("attack-*.json")):
-        try:
-            doc = json.loads(file.read_text())
-            for e, a in zip(doc["eps"], doc["robust_accuracy"]):
-                checks = doc.get("masking_checks")
-                rows.append({"attack": describe(doc) + (f", targeted at {doc['target']}" if doc["targeted"] else ""),
-                             "eps": e, "accuracy": a, "n": doc["n"], "split": doc["split"],
-                             "clean_accuracy": doc["clean_accuracy"],
-                             "checks_passed": None if checks is None else checks["passed"], "file": str(file)})
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # not an attack result this version wrote: left out, not guessed at
+                     "checks_passed": None if checks is None else checks.get("passed"), "file": str(run.summary)})
+    for file, doc in run.attack_results():  # each checked against RunDir's ATTACK_SPEC
+        for e, a in zip(doc["eps"], doc["robust_accuracy"]):
+            checks = doc.get("masking_checks")
+            rows.append({"attack": describe(doc) + (f", targeted at {doc['target']}" if doc["targeted"] else ""),
+                         "eps": e, "accuracy": a, "n": doc["n"], "split": doc["split"],
+                         "clean_accuracy": doc["clean_accuracy"],
+                         "checks_passed": None if checks is None else checks.get("passed"), "file": str(file)})
     return rows
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic
+from .. import atomic, schema
 from ..errors import MnistlabError
 
 SPLITS = ("train", "test", "all")
@@ -146,24 +146,53 @@ def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
     return csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, len(x) * k + 1, k)), shape=(len(x), len(x)))
 
 
+MAX_FEATURE_WIDTH = 16_384  # penultimate features a cache may declare (the zoo's widest: a few thousand)
+OOF_SPEC = schema.obj({"key": schema.obj(), "seconds": schema.number(0), "accuracy": schema.number(0, 1)})
+
+
+def _npz_members(path: Path) -> dict[str, tuple[tuple, str]]:
+    """{member: (shape, dtype)} of an .npz file, read from each .npy header without reading the arrays."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist()[:16]:
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            out[info.filename.removesuffix(".npy")] = (tuple(shape), dtype.str)
+    return out
+
+
 def read_cache(cache: Path, key: dict, num_classes: int) -> dict | None:
     """The cached out-of-fold scores if `cache` holds them for exactly `key`, whole and well-formed;
-    None otherwise (a missing, foreign, truncated or corrupt cache is recomputed, never trusted)."""
+    None otherwise (a missing, foreign, truncated or corrupt cache is recomputed, never trusted). The
+    arrays' shapes are checked against the dataset they claim (from the .npy headers, before any is
+    read), so a small file declaring huge arrays costs nothing; their values must be finite."""
     import zipfile
 
     try:
-        meta = json.loads((cache / "oof.json").read_text())
-        if not isinstance(meta, dict) or meta.get("key") != key:
+        meta = schema.read_json(cache / "oof.json", OOF_SPEC)
+        if meta.get("key") != key:
+            return None
+        n = key["n"]
+        declared = _npz_members(cache / "oof.npz")
+        f_shape = declared.get("features", ((),))[0]
+        expected = {"probs": ((n, num_classes), "<f4"), "fold": ((n,), None)}
+        if (any(declared.get(k, ((), ""))[0] != shape or (kind and declared[k][1] != kind)
+                for k, (shape, kind) in expected.items())
+                or len(f_shape) != 2 or f_shape[0] != n or not 1 <= f_shape[1] <= MAX_FEATURE_WIDTH
+                or declared["features"][1] != "<f4"):
             return None
         with np.load(cache / "oof.npz", allow_pickle=False) as f:
             probs, features, fold = f["probs"], f["features"], f["fold"]
-        n = key["n"]
-        if not (probs.shape == (n, num_classes) and features.ndim == 2 and len(features) == n
-                and fold.shape == (n,) and np.isfinite(probs).all()):
+        if (not np.isfinite(probs).all() or not np.isfinite(features).all() or fold.dtype.kind not in "iu"
+                or (len(fold) and (fold.min() < 0 or fold.max() >= key["folds"]))):
             return None
         return {"probs": probs, "features": features, "fold": fold, "seconds": float(meta["seconds"]),
                 "accuracy": float(meta["accuracy"]), "key": key, "cached": True}
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, MnistlabError):
         return None
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import atomic
 from ..errors import MnistlabError
+from ..rundir import RunDir
 
 MAX_IMAGES = 16
 MAX_UNITS = 32
@@ -36,8 +37,6 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     from ..data import load
     from ..data.normalization import Normalization
     from ..models.predictor import load_model, resolve_checkpoint
-    from ..rundir import RunDir
-
     images = [int(i) for i in images]
     if not images or len(images) > MAX_IMAGES:
         raise MnistlabError(f"--images: expected 1 to {MAX_IMAGES} image positions, got {len(images)}")
@@ -54,7 +53,7 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
                             "shows a classical model's mistakes")
     file = resolve_checkpoint(path)
     run = RunDir.holding(file)
-    out_dir = Path(out) if out else (run.path / "inspect" if run else file.parent / f"{file.stem}-inspect")
+    out_dir = Path(out) if out else (run.inspect_dir if run else file.parent / f"{file.stem}-inspect")
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = load(dataset or meta["dataset"], data_dir=data_dir)
     data = ds.split(split)
@@ -79,7 +78,7 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
               "first_layer": _first_layer(model)[0], "conv_layers": [n for n, _ in convs],
               "units": [{"unit": int(u), "variance": float(feats[:, u].var()), "top_images": t.tolist()}
                         for u, t in zip(chosen, tops)], "pictures": pictures}
-    atomic.write_text(out_dir / "inspect.json", json.dumps(result, indent=2))
+    atomic.write_text(out_dir / RunDir.INSPECT_FILE, json.dumps(result, indent=2))
     return result
 
 
@@ -198,11 +197,5 @@ def draw_saliency(model, x, images_u8, labels, classes, path: Path) -> Path:
 
 
 def pictures_of(run_path) -> dict | None:
-    """inspect.json of a run, if `mnistlab inspect` has been run on it."""
-    path = Path(run_path) / "inspect" / "inspect.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError):
-        return None
+    """inspect.json of a run, if `mnistlab inspect` has been run on it (checked by RunDir)."""
+    return RunDir(run_path).read_inspect()

@@ -20,27 +20,26 @@ directory (RUN/maps/<method>-<features>-<split>/ for a run, maps/<dataset>-... o
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
 import time
 import warnings
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import atomic
+from .. import atomic, pages
 from ..errors import MnistlabError
+from ..rundir import RunDir
 
 METHODS = ("umap", "tsne")
 FEATURES = ("pixels", "penultimate")
 MAX_POINTS = 70_000  # all of MNIST; openTSNE and UMAP both handle it
 MIN_POINTS = 20  # fewer leave UMAP's 15 neighbours and t-SNE's perplexity nothing to work with
 PCA_FIRST = 50  # inputs with more dimensions get a PCA to this many first (see `embed`)
-MAP_FILE = "map.json"
+MAP_FILE = RunDir.MAP_FILE
 
 
 def _need(module: str):
@@ -137,8 +136,6 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
     """Embed a split (or `n` images of it drawn with `seed`) in 2-D and write the map's files."""
     from ..data import load
     from ..models.predictor import load_predictor, resolve_checkpoint
-    from ..rundir import RunDir
-
     if method not in METHODS:
         raise MnistlabError(f"--method {method!r}: expected {' | '.join(METHODS)}")
     features = features or ("penultimate" if source else "pixels")
@@ -189,7 +186,7 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
     elif source:
         file = resolve_checkpoint(source)
         run = RunDir.holding(file)
-        out_dir = (run.path / "maps" / f"{method}-{features}-{split}" if run
+        out_dir = (run.map_dir(method, features, split) if run
                    else Path("maps") / f"{file.stem}-{method}-{features}-{split}")
     else:
         out_dir = Path("maps") / f"{ds.name}-{split}-{method}-pixels"
@@ -297,20 +294,14 @@ def write_page(path: Path, coords: np.ndarray, labels: np.ndarray, preds: np.nda
             "x": np.round(unit[:, 0], 4).tolist(), "y": np.round(unit[:, 1], 4).tolist(),
             "label": labels.tolist(), "pred": preds.tolist() if preds is not None else None,
             "index": index.tolist(), "side": [int(images.shape[-2]), int(images.shape[-1])], "cols": cols}
-    template = (resources.files("mnistlab.analysis") / "map_page.html").read_text()
-    page = (template.replace("__TITLE__", html.escape(title))
-            .replace("/*__DATA__*/null", json.dumps(data, separators=(",", ":")).replace("</", "<\\/"))
-            .replace("__ATLAS__", base64.b64encode(atlas).decode()))
+    data["atlas"] = "data:image/png;base64," + base64.b64encode(atlas).decode()
+    # the one escaping path: the title is text, the data JSON inside <script type="application/json">
+    page = pages.render("map.html", styles=(pages.asset("map.css"),), scripts=(pages.asset("map.js"),), title=title,
+                        data=pages.json_data(data))
     atomic.write_text(path, page)
     return path
 
 
 def maps_of(run_path: str | Path) -> list[dict]:
-    """The maps made of a run (RUN/maps/*/map.json), for the report."""
-    found = []
-    for f in sorted(Path(run_path).glob(f"maps/*/{MAP_FILE}")):
-        try:
-            found.append(json.loads(f.read_text()))
-        except (ValueError, OSError):
-            continue
-    return found
+    """The maps made of a run (RUN/maps/*/map.json, each checked by RunDir), for the report."""
+    return RunDir(run_path).read_maps()

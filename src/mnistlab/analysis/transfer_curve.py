@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .. import atomic
+from .. import atomic, schema
 from ..errors import MnistlabError
 from ..machine import describe
 from ..rundir import RunDir
@@ -177,6 +177,22 @@ def plot(curve: dict, path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _save_figure(plt, fig, path)
+
+
+_MEAN_STD = schema.obj({"mean": schema.number(0, 1), "std": schema.number(0, 1)})
+CURVE_SPEC = schema.obj({"seeds": schema.listof(schema.integer(), 1000), "protocol": schema.text(1000),
+                         "modes": schema.listof(schema.choice("scratch", "probe", "finetune"), 3),
+                         "table": schema.listof(schema.obj({"labels_per_class": schema.integer(0)}), 10_000)})
+
+
+def read_curve(curve_dir: Path) -> dict:
+    """A transfer curve's curve.json, checked: every table row has a mean and std for every mode."""
+    path = Path(curve_dir) / CURVE_FILE
+    curve = schema.read_json(path, CURVE_SPEC, hint="run `mnistlab transfer-curve` again to rewrite it")
+    for i, row in enumerate(curve["table"]):
+        for mode in curve["modes"]:
+            schema.check(row.get(mode), _MEAN_STD, str(path), f"table[{i}].{mode}")
+    return curve
 
 
 def curve_of(run: RunDir) -> Path | None:

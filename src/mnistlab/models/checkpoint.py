@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import atomic
+from .. import atomic, schema
 from ..errors import MnistlabError
 
 FORMAT = "mnistlab-checkpoint"
@@ -69,10 +69,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[str, tup
     if header is None:
         raise MnistlabError(f"{path}: a safetensors file without mnistlab metadata",
                             hint="mnistlab reads only checkpoints it wrote (with their config and dataset)")
-    try:
-        meta = json.loads(header)
-    except (ValueError, RecursionError):
-        raise MnistlabError(f"{path}: its mnistlab metadata is not valid JSON") from None
+    meta = schema.parse_json(header, f"{path}: its mnistlab metadata",
+                             hint="the file is corrupt or was altered; use a checkpoint mnistlab wrote")
     return validate(meta, str(path)), shapes
 
 

@@ -21,9 +21,11 @@ take (`protocol.py`). A client that disconnects mid-body is one INFO line in the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import multiprocessing
+import re
 import signal
 import socket
 import time
@@ -43,7 +45,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import MnistlabError
-from ..rundir import RunDir
+from ..rundir import SUMMARY_SPEC, RunDir
 from .backend import accelerate
 from .images import limit_decodes
 from .limits import Limits
@@ -74,7 +76,8 @@ def model_info(predictor, source: str | None) -> dict:
         info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         run = RunDir.holding(path)
         try:
-            summary = run.read_summary() if run else RunDir(path.parent).read_json(path.stem + ".summary.json")
+            summary = (run.read_summary() if run else
+                       RunDir(path.parent).read_json(path.stem + ".summary.json", SUMMARY_SPEC))
         except MnistlabError:
             summary = None  # a damaged summary beside the model: the model still serves
         if summary:
@@ -270,8 +273,39 @@ def create_app(predictor, *, source: str | None = None, limits: Limits = Limits(
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     with resources.as_file(resources.files("mnistlab.serving") / "static") as static_dir:
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
-    _mount_docs(app)
+    docs_csp = _mount_docs(app)
+    app.add_middleware(SecurityHeaders, docs_csp=docs_csp)
     return app
+
+
+# The page, its script and styles are files of the server's own: nothing inline, nothing from elsewhere.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+class SecurityHeaders:
+    """Every response says how a browser may use it: a strict Content-Security-Policy (the docs page
+    gets its Swagger UI's one inline script by hash), no MIME sniffing, no framing, no referrer. A pure
+    ASGI wrapper: it adds headers to the response start and nothing else, so it costs nothing per body."""
+
+    def __init__(self, app, docs_csp: str | None = None):
+        self.app = app
+        common = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                  (b"referrer-policy", b"no-referrer")]
+        self.page = [(b"content-security-policy", PAGE_CSP.encode()), *common]
+        self.docs = [(b"content-security-policy", (docs_csp or PAGE_CSP).encode()), *common]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.docs if scope.get("path") == "/docs" else self.page
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
 
 
 def _warm_up(predictor, info: dict) -> None:
@@ -283,23 +317,31 @@ def _warm_up(predictor, info: dict) -> None:
     run_job(predictor, info, Job(image=img))
 
 
-def _mount_docs(app) -> None:
-    """Swagger UI from the swagger-ui-bundle package, when installed (no CDN); else only /openapi.json."""
+def _mount_docs(app) -> str | None:
+    """Swagger UI from the swagger-ui-bundle package, when installed (no CDN); else only /openapi.json.
+    Returns the docs page's CSP: its own assets, and its one inline start-up script by SHA-256."""
     try:
         import swagger_ui_bundle
     except ImportError:
-        return
+        return None
     from fastapi.openapi.docs import get_swagger_ui_html
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    html = get_swagger_ui_html(openapi_url="/openapi.json", title="mnistlab API",
+                               swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                               swagger_css_url="/docs-assets/swagger-ui.css",
+                               swagger_favicon_url="/docs-assets/favicon-32x32.png")
+    body = html.body.decode()
+    inline = re.findall(r"<script>(.*?)</script>", body, flags=re.S)
+    hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'" for s in inline)
 
     async def docs(request: Request):
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="mnistlab API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return html
 
     app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    # Swagger UI sets style attributes as it renders: styles may be inline here, scripts may not
+    return (f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
 def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),

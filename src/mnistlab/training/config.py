@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+from .. import schema
 from ..errors import MnistlabError
+from ..names import check_name
 from ..precision import CHOICES as PRECISIONS
 
 if sys.version_info >= (3, 11):
@@ -171,7 +173,7 @@ def coerce(name: str, value, *, source: str):
                     value = tomllib.loads(f"v = {text}")["v"]
             else:
                 value = base(float(text)) if base is int and "." not in text and "e" in text.lower() else base(text)
-        except (ValueError, tomllib.TOMLDecodeError, json.JSONDecodeError):
+        except (ValueError, tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError):
             raise MnistlabError(f"{source}: {name}={value!r} is not a valid {base.__name__}") from None
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -200,11 +202,8 @@ def recipe_path(name: str):
 
 
 def read_recipe(name: str) -> dict:
-    path = recipe_path(name)
-    try:
-        values = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise MnistlabError(f"recipe {path}: invalid TOML ({exc})") from None
+    """A recipe's values, read as every TOML is (size, encoding, depth: mnistlab.schema)."""
+    values, _, _ = schema.named_toml(name, "mnistlab.recipes", "recipe")
     values.setdefault("recipe", Path(str(name)).stem if str(name).endswith(".toml") else name)
     return values
 
@@ -271,6 +270,10 @@ def validate(cfg: TrainConfig) -> None:
     for key, value in cfg.as_dict().items():
         if isinstance(value, float) and not math.isfinite(value):
             bad(key, "a finite number")
+    if cfg.name:  # a run directory's name: one path component under `out`, wherever it was set
+        check_name(cfg.name, "name")
+    if cfg.recipe and len(cfg.recipe) > 1000:
+        bad("recipe", "a recipe name or path of at most 1000 characters")
     for key, (accepts, expected) in RANGES.items():
         if not accepts(getattr(cfg, key)):
             bad(key, expected)

@@ -7,15 +7,13 @@ curves that pruning acted on, and for accuracy-vs-time studies the Pareto front.
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import time
 import warnings
 from pathlib import Path
 
-from .. import __version__, atomic
-from ..analysis.report import CSS, _img
+from .. import __version__, atomic, pages
 
 PICTURES = {
     "history": "optimisation history: validation accuracy of each trial and the best so far",
@@ -81,63 +79,45 @@ def _mark_baseline(ax, study) -> None:
 
 
 def write(study, summary: dict, out: Path) -> Path:
-    """`out/study.html`: the headline, the chosen configuration, the pictures and every trial."""
+    """`out/study.html`: the headline, the chosen configuration, the pictures and every trial, through the
+    one autoescaping template (pages.render): parameters, names and notes from the study are text."""
     pics = pictures(study, summary, out)
     c, chosen, test = summary["trials"], summary["chosen"], summary["test"]
-    esc = html.escape
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-             f"<title>study {esc(summary['study'])}</title><style>{CSS}</style></head><body><header>"
-             f"<h1>Study {esc(summary['study'])}</h1><p>{esc(summary['recipe'])} over {esc(summary['space']['source'])};"
-             f" objectives {esc(', '.join(summary['objectives']))}; {summary['sampler']} sampler (seed "
-             f"{summary['seed']}), pruner {esc(summary['pruner'])}; mnistlab {__version__}, "
-             f"{time.strftime('%Y-%m-%d %H:%M')}</p></header><main>"]
-    test_card = (f"<div class='card'><div class='v'>{test['accuracy']:.2%}</div><div class='k'>test accuracy of "
-                 f"trial {test['trial']}, evaluated once after the search</div></div>"
-                 if test.get("accuracy") is not None else "")
-    parts.append("<section><h2>Headline</h2><div class='headline'>"
-                 f"<div class='card'><div class='v'>{chosen['val_acc']:.2%}</div><div class='k'>validation accuracy "
-                 f"of the chosen trial ({chosen['number']})</div></div>{test_card}"
-                 f"<div class='card'><div class='v'>{c['complete']} + {c['pruned']}</div><div class='k'>trials "
-                 f"complete + pruned ({c['fail']} failed)</div></div></div>")
-    if summary.get("baseline"):
-        b = summary["baseline"]
-        parts.append(f"<p>Trial {b['number']} is the recipe's own values: validation {b['val_acc']:.2%} in "
-                     f"{b['train_s']:.0f} s of training. The chosen trial is "
-                     f"{100 * (chosen['val_acc'] - b['val_acc']):+.2f} points from it.</p>")
-    parts.append(f"<p>Every trial trained on the training split less a {summary['validation']}-image stratified "
-                 "holdout and was scored on that holdout; no trial read the test set "
-                 f"(<code>evaluate_test=false</code>). The test set was read {test.get('evaluations', 0)} time(s) by "
-                 "this study, for the chosen trial only.</p></section>")
-    recipe = Path(summary["best_recipe"]).read_text()
-    parts.append(f"<section><h2>Chosen configuration</h2><pre><code>{esc(recipe)}</code></pre>"
-                 f"<p><code>mnistlab train --recipe {esc(summary['best_recipe'])}</code></p></section>")
-    if pics:
-        parts.append("<section><h2>Pictures</h2><div class='figs'>" +
-                     "".join(_img(path, PICTURES[key]) for key, path in pics.items()) + "</div></section>")
-    if summary["pareto"]:
-        parts.append("<section><h2>Pareto front</h2><table><tr><th>trial</th><th>val acc (%)</th>"
-                     "<th>training s</th><th>parameters</th></tr>" + "".join(
-                         f"<tr><td>{t['number']}</td><td class='num'>{100 * t['val_acc']:.2f}</td>"
-                         f"<td class='num'>{t['train_s']:.1f}</td><td>{esc(_params(t['params']))}</td></tr>"
-                         for t in summary["pareto"]) + "</table></section>")
-    parts.append("<section><h2>Trials</h2><table><tr><th>trial</th><th>state</th><th>val acc (%)</th>"
-                 "<th>training s</th><th>parameters</th><th>run</th></tr>")
+    b = summary.get("baseline")
+
+    def pct(v):
+        return "" if not isinstance(v, (int, float)) else f"{100 * v:.2f}"
+
+    def secs(v):
+        return "" if not isinstance(v, (int, float)) else f"{v:.1f}"
+
+    rows = []
     for t in study.get_trials(deepcopy=False):
-        val, secs = t.user_attrs.get("val_acc"), t.user_attrs.get("train_s")
         note = " (the recipe)" if t.user_attrs.get("baseline") else ""
-        note += f" ({esc(t.user_attrs['diverged'][:60])}...)" if t.user_attrs.get("diverged") else ""
-        parts.append(f"<tr><td>{t.number}{note}</td><td>{t.state.name.lower()}</td>"
-                     f"<td class='num'>{'' if val is None else f'{100 * val:.2f}'}</td>"
-                     f"<td class='num'>{'' if secs is None else f'{secs:.1f}'}</td>"
-                     f"<td>{esc(_params(t.params))}</td><td><code>{esc(Path(t.user_attrs.get('run_dir', '')).name)}"
-                     "</code></td></tr>")
-    parts.append("</table></section>")
-    env = summary.get("environment", {})
-    parts.append(f"<section><h2>Machine</h2><pre><code>{esc(json.dumps(env, indent=1)[:3000])}</code></pre>"
-                 "</section></main></body></html>")
+        if t.user_attrs.get("diverged"):
+            note += f" ({str(t.user_attrs['diverged'])[:60]}...)"
+        rows.append({"number": t.number, "note": note, "state": t.state.name.lower(), "val": pct(t.user_attrs.get("val_acc")),
+                     "secs": secs(t.user_attrs.get("train_s")), "params": _params(t.params),
+                     "run": Path(str(t.user_attrs.get("run_dir", ""))).name})
+    page = pages.render(
+        "study.html", styles=(pages.asset("page.css"),), study=summary["study"],
+        subtitle=f"{summary['recipe']} over {summary['space']['source']}; objectives {', '.join(summary['objectives'])}; "
+                 f"{summary['sampler']} sampler (seed {summary['seed']}), pruner {summary['pruner']}; mnistlab "
+                 f"{__version__}, {time.strftime('%Y-%m-%d %H:%M')}",
+        chosen_val=f"{chosen['val_acc']:.2%}", chosen_number=chosen["number"],
+        test_acc=f"{test['accuracy']:.2%}" if test.get("accuracy") is not None else "", test_trial=test.get("trial"),
+        counts=f"{c['complete']} + {c['pruned']}", failed=c["fail"],
+        baseline=(f"Trial {b['number']} is the recipe's own values: validation {b['val_acc']:.2%} in {b['train_s']:.0f} s "
+                  f"of training. The chosen trial is {100 * (chosen['val_acc'] - b['val_acc']):+.2f} points from it."
+                  if b else ""),
+        validation=summary["validation"], evaluations=test.get("evaluations", 0),
+        recipe=Path(summary["best_recipe"]).read_text(), recipe_path=summary["best_recipe"],
+        pictures=[pages.picture(path, out, PICTURES[key]) for key, path in pics.items()],
+        pareto=[{"number": t["number"], "val": pct(t["val_acc"]), "secs": secs(t["train_s"]), "params": _params(t["params"])}
+                for t in summary["pareto"]],
+        trials=rows, machine=json.dumps(summary.get("environment", {}), indent=1)[:3000])
     path = out / "study.html"
-    atomic.write_text(path, "".join(parts))
+    atomic.write_text(path, page)
     return path
 
 

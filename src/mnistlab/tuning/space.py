@@ -30,18 +30,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
+from .. import schema
 from ..errors import MnistlabError
 from ..training import config as config_mod
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # Fields a search may not set: where the run goes and how it reports are the tuner's business.
 NOT_SEARCHABLE = {"recipe", "out", "name", "progress", "tensorboard", "evaluate_test", "checkpoint_every"}
@@ -92,21 +86,7 @@ def list_spaces() -> list[str]:
 def read_space(name: str, recipe: str | None, extra_fixed: dict | None = None) -> Space:
     """A packaged space by name (`fast`) or a TOML file by path, checked against the recipe's config;
     `extra_fixed` (the command's --set) joins its [fixed] settings."""
-    if name.endswith(".toml") or "/" in name:
-        path = Path(name)
-        if not path.is_file():
-            raise MnistlabError(f"search space file {name} does not exist")
-        text, source = path.read_text(), str(path)
-    else:
-        candidate = resources.files("mnistlab.tuning.spaces") / f"{name}.toml"
-        if not candidate.is_file():
-            raise MnistlabError(f"unknown search space {name!r}: expected one of {', '.join(list_spaces())} or a "
-                                ".toml file")
-        text, source = candidate.read_text(), f"{name} (packaged)"
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MnistlabError(f"search space {source}: invalid TOML ({exc})") from None
+    values, source, _ = schema.named_toml(name, "mnistlab.tuning.spaces", "search space")
     if extra_fixed:
         if not isinstance(values.get("fixed", {}), dict):
             raise MnistlabError(f"search space {source}: [fixed] must be a table")

@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, atomic
+from .. import __version__, atomic, schema
 from ..errors import MnistlabError
 from ..rundir import RunDir
 from ..training import config as config_mod
@@ -46,6 +46,7 @@ SAMPLERS = ("tpe", "random", "cmaes")
 PRUNERS = ("median", "asha", "none")
 DEFAULT_VALIDATION = 5000  # what a search holds out when the recipe trains on every example
 TRIALS_DIR = "trials"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -92,6 +93,7 @@ def tune(recipe: str, space: str, *, trials: int = 20, study: str | None = None,
     """Run (or continue) a study of `trials` finished trials of `recipe` over `space`; return its summary."""
     objectives = tuple(objectives)
     check_arguments(trials, workers, timeout, sampler, pruner, objectives, heartbeat)
+    check_storage(storage)
     sp = read_space(space, recipe, overrides or {})
     base = base_config(recipe, sp, workers)
     name = study or default_study_name(recipe, space, base)
@@ -130,6 +132,20 @@ def check_arguments(trials, workers, timeout, sampler, pruner, objectives, heart
         raise MnistlabError(f"--objectives {','.join(objectives)!r}: expected accuracy or accuracy,time")
     if heartbeat < 1:
         raise MnistlabError(f"--heartbeat {heartbeat}: expected at least 1 second")
+
+
+def check_storage(storage: str | None) -> None:
+    """A URL workers can share: not an in-memory SQLite database, which every connection sees empty."""
+    if storage is None:
+        return
+    if not isinstance(storage, str) or "://" not in storage or len(storage) > 2000:
+        raise MnistlabError(f"--storage {str(storage)[:80]!r}: expected a database URL",
+                            hint="sqlite:///path/study.db, or an RDB URL such as postgresql://user@host/db")
+    bare = storage.split("?", 1)[0].rstrip("/")
+    if bare in ("sqlite:", "sqlite:/", "sqlite:///:memory:") or bare.endswith(":memory:"):
+        raise MnistlabError(f"--storage {storage!r}: an in-memory SQLite database, which the study's workers and "
+                            "its summary cannot share", hint="name a file: sqlite:///path/study.db (or leave "
+                            "--storage out for one in the study directory)")
 
 
 def base_config(recipe: str, sp: Space, workers: int) -> config_mod.TrainConfig:
@@ -421,7 +437,7 @@ def finish(settings: Settings, sp: Space, base, elapsed: float) -> dict:
     chosen = study.best_trial if single else max(front, key=lambda t: (t.values[0], -t.values[1]))
     counts = {s.name.lower(): sum(1 for t in trials if t.state == s) for s in
               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
-    previous = _read_json(study_dir / "summary.json") or {}
+    previous = read_study_summary(study_dir) if (study_dir / SUMMARY_FILE).is_file() else {}
     test = test_once(chosen, previous)
     baseline = next((t for t in done if t.user_attrs.get("baseline")), None)
     recipe_path = write_recipe(settings, sp, base, chosen, len(done) + counts["pruned"])
@@ -435,10 +451,10 @@ def finish(settings: Settings, sp: Space, base, elapsed: float) -> dict:
         "pareto": [trial_row(t) for t in front],
         "environment": _environment(),
     }
-    atomic.write_text(study_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic.write_text(study_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     write_trials_csv(study_dir / "trials.csv", trials)
     summary["report"] = str(report.write(study, summary, study_dir))
-    atomic.write_text(study_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic.write_text(study_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     if not settings.quiet:
         print(format_summary(summary))
     return summary
@@ -476,8 +492,7 @@ def write_recipe(settings: Settings, sp: Space, base, chosen, n_trials: int) -> 
 
     values = {k: v for k, v in read_recipe(settings.recipe).items() if k != "recipe"}
     values.update(sp.fixed)
-    cfg = json.loads((Path(chosen.user_attrs["run_dir"]) / RunDir.CONFIG).read_text()) \
-        if chosen.user_attrs.get("run_dir") and (Path(chosen.user_attrs["run_dir"]) / RunDir.CONFIG).is_file() else None
+    cfg = RunDir(chosen.user_attrs["run_dir"]).read_json(RunDir.CONFIG) if chosen.user_attrs.get("run_dir") else None
     for name in chosen.params:
         key = name.split(".", 1)[0]
         values[key] = cfg[key] if cfg is not None else chosen.params[name]
@@ -547,13 +562,6 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _environment() -> dict:
     from .. import machine
 
@@ -563,6 +571,25 @@ def _environment() -> dict:
 def study_of(run: RunDir) -> Path | None:
     """The study directory a trial run belongs to (its parent's parent holds the study's summary)."""
     parent = run.path.resolve().parent
-    if parent.name == TRIALS_DIR and (parent.parent / "summary.json").is_file():
+    if parent.name == TRIALS_DIR and (parent.parent / SUMMARY_FILE).is_file():
         return parent.parent
     return None
+
+
+_TRIAL_ROW = schema.obj({"number": schema.integer(0), "val_acc": schema.number(0, 1, optional=True),
+                         "train_s": schema.number(0, optional=True), "run_dir": schema.text(4096, optional=True),
+                         "params": schema.obj()})
+# What a study's summary.json must hold for the report, the study page and a continued study to read it.
+STUDY_SPEC = schema.obj({
+    "study": schema.text(200), "objectives": schema.listof(schema.choice(*OBJECTIVES), 2),
+    "trials": schema.obj({k: schema.integer(0, optional=True) for k in ("complete", "pruned", "fail")}),
+    "chosen": _TRIAL_ROW, "pareto": schema.listof(_TRIAL_ROW, 100_000, optional=True),
+    "test": schema.obj({"trial": schema.integer(0, optional=True), "accuracy": schema.number(0, 1, optional=True),
+                        "evaluations": schema.integer(0, optional=True)}, optional=True),
+})
+
+
+def read_study_summary(study_dir: Path) -> dict:
+    """A study's summary.json, checked (STUDY_SPEC)."""
+    return schema.read_json(Path(study_dir) / SUMMARY_FILE, STUDY_SPEC,
+                            hint="the study's files are damaged: run `mnistlab tune` on it again to rewrite them")

@@ -1,48 +1,12 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-  body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0; color: #1d2230;
-         background: #f5f6fa; }
-  header { background: #1d2b53; color: white; padding: 10px 16px; font-size: 15px; }
-  #wrap { display: flex; flex-wrap: wrap; gap: 12px; padding: 12px; }
-  #plot { flex: 1 1 520px; min-width: 280px; position: relative; background: white; border-radius: 8px;
-          box-shadow: 0 1px 3px rgba(0,0,0,.1); }
-  #map { width: 100%; height: min(78vh, 900px); display: block; touch-action: none; cursor: crosshair; }
-  #legend { flex: 0 1 220px; background: white; border-radius: 8px; padding: 10px 12px; font-size: 14px;
-            box-shadow: 0 1px 3px rgba(0,0,0,.1); }
-  #legend label { display: flex; align-items: center; gap: 6px; padding: 2px 0; cursor: pointer; }
-  .swatch { width: 12px; height: 12px; border-radius: 3px; display: inline-block; }
-  #legend button { margin: 6px 4px 0 0; }
-  #tip { position: absolute; pointer-events: none; background: white; border: 1px solid #99a;
-         border-radius: 6px; padding: 6px; font-size: 13px; box-shadow: 0 2px 6px rgba(0,0,0,.25); display: none; }
-  #tip canvas { width: 84px; height: 84px; image-rendering: pixelated; display: block; background: black; }
-  .wrong { color: #b00020; font-weight: 600; }
-</style>
-</head>
-<body>
-<header id="title">__TITLE__</header>
-<div id="wrap">
-  <div id="plot"><canvas id="map"></canvas>
-    <div id="tip"><canvas id="digit" width="28" height="28"></canvas><div id="tiptext"></div></div></div>
-  <div id="legend"><b>Classes</b> <small>(click to show or hide)</small><div id="classes"></div>
-    <button id="all" type="button">all</button><button id="none" type="button">none</button>
-    <label id="mistakes-row"><input type="checkbox" id="mistakes"> only mistakes</label>
-    <p><small>Hover or tap a point to see the image.</small></p></div>
-</div>
-<script>
 "use strict";
-const D = /*__DATA__*/null;
+const D = JSON.parse(document.getElementById("map-data").textContent);
 const N = D.x.length, canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), tipText = document.getElementById("tiptext");
 const digit = document.getElementById("digit"), dctx = digit.getContext("2d");
 const shown = D.classes.map(() => true);
 let onlyMistakes = false, screen = null, grid = null, cell = 12, hovered = -1;
 const atlas = new Image();
-atlas.src = "data:image/png;base64,__ATLAS__";
+atlas.src = D.atlas;
 digit.width = D.side[1]; digit.height = D.side[0];
 
 function visible(i) {
@@ -168,6 +132,3 @@ window.mapView = {
   clientPosition(i) { const b = canvas.getBoundingClientRect(); return {x: b.left + screen[2 * i], y: b.top + screen[2 * i + 1]}; },
   visible,
 };
-</script>
-</body>
-</html>
