@@ -14,6 +14,15 @@ import pytest
 
 import mnistlab
 from mnistlab.data import registry as datasets
+from mnistlab.training import config as config_mod
+from mnistlab.training.train import train_seeds
+
+
+def pytest_configure(config):
+    """The everyday loop (`-m "not slow"`) fuzzes each surface lightly; CI's full run keeps the whole
+    budget (tests/test_fuzz.py). An explicit MNISTLAB_FUZZ_EXAMPLES always wins."""
+    if "not slow" in (config.option.markexpr or "") and "MNISTLAB_FUZZ_EXAMPLES" not in os.environ:
+        os.environ["MNISTLAB_FUZZ_EXAMPLES"] = "150"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,6 +83,16 @@ def keep_artifact(path: Path) -> None:
     if dest:
         Path(dest).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(dest) / Path(path).name)
+
+
+@pytest.fixture(scope="session")
+def seed_runs(tmp_path_factory):
+    """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = config_mod.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 1000, "epochs": 2,
+                                    "out": str(out), "progress": False})
+    summary = train_seeds(cfg, [0, 1, 2], quiet=True)
+    return Path(summary["group_dir"]), [Path(r) for r in summary["runs"]]
 
 
 # ---------- the HTTP server, started for real ----------

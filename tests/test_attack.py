@@ -14,7 +14,7 @@ import torch
 
 import mnistlab
 from mnistlab import MnistlabError
-from mnistlab.analysis.attack import Attacked, fgsm, pgd
+from mnistlab.attacks import Attacked, fgsm, pgd
 from mnistlab.data.normalization import Normalization
 from mnistlab.models.predictor import Predictor
 from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
@@ -64,6 +64,7 @@ def test_pgd_stays_in_the_epsilon_ball_and_in_0_1_exactly(mnist, norm, eps):
     assert float(size.mean()) > 0.3 * eps  # it did move
 
 
+@pytest.mark.slow
 def test_a_targeted_attack_reaches_its_target_and_accuracy_falls_with_epsilon(mnist):
     images, labels = mnist.test.images[:200], mnist.test.labels[:200]
     r = mnistlab.attack(default_predictor(), images, labels, method="pgd", eps=[0.1, 0.3], target=3, steps=20)
@@ -71,6 +72,7 @@ def test_a_targeted_attack_reaches_its_target_and_accuracy_falls_with_epsilon(mn
     assert r.accuracy[1] < 0.1 and r.clean_accuracy > 0.98
 
 
+@pytest.mark.slow
 def test_checks_against_gradient_masking_on_the_trained_model(mnist):
     """Accuracy falls monotonically with epsilon; PGD is never weaker than FGSM; an unbounded epsilon
     leaves nothing standing; the same seed gives the same numbers."""
@@ -105,6 +107,7 @@ def test_bad_arguments_are_clear_errors(mnist):
         mnistlab.attack(vote, images, labels)
 
 
+@pytest.mark.slow
 def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
     out = tmp_path / "attack"
     done = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), "--method", "fgsm",
@@ -130,6 +133,7 @@ def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
     assert no_out.returncode == 2 and "--out" in no_out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
 def test_adversarial_batches_stay_in_the_ball_and_the_run_records_the_attack(tmp_path, mnist, method):
     from mnistlab.training.adversarial import perturb
@@ -166,7 +170,7 @@ def test_adversarial_settings_are_checked():
 
 
 def test_apgd_checkpoints_and_the_targeted_dlr_loss_by_hand():
-    from mnistlab.analysis.autoattack import checkpoints, dlr_targeted, margin
+    from mnistlab.attacks.autoattack import checkpoints, dlr_targeted, margin
 
     # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (Croce and Hein 2020, section 3.2)
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
@@ -178,10 +182,11 @@ def test_apgd_checkpoints_and_the_targeted_dlr_loss_by_hand():
     torch.testing.assert_close(margin(z, y), torch.tensor([2.0, 2.0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, norm, eps", [("apgd-ce", "linf", 0.05), ("apgd-ce", "l2", 1.0),
                                                ("apgd-t", "linf", 0.05), ("square", "linf", 0.05)])
 def test_apgd_and_square_stay_in_the_ball_and_beat_a_single_step(mnist, method, norm, eps):
-    from mnistlab.analysis.autoattack import apgd, square
+    from mnistlab.attacks.autoattack import apgd, square
 
     net = Attacked(default_predictor())
     x = mnist.test.images[:64].float()[:, None] / 255
@@ -203,7 +208,7 @@ def test_apgd_and_square_stay_in_the_ball_and_beat_a_single_step(mnist, method, 
 
 
 def test_square_stops_querying_an_example_once_it_is_broken(mnist):
-    from mnistlab.analysis.autoattack import square
+    from mnistlab.attacks.autoattack import square
 
     net = Attacked(default_predictor())
     rows = []
@@ -220,6 +225,7 @@ def test_square_stops_querying_an_example_once_it_is_broken(mnist):
     assert len(rows) <= 300 and sum(rows) < 32 * len(rows) / 2  # most examples stopped early
 
 
+@pytest.mark.slow
 def test_autoattack_is_the_per_example_minimum_and_names_who_broke_what(mnist):
     images, labels = mnist.test.images[:100], mnist.test.labels[:100]
     kw = {"eps": [0.05], "steps": 20, "seed": 3, "checks": False}
@@ -246,6 +252,7 @@ class _Staircase(torch.nn.Module):
         return self.model(self.norm.apply(torch.round(x255 / 255 * 2) / 2))
 
 
+@pytest.mark.slow
 def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(mnist):
     images, labels = mnist.test.images[:100], mnist.test.labels[:100]
     honest = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=[0.1, 0.2], steps=20, check_n=60)
@@ -262,11 +269,12 @@ def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(m
     assert "a gradient-free attack does not beat the gradient attacks" in failed
 
 
+@pytest.mark.slow
 def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path):
     """An adversarially trained run, attacked with the strongest evaluation: the figure, the attack's
     name and the checks' verdict reach `evaluate` and `report`."""
     from mnistlab.analysis.evaluate import evaluate, format_table
-    from mnistlab.analysis.report import report
+    from mnistlab.reporting.report import report
     from mnistlab.training.config import resolve
     from mnistlab.training.train import train
 
@@ -299,7 +307,7 @@ def test_robust_figures_skip_attack_files_they_cannot_read(tmp_path):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from mnistlab.analysis.attack import robust_figures
+    from mnistlab.analysis.robust import robust_figures
 
     (tmp_path / "eval").mkdir()
     target = tmp_path / "eval" / "attack-pgd-linf.json"

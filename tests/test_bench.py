@@ -18,6 +18,7 @@ def test_the_gpu_self_check_says_it_ran_nothing_without_cuda():
     assert row["passed"] is None and "no CUDA device" in row["skipped"]
 
 
+@pytest.mark.slow
 def test_graph_against_eager_compares_accuracy_and_time_per_arm():
     row = gpu_bench.graph_against_eager("fast", [0, 1], device="cpu", graphs=False, train_subset=800,
                                         model_args={"width": 8})
@@ -30,7 +31,7 @@ def test_graph_against_eager_compares_accuracy_and_time_per_arm():
 
 @pytest.mark.slow
 def test_kill_and_resume_finds_a_resumed_run_bit_identical_to_an_uninterrupted_one():
-    settings = {"model": "keras-cnn", "epochs": 3, "train_subset": 6000, "validation": 500, "batch_size": 32,
+    settings = {"model": "fast", "epochs": 3, "train_subset": 3000, "validation": 500, "batch_size": 32,
                 "ema": 0.99, "grad_clip": 1.0, "augment": "seed", "precision": "fp32", "device": "cpu"}
     row = gpu_bench.kill_and_resume(settings)
     assert "error" not in row, row.get("error")

@@ -50,6 +50,7 @@ def draw(page, strokes):
         page.mouse.up()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
 def test_draw_digits_and_read_the_prediction(server, browser, viewport, tmp_path):  # noqa: F811
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
@@ -85,6 +86,7 @@ def test_draw_digits_and_read_the_prediction(server, browser, viewport, tmp_path
 EVIL = ['<img src=x onerror="window.__xss = 1">', "<script>window.__xss = 2</script>", "<b>bold</b>"]
 
 
+@pytest.mark.slow
 def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
     """A checkpoint anyone can write names the classes; the page once built its bars with innerHTML."""
     import json
@@ -137,6 +139,7 @@ def _isolated_point(page) -> int:
     return int(d.min(1).argmax())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("touch", [False, True], ids=["hover", "tap"])
 def test_map_page_shows_the_digit_label_and_prediction_and_toggles_classes(browser, map_page, touch, tmp_path, mnist):
     import csv

@@ -60,6 +60,7 @@ def tight(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_beyond_capacity_requests_get_a_fast_503_with_retry_after(tight):
     """Forty drawings at once on one worker: some are served, the rest shed fast with a 503 that
     says when to retry; nothing else goes wrong, and the server serves normally afterwards."""
@@ -94,6 +95,7 @@ def test_beyond_capacity_requests_get_a_fast_503_with_retry_after(tight):
     assert r.status_code == 200 and r.json()["digit"] == "5"
 
 
+@pytest.mark.slow
 def test_the_load_generator_offers_a_constant_rate_and_counts_what_comes_back(server):
     host, port = server.removeprefix("http://").split(":")
     request = http_request(host, int(port), "/api/predict", png(drawn("7", stroke=3)), "image/png")
@@ -141,6 +143,7 @@ def test_two_worker_processes_share_the_port_and_stop_together(tmp_path):
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
 
 
+@pytest.mark.slow
 def test_bad_worker_counts_are_clear_errors():
     for flags, words in ((["--workers", "0"], "--workers 0: expected 1 to 64"),
                          (["--workers", "2", "--port", "0"], "--workers > 1 needs a fixed --port")):
@@ -149,6 +152,7 @@ def test_bad_worker_counts_are_clear_errors():
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_the_shed_limits_are_flags_and_must_be_positive():
     done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", "--max-wait", "0"], capture_output=True,
                           text=True, timeout=60)

@@ -128,6 +128,7 @@ def test_an_ensemble_without_members_or_with_mismatched_ones(good, tmp_path):
             load_predictor(bad)
 
 
+@pytest.mark.slow
 def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(good, tmp_path):
     """1.6 KB with `model_args` for a huge model used to allocate 1.1 GB before the weights were checked;
     now the model is built on the meta device first, and the shapes disagree."""
@@ -145,6 +146,7 @@ def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(good, tmp_path):
     assert int(grown_mb) < 100  # a real 784-200000-200000 MLP is 160 GB
 
 
+@pytest.mark.slow
 def test_every_command_that_loads_a_model_refuses_a_bad_one(good, tmp_path, capsys):
     path = rewritten(good, tmp_path / "bad.safetensors", meta=edit(meta_of(good), "classes", ["0"]))
     image = tmp_path / "digit.png"

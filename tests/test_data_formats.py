@@ -219,6 +219,7 @@ def peak_traced_bytes(fn) -> int:
     return peak
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["load", "verify", "info"])
 def test_a_gzip_bomb_is_refused_after_reading_what_the_file_may_hold(tmp_path, empty_cache, how, capsys):
     target = _mnist_copy(tmp_path)
@@ -245,6 +246,7 @@ def test_a_gzip_bomb_is_refused_after_reading_what_the_file_may_hold(tmp_path, e
         assert expected in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bombs_inside_archives_are_refused(tmp_path, empty_cache, registered):
     import io
     import tarfile
@@ -312,6 +314,7 @@ def test_an_idx_header_whose_sizes_overflow_is_a_clear_error(tmp_path, empty_cac
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_temporary_files_left_by_a_killed_process_are_removed(tmp_path, empty_cache):
     import os
     import subprocess

@@ -25,6 +25,7 @@ def ort_probs(path, images_u8):
     return session.run(["probabilities"], {"images": x})[0]
 
 
+@pytest.mark.slow
 def test_default_model_exports_and_matches_pytorch(mnist, tmp_path, capsys):
     out = tmp_path / "default.onnx"
     assert cli_main(["export", str(DEFAULT_MODEL), "--format", "onnx", "--out", str(out)]) == 0
@@ -42,6 +43,7 @@ def test_default_model_exports_and_matches_pytorch(mnist, tmp_path, capsys):
         assert ort_probs(out, images[:n]).shape == (n, 10)
 
 
+@pytest.mark.slow
 def test_mean_ensemble_exports_as_one_graph(mnist, tmp_path):
     runs = [train(resolve(None, {"model": m, "train_subset": 3000, "validation": 500, "epochs": 1, "seed": s,
                                  "normalize": norm, "out": str(tmp_path), "progress": False}), quiet=True)["run_dir"]

@@ -25,6 +25,7 @@ def served(tmp_path):
         yield server, root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", FORMATS)
 def test_load_downloads_past_a_404_and_an_html_page(base, served, registered, empty_cache):
     server, root = served
@@ -63,6 +64,7 @@ def test_transient_failures_are_retried_and_bad_bodies_rejected(served, register
     assert mnistlab.load(spec.name, download=False).train.labels.shape == (24,)
 
 
+@pytest.mark.slow
 def test_every_mirror_failing_gives_one_error_listing_them_and_leaves_the_cache_empty(
         served, registered, empty_cache, capsys):
     server, root = served

@@ -192,7 +192,7 @@ def test_images_through_predict(data):
     st.lists(st.lists(st.integers(-300, 300), min_size=3, max_size=3), min_size=1, max_size=40)))
 def test_arrays_through_preprocessing(rows):
     case("arrays through the preprocessing")
-    from mnistlab.serving.images import to_pixels
+    from mnistlab.data.images import to_pixels
 
     pixels = expect_clean(to_pixels, rows if len({len(r) for r in rows}) == 1 else np.array([1.5j]))
     if pixels is not None:
@@ -338,12 +338,13 @@ RUN_SEEDS = [json.dumps({"model": "mlp", "epochs": 3, "lr": 0.01, "model_args": 
 def test_run_directory_files(tmp_path_factory, data):
     case("run-directory files")
     from mnistlab.rundir import RunDir
+    from mnistlab.training.config import read_run_config
 
     run = RunDir(tmp_path_factory.getbasetemp() / "fuzz-run")
     run.path.mkdir(exist_ok=True)
     run.config.write_bytes(data)
     run.log.write_bytes(data)
-    expect_clean(run.read_config)
+    expect_clean(read_run_config, run)
     rows, damaged = run.read_log()
     assert all(isinstance(r, dict) for r in rows) and damaged >= 0
     expect_clean(run.read_summary)
@@ -359,9 +360,16 @@ STUDY_SUMMARY = {"test_acc": 0.99, "val_acc": 0.995, "best_epoch": 3, "epochs_ru
 @given(st.data())
 def test_sota_study_files(tmp_path_factory, data):
     case("sota study files")
-    from mnistlab.sota import OUTPUTS, Plan, read_outputs, read_summary, run_study
+    from mnistlab.studies.sota import (
+        OUTPUTS,
+        Plan,
+        read_outputs,
+        read_summary,
+        run_study,
+    )
 
-    run = tmp_path_factory.mktemp("sota-run")
+    run = tmp_path_factory.getbasetemp() / "fuzz-sota-run"  # one directory, rewritten each case
+    run.mkdir(exist_ok=True)
     summary = json.loads(json.dumps(STUDY_SUMMARY))
     for _ in range(data.draw(st.integers(0, 3))):
         key = data.draw(st.sampled_from(sorted(summary)))
@@ -413,12 +421,12 @@ READER_SEEDS = {
 @given(st.data())
 def test_run_and_study_json_readers(tmp_path_factory, data):
     case("run and study JSON readers")
-    from mnistlab.analysis.attack import robust_figures
-    from mnistlab.analysis.transfer_curve import read_curve
+    from mnistlab.analysis.robust import robust_figures
     from mnistlab.rundir import RunDir
-    from mnistlab.tuning.study import read_study_summary
+    from mnistlab.studies.transfer_curve import read_curve
+    from mnistlab.studies.tuning.study import read_study_summary
 
-    run = RunDir(tmp_path_factory.mktemp("readers") / "run")
+    run = RunDir(tmp_path_factory.getbasetemp() / "fuzz-readers" / "run")  # one directory, rewritten each case
     for name, seed in READER_SEEDS.items():
         doc = json.loads(json.dumps(seed))
         for _ in range(data.draw(st.integers(0, 3))):
@@ -454,10 +462,75 @@ TOML_SEEDS = [b'model = "mlp"\nepochs = 2\nlr = 0.01\nmodel_args = { hidden = [6
 @given(mutated(TOML_SEEDS, max_ops=8))
 def test_recipe_and_space_toml_files(tmp_path_factory, data):
     case("recipe and space TOML files")
+    from mnistlab.studies.tuning.space import read_space
     from mnistlab.training.config import resolve
-    from mnistlab.tuning.space import read_space
 
     path = tmp_path_factory.getbasetemp() / "fuzz.toml"
     path.write_bytes(data)
     expect_clean(resolve, str(path))
     expect_clean(read_space, str(path), "seed-mlp")
+
+
+# ---------- your own code and data: references, records, arrays, image folders ----------
+
+OWN_SOURCE = (b"import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
+              b"        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n\n"
+              b"    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+SAFE_MODULES = ["json", "math", "no_such_module", "mnistlab.stats", "json.decoder", ""]  # nothing with side effects
+
+
+@fuzz(share=0.1)
+@given(st.data())
+def test_code_references_and_records(tmp_path_factory, data):
+    """A model reference typed by a user, and a run's record of its code (hash-consistent or not, trusted
+    or not): the object, or a MnistlabError; never another exception."""
+    case("code references and records")
+    from mnistlab import user_code
+    from mnistlab.models.registry import create_model
+
+    root = tmp_path_factory.getbasetemp() / "fuzz-code"
+    root.mkdir(exist_ok=True)
+    source = data.draw(st.one_of(st.just(OWN_SOURCE), mutated([OWN_SOURCE], max_ops=3)))
+    (root / "net.py").write_bytes(source)
+    where = data.draw(st.one_of(st.just(str(root / "net.py")), st.sampled_from(SAFE_MODULES),
+                                st.text(max_size=12).map(lambda t: str(root / t))))
+    name = data.draw(st.one_of(st.sampled_from(["Net", "nn", "torch.nn.Linear", "Net@1", "dumps", "x.y"]),
+                               st.text(max_size=8)))
+    ref = f"{where}:{name}"
+    expect_clean(create_model, ref)
+    text = source.decode("utf-8", "replace")
+    record = {"ref": ref, "kind": data.draw(st.sampled_from(["file", "module", "session", "instance", "other"])),
+              "name": name, "path": where, "sha256": user_code.sha256_text(text), "source": text}
+    for _ in range(data.draw(st.integers(0, 2))):
+        record[data.draw(st.sampled_from(sorted(record)))] = data.draw(JSON_VALUES)
+    with user_code.trusting(data.draw(st.booleans())):
+        checked = expect_clean(user_code.check_record, record, "fuzz", "model")
+        if checked is not None:
+            expect_clean(create_model, ref, recorded=checked, source="fuzz")
+
+
+@fuzz(share=0.05)
+@given(st.data())
+def test_own_arrays_and_image_folders(tmp_path_factory, data):
+    case("own arrays and image folders")
+    from mnistlab.data import Dataset
+
+    shape = data.draw(st.lists(st.integers(0, 4), min_size=1, max_size=5))
+    dtype = data.draw(st.sampled_from([np.uint8, np.float32, np.int64, np.bool_, np.float64]))
+    x = np.asarray(data.draw(st.lists(st.one_of(st.floats(-2, 300), st.just(float("nan"))), min_size=int(np.prod(shape)),
+                                      max_size=int(np.prod(shape))))).astype(dtype, copy=False).reshape(shape) \
+        if dtype != np.uint8 else np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    y = np.asarray(data.draw(st.lists(st.integers(-1, 3), max_size=8)))
+    expect_clean(Dataset.from_arrays, x, y, x, y)
+    root = tmp_path_factory.getbasetemp() / "fuzz-folder"
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, format="PNG")
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "0.png").write_bytes(data.draw(st.one_of(st.just(buf.getvalue()),
+                                                               mutated([buf.getvalue()], max_ops=3))))
+    ds = expect_clean(Dataset.from_folder, root)
+    if ds is not None:
+        assert ds.train.images.dtype == torch.uint8 and ds.num_classes == 2

@@ -108,6 +108,7 @@ def hostile_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_a_report_of_a_hostile_run_is_text_and_embeds_only_its_own_pngs(hostile_run, tmp_path):
     assert cli_main(["report", str(hostile_run.path), "--out", str(tmp_path / "r"), "--title", PAYLOADS[0]]) == 0
     page = (tmp_path / "r" / "report.html").read_text()
@@ -136,12 +137,13 @@ def test_every_page_generator_fed_hostile_strings_makes_inert_pages(tmp_path):
     assert json.loads(data)["classes"] == PAYLOADS[:3]  # the data arrives whole, as JSON, to be read as text
 
 
+@pytest.mark.slow
 @fuzz(share=1 / 60)
 @given(data=st.data())
 def test_fuzzed_run_files_make_an_inert_report_or_one_clear_error(hostile_run, tmp_path_factory, data):
     """The report from run files with generated strings (markup characters included) and generated
     wrong types: an inert page, or a MnistlabError naming the file and field."""
-    from mnistlab.analysis.report import report
+    from mnistlab.reporting.report import report
 
     case("report pages from generated run files")
     run = RunDir(tmp_path_factory.mktemp("fuzz-run") / "r")
@@ -195,6 +197,7 @@ def hostile_study(tmp_path_factory):
     return root / "t" / "s"
 
 
+@pytest.mark.slow
 def test_a_study_page_of_hostile_names_is_inert_and_its_trials_report(hostile_study, tmp_path):
     t = assert_inert((hostile_study / "study.html").read_text())
     assert FILE_PAYLOAD in "".join(t.text)
@@ -203,6 +206,7 @@ def test_a_study_page_of_hostile_names_is_inert_and_its_trials_report(hostile_st
     assert_inert((tmp_path / "r" / "report.html").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
                     reason="Debian's chromium is not installed (CI installs it)")
 def test_chromium_runs_nothing_from_hostile_report_map_and_study_pages(hostile_run, hostile_study, tmp_path):
@@ -245,7 +249,6 @@ def test_chromium_runs_nothing_from_hostile_report_map_and_study_pages(hostile_r
     (["--name", "/tmp/anywhere"], "a path, not a name"),
     (["--name", "x" * 300], "300 characters"),
     (["--name", ".."], "a path, not a name"),
-    (["--set", "recipe=../../x"], "a path, not a name"),
 ])
 def test_run_names_that_are_paths_are_refused_before_anything_is_written(flags, words, tmp_path, capsys):
     out = tmp_path / "deep" / "runs"
@@ -261,6 +264,17 @@ def test_a_recipe_naming_its_run_outside_out_is_refused(tmp_path, capsys):
     recipe.write_text('model = "logreg"\nname = "../../x"\nepochs = 1\n')
     assert cli_main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "runs")]) == 2
     assert "a path, not a name" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert not any(tmp_path.rglob("config.json"))
+
+
+def test_a_recipe_field_that_is_a_path_names_a_run_inside_out(tmp_path):
+    """A default run name takes the last part of a path-like recipe or model setting (names.short)."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('model = "logreg"\nrecipe = "../../x"\nepochs = 1\ntrain_subset = 100\nvalidation = 50\n'
+                      'progress = false\n')
+    assert cli_main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert [p.parent.name for p in tmp_path.rglob("config.json")] == ["x-mnist-s0"]
+    assert (tmp_path / "runs" / "x-mnist-s0").is_dir() and not (tmp_path / "x").exists()
 
 
 # ---------- malformed files the tools read back: one line each ----------
@@ -283,7 +297,7 @@ def test_recipe_and_space_files_that_are_not_sane_toml_get_one_line(data, kind, 
 
 
 def test_a_deep_plan_and_a_malformed_throughput_file_get_one_line(tmp_path):
-    from mnistlab.sota import Plan, run_study
+    from mnistlab.studies.sota import Plan, run_study
 
     study = tmp_path / "s"
     study.mkdir()

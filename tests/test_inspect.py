@@ -18,12 +18,13 @@ def quick_run(tmp_path, recipe, name):
     return train(cfg, quiet=True)["run_dir"]
 
 
+@pytest.mark.slow
 def test_inspect_draws_what_a_cnn_learned_and_the_report_shows_it(tmp_path, mnist):
     from mnistlab.analysis.inspect import inspect_model, saliency
-    from mnistlab.analysis.report import report
     from mnistlab.data.normalization import Normalization
     from mnistlab.models.heads import penultimate
     from mnistlab.models.predictor import load_model
+    from mnistlab.reporting.report import report
 
     run = quick_run(tmp_path, "fast", "cnn")
     r = inspect_model(run, images=[0, 5], units=4, top=5)
@@ -46,6 +47,7 @@ def test_inspect_draws_what_a_cnn_learned_and_the_report_shows_it(tmp_path, mnis
     assert "What the network learned" in page and "first-layer filters" in page
 
 
+@pytest.mark.slow
 def test_inspect_draws_a_linear_models_templates(tmp_path):
     from mnistlab.analysis.inspect import inspect_model
 

@@ -47,6 +47,7 @@ def test_map_of_clustered_data_separates_the_clusters_and_repeats(method):
     assert separation(coords, np.random.default_rng(0).permutation(y)) < 0.6
 
 
+@pytest.mark.slow
 def test_map_of_a_model_marks_its_mistakes_and_writes_every_file(tmp_path, mnist):
     r = build_map(DEFAULT_MODEL, method="tsne", n=400, seed=3, out=str(tmp_path / "m"), quiet=True)
     assert r["features"] == "penultimate" and r["n"] == 400 and r["dataset"] == "mnist"
@@ -71,6 +72,7 @@ def test_map_of_a_model_marks_its_mistakes_and_writes_every_file(tmp_path, mnist
     assert (tmp_path / "m" / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_learned_features_separate_digits_better_than_pixels(tmp_path):
     common = {"method": "tsne", "n": 600, "seed": 0, "quiet": True}
     learned = build_map(DEFAULT_MODEL, out=str(tmp_path / "a"), **common)
@@ -79,8 +81,9 @@ def test_learned_features_separate_digits_better_than_pixels(tmp_path):
     assert learned["separation_5nn"] > pixels["separation_5nn"]
 
 
+@pytest.mark.slow
 def test_map_of_a_run_goes_in_the_run_and_the_report_shows_it(tmp_path):
-    from mnistlab.analysis.report import report
+    from mnistlab.reporting.report import report
     from mnistlab.training.config import resolve
     from mnistlab.training.train import train
 
@@ -112,6 +115,7 @@ def test_bad_map_arguments_get_clear_errors(tmp_path):
         build_map(str(tmp_path / "nothing"))
 
 
+@pytest.mark.slow
 def test_map_command_line(tmp_path):
     out = tmp_path / "cli"
     p = subprocess.run([sys.executable, "-m", "mnistlab", "map", "--method", "tsne", "--n", "200", "--out", str(out),

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 import mnistlab
 from mnistlab import MnistlabError
 from mnistlab.cli import main as cli_main
-from mnistlab.serving.images import open_image
+from mnistlab.data.images import open_image
 from mnistlab.serving.predict import NOT_DIGIT_THRESHOLD, predict, to_mnist
 
 
@@ -110,6 +110,7 @@ def test_every_format_and_mode(fmt, mode, tmp_path):
     assert result.digit == "3" and result.is_digit
 
 
+@pytest.mark.slow
 def test_bad_images(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
@@ -174,7 +175,7 @@ def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
 PEAK_RSS = """
 import io, resource, sys
 from PIL import Image
-from mnistlab.serving.images import open_image
+from mnistlab.data.images import open_image
 data = sys.stdin.buffer.read()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 img = open_image(data)
@@ -182,6 +183,7 @@ print(img.size[0], img.size[1], (resource.getrusage(resource.RUSAGE_SELF).ru_max
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("P", "PNG"), ("P", "GIF"), ("RGB", "WEBP"), ("L", "BMP"),
                                        ("L", "JPEG"), ("I;16", "PNG")])
 def test_a_large_image_decodes_reduced_and_in_bounded_memory(mode, fmt):
@@ -242,7 +244,7 @@ def test_sixteen_bit_and_unusual_modes_are_read():
 
 
 def test_arrays_follow_one_rule(mnist):
-    from mnistlab.serving.images import to_pixels
+    from mnistlab.data.images import to_pixels
 
     seven = mnist.test.images[0].numpy()
     for variant in (seven, seven / 255.0, seven.astype(np.float32), seven.astype(np.int64), seven[..., None]):

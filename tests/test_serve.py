@@ -105,6 +105,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, kwargs, status, fragment", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_get_a_4xx_json_error(server, case, kwargs, status, fragment):
     if case == "TIFF":
@@ -131,6 +132,7 @@ def test_wrong_method_and_path_are_json_4xx(server):
     assert r.status_code == 404 and "error" in r.json()
 
 
+@pytest.mark.slow
 def test_concurrent_clients_all_succeed(server):
     body = png(drawn("5", stroke=3))
 
@@ -189,6 +191,7 @@ def strict(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_headers_that_trickle_are_cut_off_and_everyone_else_is_served(strict):
     """1,100 connections whose headers never finish, from 55 addresses: uvicorn held each for ever,
     and with the process's file descriptors gone /api/health failed for the whole attack."""
@@ -221,6 +224,7 @@ def test_headers_that_trickle_are_cut_off_and_everyone_else_is_served(strict):
     assert httpx.get(f"{strict.url}/api/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_body_that_does_not_arrive_in_time_gets_408(strict):
     sock = connect(strict.url)
     sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
@@ -232,6 +236,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(strict):
     sock.close()
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_mid_body_is_one_log_line(strict):
     sock = connect(strict.url)
     sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -245,6 +250,7 @@ def test_a_client_that_leaves_mid_body_is_one_log_line(strict):
     assert "Traceback" not in log and "Exception" not in log
 
 
+@pytest.mark.slow
 def test_a_malformed_content_length_is_a_400(strict):
     sock = connect(strict.url)
     sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 12a\r\n\r\n")

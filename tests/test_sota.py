@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from mnistlab import MnistlabError
-from mnistlab.sota import OUTPUTS, Plan, run_study, select_two_level, summarise
+from mnistlab.studies.sota import OUTPUTS, Plan, run_study, select_two_level, summarise
 
 SMALL = ["--models", "fast,mlp", "--seeds", "0-2", "--set", "epochs=2", "--set", "train_subset=800",
          "--set", "ema=0.9", "--throughput-steps", "0"]
@@ -197,7 +197,7 @@ def test_bad_studies_are_refused_by_name(tmp_path):
 
 
 def test_damaged_outputs_give_a_clear_error(tmp_path):
-    from mnistlab.sota import read_outputs
+    from mnistlab.studies.sota import read_outputs
 
     run = tmp_path / "run"
     run.mkdir()
@@ -211,6 +211,7 @@ def test_damaged_outputs_give_a_clear_error(tmp_path):
         read_outputs(run, "test")
 
 
+@pytest.mark.slow
 def test_cli_sota_errors_exit_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mnistlab", "sota", "--out", str(tmp_path), "--seeds", "x"],
                          capture_output=True, text=True, timeout=120)

@@ -40,6 +40,7 @@ def run_cli(*args, cwd=None, env_extra=None):
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_data_list_info_show_verify(tmp_path):
     out = run_cli("data", "list")
     assert out.returncode == 0, out.stderr
@@ -65,6 +66,7 @@ def test_cli_data_list_info_show_verify(tmp_path):
     assert out.returncode == 0 and out.stdout.count(" ok ") == 4
 
 
+@pytest.mark.slow
 def test_cli_verify_reports_a_corrupt_copy_and_exits_nonzero(tmp_path):
     target = tmp_path / "mnist"
     target.mkdir()
@@ -77,6 +79,7 @@ def test_cli_verify_reports_a_corrupt_copy_and_exits_nonzero(tmp_path):
     assert "error" in out.stdout and "not a valid gzip file" in out.stdout and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_bench_data_writes_a_table_and_json(tmp_path):
     out = run_cli("bench", "data", "--quick", "--out", str(tmp_path / "bench"))
     assert out.returncode == 0, out.stderr
@@ -87,6 +90,7 @@ def test_bench_data_writes_a_table_and_json(tmp_path):
     assert all(r["median_s"] > 0 for r in result["rows"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unbuffered", ["", "1"])
 def test_a_closed_pipe_ends_quietly(unbuffered):
     """`mnistlab data info mnist | head -1`: the reader goes away; no BrokenPipeError traceback."""

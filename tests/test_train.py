@@ -64,6 +64,7 @@ def test_mlp_reaches_97_percent_on_real_mnist(tmp_path):
     assert s["evaluation"]["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     # augmentation, dropout and shuffling all draw random numbers: the seed must pin every one
     base = dict(model="mlp", model_args={"dropout": 0.3}, train_subset=3000, validation=500, epochs=2,
@@ -443,6 +444,7 @@ def test_ema_matches_torch_averaged_model_and_waits_for_nothing():
     assert not torch.allclose(first, next(iter(ours.module.parameters())))  # an average, not a copy
 
 
+@pytest.mark.slow
 def test_one_line_per_epoch_when_output_is_not_a_terminal(tmp_path):
     out = run_cli("train", "--recipe", "seed-mlp", "--dry-run", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr

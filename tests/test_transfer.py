@@ -89,6 +89,7 @@ def test_a_new_head_is_reported_and_frozen_features_stay_bit_identical(tmp_path,
     assert config["init_from"] == str(letters_source)  # the source is in the config and the summary
 
 
+@pytest.mark.slow
 def test_fine_tuning_moves_the_features_at_their_own_rate(tmp_path, letters_source):
     source = weights(letters_source)
     slow = run(tmp_path, "slow", labels_per_class=20, epochs=2, init_from=str(letters_source), lr_backbone=1e-6)
@@ -121,6 +122,7 @@ def test_a_checkpoint_of_another_architecture_names_the_mismatched_tensors(tmp_p
     assert "fast" in err.value.hint
 
 
+@pytest.mark.slow
 def test_bad_transfer_settings_get_clear_errors(tmp_path):
     source = run(tmp_path, "src", labels_per_class=5)
     for settings_, fragment in [({"freeze": "conv9"}, "'conv9' names no parameters of fast"),
@@ -157,9 +159,10 @@ def test_a_run_records_its_labelled_examples(tmp_path):
     assert s0["val_acc"] == again["val_acc"]  # same seed, same images, same numbers
 
 
+@pytest.mark.slow
 def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, capsys):
-    from mnistlab.analysis.report import report
-    from mnistlab.analysis.transfer_curve import transfer_curve
+    from mnistlab.reporting.report import report
+    from mnistlab.studies.transfer_curve import transfer_curve
 
     source = run(tmp_path, "src", labels_per_class=50)
     out = tmp_path / "curve"
@@ -186,7 +189,7 @@ def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, caps
 
 
 def test_a_budget_trains_in_equal_batches_for_about_the_same_steps():
-    from mnistlab.analysis.transfer_curve import schedule
+    from mnistlab.studies.transfer_curve import schedule
 
     assert schedule(10, 10, 96, 300) == (50, 150)  # not 96 + 4
     assert schedule(1, 10, 96, 300) == (10, 300)
@@ -207,6 +210,7 @@ def test_the_command_explains_bad_curve_arguments(tmp_path, capsys):
         assert fragment in err and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=512))
 def test_init_from_any_file_is_an_error_or_works(tmp_path, blob):
@@ -227,6 +231,7 @@ def test_contrastive_loss_finds_partners():
     assert abs(noise - torch.log(torch.tensor(127.0)).item()) < 0.5  # unrelated views: chance among 127
 
 
+@pytest.mark.slow
 def test_pretraining_without_labels_gives_features_that_init_from_loads(tmp_path):
     from mnistlab.training.pretrain import pretrain
 

@@ -1,22 +1,39 @@
 """mnistlab: load, train, evaluate, ensemble and serve models on the MNIST family of datasets.
 
     import mnistlab
-    ds = mnistlab.load("mnist")
+    ds = mnistlab.load("mnist")                                       # ds.train[:9] shows in a notebook
     (x_train, y_train), (x_test, y_test) = mnistlab.load_data("mnist")
-    results = mnistlab.predict(["my_digit.png"])      # the packaged default model
-    study = mnistlab.tune("fast", "fast", trials=40, workers=2)     # Optuna search; best.toml, study.html
-    result = mnistlab.attack("runs/seed-cnn-mnist-s0", x_test[:500], y_test[:500], method="pgd", eps=[0.1, 0.3])
+    run = mnistlab.train(recipe="seed-cnn", epochs=3)                 # a Run: run.test_acc, run.run_dir
+    ev = mnistlab.evaluate(run.run_dir)                               # ev.accuracy, ev.confusion_matrix
+    r = mnistlab.attack(run.run_dir, x_test[:500], y_test[:500], method="pgd", eps=[0.1, 0.3])
+    mnistlab.map(run.run_dir); mnistlab.report([run.run_dir])
+    results = mnistlab.predict(["my_digit.png"])                     # the packaged default model
+
+One function per CLI verb, of the verb's name (mnistlab.api); settings are the recipe keys.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .api import (
+                  attack,
+                  audit,
+                  ensemble,
+                  evaluate,
+                  export,
+                  inspect,
+                  map,
+                  predict,
+                  pretrain,
+                  report,
+                  serve,
+                  sota,
+                  train,
+                  transfer_curve,
+                  tune,
+)
+from .data import Dataset, Split, load, load_data, prepare
+from .data.registry import get_spec, list_datasets
+from .errors import MnistlabError
 
-from .analysis.attack import attack  # noqa: E402
-from .analysis.audit import audit  # noqa: E402
-from .data import Dataset, Split, load, load_data, prepare  # noqa: E402
-from .data.registry import get_spec, list_datasets  # noqa: E402
-from .errors import MnistlabError  # noqa: E402
-from .serving.predict import predict  # noqa: E402  (the function; the module is mnistlab.serving.predict)
-from .tuning import tune  # noqa: E402
-
-__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "get_spec", "list_datasets", "load",
-           "load_data", "predict", "prepare", "tune"]
+__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "ensemble", "evaluate", "export",
+           "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "predict", "prepare", "pretrain",
+           "report", "serve", "sota", "train", "transfer_curve", "tune"]

@@ -13,6 +13,14 @@ from .errors import MnistlabError
 MAX_NAME = 120  # characters (and at most 255 bytes in UTF-8, what file systems allow)
 
 
+def short(value: str) -> str:
+    """What a default run name takes of a model or dataset setting: a zoo name as it is, your own model
+    `path/to/nets.py:MyNet` as MyNet (an object's `@id` dropped), a folder's path as its last part."""
+    text = str(value).rsplit(":", 1)[-1].split("@", 1)[0] if ":" in str(value) else str(value)
+    text = Path(text.rstrip("/\\")).name or text
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:60] or "model"
+
+
 def check_name(value: str, what: str) -> str:
     """`value` if it can name one directory or file inside another; a clear error otherwise."""
     problem = None

@@ -87,6 +87,7 @@ class RunDir:
     INSPECT, INSPECT_FILE = "inspect", "inspect.json"
     MAPS, MAP_FILE = "maps", "map.json"
     TENSORBOARD = "tensorboard"
+    CODE = "code"  # copies of the user code the run used (model, optimizer, loss), to read and for trust_code
     ATTACK_PREFIX = "attack-"  # eval/attack-METHOD-NORM.json
 
     def __init__(self, path: str | os.PathLike):
@@ -108,6 +109,12 @@ class RunDir:
     inspect_dir = property(lambda self: self.path / self.INSPECT)
     maps_dir = property(lambda self: self.path / self.MAPS)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
+    code_dir = property(lambda self: self.path / self.CODE)
+
+    def code_file(self, role: str, path: str) -> Path:
+        """code/NAME.py: the copy of a source file the run used (`role`.py for code without a file)."""
+        name = Path(path).name if path.endswith(".py") else f"{role}.py"
+        return self.code_dir / name
 
     def eval_file(self, name: str) -> Path:
         """eval/NAME.json: an evaluation (test, val, test-tta) of the run."""
@@ -152,16 +159,6 @@ class RunDir:
         if not path.is_file():
             return None
         return schema.read_json(path, spec, hint=DAMAGED)
-
-    def read_config(self):
-        """The run's TrainConfig, checked like any other config."""
-        from .training.config import resolve
-
-        values = self.read_json(self.CONFIG)
-        if values is None:
-            raise MnistlabError(f"{self.path} is not a run directory (no {self.CONFIG})",
-                                hint="pass the directory `mnistlab train` printed, e.g. runs/seed-cnn-mnist-s0")
-        return resolve(None, values, source=str(self.config))
 
     def read_summary(self) -> dict | None:
         """summary.json, its fields checked (SUMMARY_SPEC); None before the run has finished."""
@@ -261,6 +258,13 @@ class RunDir:
     def write_json(self, name: str, value: dict) -> None:
         atomic.write_text(self.path / name, json.dumps(value, indent=2))
 
+    def write_code(self, records: dict[str, dict]) -> None:
+        """Copy each recorded source (one file once, however many roles it fills) into code/."""
+        for role, record in records.items():
+            if record["source"]:
+                self.code_dir.mkdir(exist_ok=True)
+                atomic.write_text(self.code_file(role, record["path"]), record["source"])
+
     def start_log(self, header: dict) -> None:
         atomic.write_text(self.log, json.dumps({"event": "start", **header}) + "\n")
 
@@ -280,7 +284,7 @@ class RunDir:
 
 def name_for(cfg) -> str:
     """A run's directory name: its own, or <recipe or model>-<dataset>-s<seed>."""
-    return cfg.name or f"{cfg.recipe or cfg.model}-{cfg.dataset}-s{cfg.seed}"
+    return cfg.name or f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-s{cfg.seed}"
 
 
 def new(cfg) -> RunDir:

@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from .. import atomic, schema
+from ..data import load
+from ..data.normalization import to_unit
 from ..errors import MnistlabError
+from ..models.default import DEFAULT_MODEL
+from ..models.features import features_and_probs
+from ..models.predictor import load_predictor
+from ..pictures import image_grid, save_png
+from ..training.config import resolve
+from ..training.train import fit
 
 SPLITS = ("train", "test", "all")
 AMBIGUOUS_P = 0.10  # a flagged image whose given label keeps this much probability reads as both
@@ -74,30 +82,15 @@ def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
 def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, penultimate features) of `model` on uint8 images."""
-    from ..models.heads import capture_features
-
-    feats: list = []  # the penultimate features Datalab compares
-    hook = capture_features(model, feats)
-    probs = []
-    try:
-        model.eval()
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch].float()
-            x = x[:, None] if x.dim() == 3 else x
-            probs.append(torch.softmax(model(norm.apply(x / 255)).float(), dim=1))
-    finally:
-        hook.remove()
-    return torch.cat(probs).numpy(), torch.cat(feats).float().numpy()
+    """(probabilities, penultimate features: what Datalab compares) of `model` on uint8 images."""
+    feats, probs = features_and_probs(model, images, norm, batch_size=batch)
+    return probs.numpy(), feats.numpy()
 
 
 def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides: dict | None = None,
                 cache: Path | None = None, quiet: bool = True) -> dict:
     """Out-of-fold probabilities and features for every image of `data` (see the module docstring)."""
-    from ..training.config import resolve
-    from ..training.train import fit
 
     labels = data.labels.numpy()
     key = {"dataset": ds.name, "dataset_hash": ds.content_hash, "n": len(labels), "splits": sorted(set(data.split)),
@@ -109,8 +102,10 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
     cfg = resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **(overrides or {})})
     probs = np.zeros((len(labels), ds.num_classes), dtype=np.float32)
     features, t0 = None, time.perf_counter()
+    trained_on = []  # which images each fold's model saw: never its own
     for k in range(folds):
         trained, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        trained_on.append(trained)
         model, norm = fit(cfg, ds, data.images[trained], data.labels[trained], quiet=quiet)
         p, f = score(model, norm, data.images[scored])
         probs[scored] = p
@@ -124,7 +119,7 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
         with atomic.replacing(cache / "oof.npz") as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, probs=probs, features=features, fold=fold)
         atomic.write_text(cache / "oof.json", json.dumps(meta, indent=2))
-    return {"probs": probs, "features": features, "fold": fold, **meta, "cached": False}
+    return {"probs": probs, "features": features, "fold": fold, **meta, "cached": False, "trained_on": trained_on}
 
 
 def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
@@ -221,7 +216,7 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, features: np.ndarray, cla
     lab.find_issues(knn_graph=knn_graph(torch.from_numpy(features)), issue_types={"outlier": {}})
     outliers = lab.get_issues("outlier")
     lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
-    lab.find_issues(knn_graph=knn_graph(data.images.reshape(len(labels), -1).float() / 255),
+    lab.find_issues(knn_graph=knn_graph(to_unit(data.images.reshape(len(labels), -1))),
                     issue_types={"near_duplicate": {}})
     near = lab.get_issues("near_duplicate")
     for i in np.flatnonzero(outliers["is_outlier_issue"].to_numpy()):
@@ -257,8 +252,6 @@ def clean_effect(ds, table, *, recipe: str, seeds: list[int], overrides: dict | 
     """Validation accuracy of `recipe` trained on the training split (less its stratified validation
     holdout, seed 0) as it is, without the flagged training images, and with them relabelled to the
     suggested label; the mean over `seeds`. The validation images keep their given labels."""
-    from ..training.config import resolve
-    from ..training.train import fit
 
     train = ds.train
     val_idx = train.validation_indices(validation, seed=0, stratified=True)
@@ -301,7 +294,6 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe
 
 def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, data_dir=None, quiet=True):
     """(table, out-of-fold scores, the pool of images, the dataset): `audit` and the command share it."""
-    from ..data import load
 
     if not isinstance(folds, int) or isinstance(folds, bool):
         raise MnistlabError(f"--folds {folds!r}: expected a whole number of folds, like 5")
@@ -318,8 +310,8 @@ def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, dat
 
 
 def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0, out=None,
-        clean_seeds: int = 0, top: int = 40, data_dir=None, quiet: bool = False) -> dict:
-    """`mnistlab audit`: the table as CSV and JSON, a gallery of the top label issues, counts per class,
+        clean_seeds: int = 0, top: int = 40, data_dir=None, quiet: bool = False) -> tuple[dict, object]:
+    """`mnistlab audit`: (its summary, the ranked issues table); the table as CSV and JSON, a gallery of the top label issues, counts per class,
     near-duplicate pairs, the default model's test errors that are label issues, and (clean_seeds > 0)
     the accuracy effect of cleaning."""
     for name, value, low in (("--top", top, 1), ("--clean-seeds", clean_seeds, 0)):
@@ -357,13 +349,11 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fas
         summary["gallery_test"] = str(picture) if picture else None
     atomic.write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     summary["out"] = str(out_dir)
-    return summary
+    return summary, table
 
 
 def _default_model_errors(ds, data: Pool, label_issues) -> dict | None:
     """How many of the packaged default model's test errors are images the audit flagged."""
-    from ..models.predictor import load_predictor
-    from ..serving.predict import DEFAULT_MODEL
 
     if "test" not in set(data.split):
         return None
@@ -399,7 +389,6 @@ def gallery(data: Pool, table, out, top: int = 40):
     """The first `top` label issues of `table` (or all its rows if it has no label-issue types): each
     image with its split (when both are audited) and index, given > suggested label; * marks an image
     the audit flagged, in a gallery of lowest self-confidence."""
-    from .plots import image_grid, save_png
 
     ranked_by_confidence = set(table["issue"]) <= {"flagged", "not flagged"}
     rows = table if ranked_by_confidence else table[table["issue"].isin(["mislabeled", "ambiguous"])]
@@ -435,3 +424,4 @@ def format_summary(s: dict) -> str:
         for name, v in c["variants"].items():
             lines.append(f"  {name:<20} {v['mean']:.2%} +- {v['std']:.2%}  ({v['training_images']} training images)")
     return "\n".join(lines)
+

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import MnistlabError
 from ..models import checkpoint
+from ..models.classical import ClassicalModel, gives_probabilities
 from ..models.predictor import (
     ENSEMBLE,
     Predictor,
@@ -23,6 +24,8 @@ from ..models.predictor import (
     load_predictor,
     resolve_checkpoint,
 )
+from .evaluate import evaluate
+from .splits import target_split
 
 
 def check_compatible(metas: list[dict], sources: list[str]) -> None:
@@ -54,7 +57,6 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
     models = [s.models[0] for s in singles]
     norms = [s.norms[0] for s in singles]
     if method == "mean":
-        from ..models.classical import ClassicalModel, gives_probabilities
 
         for p, m in zip(paths, models):
             if isinstance(m, ClassicalModel) and not gives_probabilities(m):
@@ -127,3 +129,23 @@ def save(predictor: Predictor, out: str | os.PathLike) -> Path:
     return checkpoint.save(out, tensors, meta)
 
 
+
+
+def ensemble(models: list[str | os.PathLike], *, method: str = "mean", select: bool = False, out: str | os.PathLike,
+             split: str = "test", data_dir=None) -> dict:
+    """`mnistlab ensemble`: members (chosen greedily on the validation split when `select`), combined by
+    `method`, saved as one file `out`, then evaluated on `split` beside each member.
+    {"saved", "members", "selection": [(path, val accuracy)], "evaluation"}."""
+    paths = [str(p) for p in models]
+    if not paths:
+        raise MnistlabError("ensemble needs at least one model")
+    selection = []
+    if select:
+        _, val = target_split(load_predictor(paths[0]), "val", None, data_dir)
+        chosen, trace = select_greedy(paths, val.images, val.labels, method)
+        selection = [(paths[i], acc) for i, acc in zip(chosen, trace)]
+        paths = [paths[i] for i in chosen]
+    saved = save(build(paths, method), out)
+    result = evaluate(saved, split=split, pictures=False, data_dir=data_dir)
+    return {"saved": str(saved), "method": method, "members": paths, "selection": selection, "evaluation": result,
+            "member_accuracy": result["member_accuracy"]}

@@ -19,11 +19,12 @@ import torch
 from sklearn import metrics as skm
 
 from .. import atomic
-from ..data import Holdout, load
-from ..errors import MnistlabError
 from ..models.inference import EVALUATION, torch_threads
 from ..models.predictor import Predictor, combine, load_predictor
 from ..rundir import RunDir
+from . import plots
+from .robust import format_robust, robust_figures
+from .splits import default_out_dir, target_split
 
 ECE_BINS = 15
 
@@ -85,7 +86,9 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     p_clipped = np.clip(p, 1e-12, 1)
     p_clipped = p_clipped / p_clipped.sum(1, keepdims=True)
     ece, bins = expected_calibration_error(probs, labels)
-    topk = {f"top{t}": float(skm.top_k_accuracy_score(y, p, k=t, labels=idx)) for t in (1, 2, 3, 5) if t < k}
+    # (two classes: top-1 is the accuracy, and scikit-learn's top-k takes no 2-column scores)
+    topk = {f"top{t}": float(skm.top_k_accuracy_score(y, p, k=t, labels=idx)) for t in (1, 2, 3, 5) if t < k} \
+        if k > 2 else {"top1": float((pred == y).mean())}
     correct = pred == y
     return {
         "n": int(len(y)),
@@ -102,36 +105,6 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
         "ece": ece,
         "reliability": bins,
     }
-
-
-def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
-    """(dataset, split) to evaluate `predictor` on: the test split, or exactly the validation examples
-    its run held out (by the holdout record saved with the model)."""
-    meta = predictor.meta
-    name = dataset or meta["dataset"]
-    ds = load(name, data_dir=data_dir)
-    in_shape = [ds.spec.channels, *ds.image_shape[-2:]]
-    if list(meta["in_shape"]) != in_shape or list(meta["classes"]) != list(ds.classes):
-        raise MnistlabError(
-            f"{meta['source']} was trained for {meta['dataset']} ({'x'.join(map(str, meta['in_shape']))}, "
-            f"{meta['num_classes']} classes); {name} is {'x'.join(map(str, in_shape))} with {ds.num_classes} classes",
-            hint="evaluate it on the dataset it was trained on (leave out --dataset)")
-    if split == "test":
-        return ds, ds.test
-    if split != "val":
-        raise MnistlabError(f"--split {split!r}: expected test or val")
-    if name != meta["dataset"]:
-        raise MnistlabError(f"--split val with --dataset {name}: the validation split belongs to {meta['dataset']}",
-                            hint="evaluate another dataset on its test split")
-    if not meta.get("holdout"):
-        raise MnistlabError(f"{meta['source']} records no validation split (trained without one, or by an older "
-                            "mnistlab)", hint="evaluate --split test")
-    return ds, ds.train.held_out(Holdout.from_dict(meta["holdout"]))[1]
-
-
-def default_out_dir(source: str | os.PathLike) -> Path:
-    source = Path(source)
-    return RunDir(source).eval_dir if source.is_dir() else source.with_name(source.stem + "-eval")
 
 
 def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | None = None, tta: bool = False,
@@ -162,8 +135,6 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     if isinstance(reported, int) and not tta and ds.content_hash == summary.get("dataset_hash"):
         result["run_reported"] = {"errors": reported, "same": reported == result["errors"],
                                   "run_evaluation": recorded or None}
-    from .attack import robust_figures
-
     robust = robust_figures(source) if split == "test" else []
     if robust:  # what the run's attacks found, next to the clean figure
         result["robust"] = robust
@@ -173,8 +144,6 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{split}{'-tta' if tta else ''}"
     if pictures:
-        from . import plots
-
         pics = {
             "confusion": plots.confusion_heatmap(result["confusion_matrix"], list(ds.classes),
                                                  out_dir / f"{name}-confusion.png",
@@ -226,8 +195,6 @@ def format_table(result: dict) -> str:
     if "member_accuracy" in result:
         lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))
     if result.get("robust"):
-        from .attack import format_robust
-
         lines += ["robust accuracy:", *("  " + line for line in format_robust(result["robust"]))]
     lines.append("")
     width = max([len("weighted")] + [len(c["class"]) for c in result["per_class"]])

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from .. import atomic
+from ..data import load
+from ..data.normalization import Normalization, to_unit
 from ..errors import MnistlabError
+from ..models.classical import ClassicalModel
+from ..models.features import features
+from ..models.predictor import load_model, resolve_checkpoint
+from ..pictures import pyplot, save_figure
 from ..rundir import RunDir
 
 MAX_IMAGES = 16
@@ -34,9 +40,6 @@ MAX_UNITS = 32
 
 def inspect_model(path: str, *, dataset: str | None = None, split: str = "test", images=(0, 1, 2, 3),
                   units: int = 8, top: int = 8, out: str | None = None, data_dir: str | None = None) -> dict:
-    from ..data import load
-    from ..data.normalization import Normalization
-    from ..models.predictor import load_model, resolve_checkpoint
     images = [int(i) for i in images]
     if not images or len(images) > MAX_IMAGES:
         raise MnistlabError(f"--images: expected 1 to {MAX_IMAGES} image positions, got {len(images)}")
@@ -45,7 +48,6 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     if split not in ("train", "test"):
         raise MnistlabError(f"--split {split!r}: expected train or test")
     model, meta = load_model(path)
-    from ..models.classical import ClassicalModel
 
     if isinstance(model, ClassicalModel):
         raise MnistlabError(f"{path} is a scikit-learn {model.name} model: it has no filters, feature maps or "
@@ -61,14 +63,14 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     if bad:
         raise MnistlabError(f"--images {bad[0]}: {ds.name}'s {split} split has images 0 to {len(data) - 1}")
     norm = Normalization.from_dict(meta["normalization"])
-    x_all = norm.apply(data.images.float().div(255).reshape(len(data), *meta["in_shape"]))
+    x_all = norm.apply(to_unit(data.images).reshape(len(data), *meta["in_shape"]))
     pictures = {"filters": str(draw_filters(model, meta["in_shape"], out_dir / "filters.png"))}
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     for i in images:
         if convs:
             pictures[f"featuremaps-{i}"] = str(draw_feature_maps(model, convs, x_all[i:i + 1], data.images[i],
                                                                  out_dir / f"featuremaps-{i}.png"))
-    feats = _penultimate_all(model, x_all)
+    feats = features(model, data.images.reshape(len(data), *meta["in_shape"]), norm)
     chosen = torch.argsort(feats.var(0), descending=True)[:units]
     tops = torch.argsort(feats[:, chosen], dim=0, descending=True)[:top].T  # (units, top)
     pictures["top-units"] = str(draw_top_units(data.images, chosen, tops, feats, out_dir / "top-units.png"))
@@ -90,27 +92,8 @@ def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
                         "to draw")
 
 
-def _penultimate_all(model, x, batch: int = 2000) -> torch.Tensor:
-    from ..models.heads import penultimate
-
-    with torch.no_grad():
-        return torch.cat([penultimate(model, x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
-def _plt():
-    from .plots import pyplot
-
-    return pyplot()
-
-
-def _save(fig, path: Path) -> Path:
-    from .plots import _save_figure
-
-    return _save_figure(_plt(), fig, path)
-
-
 def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     name, layer = _first_layer(model)
     w = layer.weight.detach().float()
     if isinstance(layer, nn.Linear):  # a template per unit over the input image
@@ -127,11 +110,11 @@ def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
             ax.imshow(w[k].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
     fig.suptitle(f"first layer ({name}: {type(layer).__name__}, {n} {'kernels' if isinstance(layer, nn.Conv2d) else 'units'})",
                  fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_feature_maps(model, convs, x, image_u8, path: Path, per_layer: int = 16) -> Path:
-    plt = _plt()
+    plt = pyplot()
     maps = {}
     hooks = [m.register_forward_hook(lambda mod, a, out, n=n: maps.__setitem__(n, out.detach()[0]))
              for n, m in convs]
@@ -153,11 +136,11 @@ def draw_feature_maps(model, convs, x, image_u8, path: Path, per_layer: int = 16
         for c in range(min(per_layer, fm.shape[0])):
             axes[r][c].imshow(fm[c].numpy(), cmap="viridis")
         axes[r][0].set_title(f"{n} ({fm.shape[0]}x{fm.shape[1]}x{fm.shape[2]})", fontsize=7, loc="left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_top_units(images_u8, units, tops, feats, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     n_units, k = tops.shape
     fig, axes = plt.subplots(n_units, k, figsize=(k * 0.8, n_units * 0.85), squeeze=False)
     for r in range(n_units):
@@ -168,7 +151,7 @@ def draw_top_units(images_u8, units, tops, feats, path: Path) -> Path:
             ax.imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
         axes[r][0].set_title(f"unit {int(units[r])}", fontsize=7, loc="left")
     fig.suptitle("penultimate units of highest variance: the images that excite each most", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def saliency(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +164,7 @@ def saliency(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def draw_saliency(model, x, images_u8, labels, classes, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     grad, pred = saliency(model, x)
     n = len(x)
     fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.7), squeeze=False)
@@ -193,7 +176,7 @@ def draw_saliency(model, x, images_u8, labels, classes, path: Path) -> Path:
         for ax in (axes[0][i], axes[1][i]):
             ax.axis("off")
     fig.suptitle("saliency: |gradient of the predicted logit| per pixel (label>prediction)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pictures_of(run_path) -> dict | None:

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from .. import atomic, pages
+from ..data import load
+from ..data.normalization import to_unit
 from ..errors import MnistlabError
+from ..models.classical import ClassicalModel
+from ..models.features import features as features_of
+from ..models.predictor import load_predictor, resolve_checkpoint
+from ..pictures import pyplot, save_figure
 from ..rundir import RunDir
 
 METHODS = ("umap", "tsne")
@@ -65,7 +71,6 @@ def embed(features: np.ndarray, method: str, seed: int, *, verbose: bool = False
     if method == "umap":
         _need("umap")
         import umap
-
         from sklearn.neighbors import NearestNeighbors
 
         settings.update({"n_neighbors": min(15, len(features) - 1), "min_dist": 0.1, "metric": "euclidean"})
@@ -112,9 +117,6 @@ def separation(coords: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
 
 def learned_features(predictor, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The penultimate features (what the classifier reads) of a single network for uint8 images."""
-    from ..data.normalization import to_unit
-    from ..models.classical import ClassicalModel
-    from ..models.heads import penultimate
 
     if len(predictor.models) != 1:
         raise MnistlabError(f"{predictor.meta['source']} is an ensemble of {len(predictor.models)} models, each with "
@@ -123,19 +125,13 @@ def learned_features(predictor, images_u8: torch.Tensor, batch_size: int = 1000)
     if isinstance(model, ClassicalModel):
         raise MnistlabError(f"{predictor.meta['source']} is a {model.name} model: it has no learned features",
                             hint="use --features pixels (its predictions still mark the mistakes)")
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images_u8), batch_size):
-            out.append(penultimate(model, norm.apply(to_unit(images_u8[start:start + batch_size]))).float())
-    return torch.cat(out)
+    return features_of(model, images_u8, norm, batch_size=batch_size)
 
 
 def build_map(source: str | None = None, *, dataset: str | None = None, method: str = "umap",
               features: str | None = None, split: str = "test", n: int | None = None, seed: int = 0,
               out: str | None = None, data_dir: str | None = None, quiet: bool = False) -> dict:
     """Embed a split (or `n` images of it drawn with `seed`) in 2-D and write the map's files."""
-    from ..data import load
-    from ..models.predictor import load_predictor, resolve_checkpoint
     if method not in METHODS:
         raise MnistlabError(f"--method {method!r}: expected {' | '.join(METHODS)}")
     features = features or ("penultimate" if source else "pixels")
@@ -171,12 +167,12 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
     if features == "penultimate":
         x = learned_features(predictor, images).numpy()
     else:
-        x = images.reshape(len(images), -1).float().div(255).numpy()
+        x = to_unit(images.reshape(len(images), -1)).numpy()
     features_s = time.perf_counter() - t0
     say(f"{features} features of {len(index):,} {ds.name} {split} images: {x.shape[1]} dimensions, {features_s:.1f}s; "
         f"embedding with {method} (seed {seed})...")
     t1 = time.perf_counter()
-    coords, settings = embed(x, method, seed, verbose=not quiet)
+    coords, settings = embed(x, method, seed)  # their own verbose output dumps whole arrays: we print a line
     embed_s = time.perf_counter() - t1
     y = labels.numpy()
     sep = separation(coords, y)
@@ -240,7 +236,6 @@ def palette(k: int) -> list[str]:
 
 def draw_map(coords: np.ndarray, labels: np.ndarray, preds: np.ndarray | None, classes: list[str], title: str,
              out: Path) -> Path:
-    from .plots import _save_figure, pyplot
 
     plt = pyplot()
     colours = np.array(palette(len(classes)))
@@ -261,7 +256,7 @@ def draw_map(coords: np.ndarray, labels: np.ndarray, preds: np.ndarray | None, c
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    return _save_figure(plt, fig, out)
+    return save_figure(fig, out)
 
 
 def atlas_png(images: torch.Tensor) -> tuple[bytes, int]:

@@ -14,7 +14,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import suite
+from .. import data
+from ..attacks import attack
+from ..models.default import DEFAULT_MODEL
+from ..models.predictor import load_predictor
+from .registry import suite
 
 
 def _reference(model, norm, x, y, steps: int, batch: int) -> float:
@@ -31,11 +35,6 @@ def _reference(model, norm, x, y, steps: int, batch: int) -> float:
 
 @suite
 def bench_attack(quick: bool = False) -> list[dict]:
-    from .. import data
-    from ..analysis.attack import attack
-    from ..models.predictor import load_predictor
-    from ..serving.predict import DEFAULT_MODEL
-
     test = data.load("mnist").test
     n = 1000 if quick else 10_000
     images, labels = test.images[:n], test.labels[:n].long()

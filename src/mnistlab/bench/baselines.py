@@ -19,7 +19,11 @@ import statistics
 import tempfile
 import time
 
-from . import suite
+from ..data import load
+from ..models.predictor import load_predictor
+from ..training.config import resolve
+from ..training.train import train
+from .registry import suite
 
 # name, model, settings, seeds, anchor test accuracy (%) and its source
 ROWS = [
@@ -48,10 +52,6 @@ def _mean(values):
 def bench_baselines(quick: bool = False) -> list[dict]:
     import torch
 
-    from ..data import load
-    from ..models.predictor import load_predictor
-    from ..training.config import resolve
-    from ..training.train import train
 
     test = load("mnist").test
     rows = []

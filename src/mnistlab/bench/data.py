@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import suite, timeit
+from .. import data
+from ..data import paths
+from .registry import suite, timeit
 
 
 @suite
 def bench_data(quick: bool = False) -> list[dict]:
     """Loading the bundled MNIST into tensors: cold (gunzip + verify), warm (verified decoded cache),
     against the reference every tutorial writes (gzip.open + np.frombuffer, no verification)."""
-    from .. import data
-    from ..data import paths
 
     repeat = 3 if quick else 7
     spec_dir = paths.BUNDLED_DIR / "mnist"

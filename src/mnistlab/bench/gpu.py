@@ -31,7 +31,9 @@ from pathlib import Path
 
 import torch
 
-from . import suite
+from ..models.checkpoint import load as load_checkpoint
+from ..rundir import RunDir
+from .registry import suite
 from .speed import _train_timed
 
 AGREE_POINTS = 0.2  # percentage points of test accuracy: well above the seed-to-seed std of fast-gpu
@@ -67,8 +69,6 @@ def _train_command(out: Path, name: str, settings: dict) -> list[str]:
 def kill_and_resume(settings: dict, *, timeout: float = 600) -> dict:
     """Train `settings` (TrainConfig keys, at least 2 epochs) whole in one process, and in another
     killed after its first checkpoint and resumed in a third; compare their final state bit for bit."""
-    from ..models.checkpoint import load as load_checkpoint
-    from ..rundir import RunDir
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with tempfile.TemporaryDirectory() as tmp:

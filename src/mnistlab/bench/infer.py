@@ -7,16 +7,17 @@ from pathlib import Path
 
 import torch
 
-from . import suite, timeit
+from .. import data
+from ..models.default import DEFAULT_MODEL
+from ..models.predictor import load_predictor
+from ..serving.export import export
+from .registry import suite, timeit
 
 
 @suite
 def bench_infer(quick: bool = False) -> list[dict]:
     """Predictions per second of the default model on real MNIST test images, batch 1 and batch 1024,
     in PyTorch (the reference) and ONNX Runtime, on this machine's CPU cores."""
-    from .. import data
-    from ..models.predictor import load_predictor
-    from ..serving.predict import DEFAULT_MODEL
 
     images = data.load("mnist").test.images
     predictor = load_predictor(DEFAULT_MODEL)
@@ -31,7 +32,6 @@ def bench_infer(quick: bool = False) -> list[dict]:
     try:
         import onnxruntime as ort
 
-        from ..serving.export import export
     except ImportError:
         return rows
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import suite
+from ..models.default import DEFAULT_MODEL
+from .registry import suite
 
 
 @suite
 def bench_maps(quick: bool = False) -> list[dict]:
-    from ..serving.predict import DEFAULT_MODEL
-
     n = 2000 if quick else 10000
     rows, ref = [], None
     with tempfile.TemporaryDirectory(prefix="mnistlab-bench-maps-") as tmp:

@@ -21,7 +21,7 @@ import statistics as st
 
 from .. import machine
 from ..precision import choose
-from . import device, suite
+from .registry import device, suite
 from .speed import _train_timed
 
 # recipe -> epochs trained per run here (None: the recipe's own)

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data import load_data
+
 
 def plain_script(seed: int = 0, epochs: int = 1) -> dict:
     """Train and test the plain PyTorch script's CNN; wall time and test accuracy."""
-    from .. import load_data
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -92,7 +93,6 @@ def keras_python() -> str | None:
 def keras_tutorial(seed: int = 0, epochs: int = 10) -> dict | None:
     """The Keras tutorial CNN trained by TensorFlow in a child process; None when none is installed.
     The wall time counts from the child's start (TensorFlow's import included, as a user's script)."""
-    from .. import load_data
 
     python = keras_python()
     if python is None:

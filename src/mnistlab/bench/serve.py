@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import suite
+from .loadgen import constant_rate, http_request
+from .registry import suite
 
 RATES = (100, 250, 500, 750, 1000, 1250, 1500, 2000)  # requests/s offered, open loop
 P99_GOAL_MS = 20.0  # a rate is sustained when every request is answered 200 and p99 is within this
@@ -28,7 +29,6 @@ def bench_serve(quick: bool = False) -> list[dict]:
     (what one person drawing sees)."""
     import os
 
-    from .loadgen import constant_rate, http_request
 
     body = _drawing()
     workers = max(1, min(os.cpu_count() or 1, 4))

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from . import suite
+from ..studies.sota import Plan, run_study
+from .registry import suite
 
 
 @suite
 def bench_sota(quick: bool = False, out_dir: str = "bench-results") -> list[dict]:
-    from ..sota import Plan, run_study
-
     full = torch.cuda.is_available() and not quick
     plan = Plan() if full else Plan(seeds=[0, 1], overrides={"epochs": "1", "train_subset": "1200"})
     name = "sota-study" if full else "sota-study-smoke"

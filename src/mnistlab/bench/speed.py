@@ -8,7 +8,12 @@ import time
 
 import torch
 
-from . import device, suite, sync
+from .. import machine
+from ..models import create_model
+from ..training.config import resolve
+from ..training.train import train
+from .references import keras_tutorial, plain_script
+from .registry import device, suite, sync
 
 
 def fast_recipe() -> str:
@@ -18,8 +23,6 @@ def fast_recipe() -> str:
 
 def _train_timed(recipe: str, seed: int, **overrides) -> dict:
     """Wall time of a whole `mnistlab train` (data load, model creation, training, the test pass)."""
-    from ..training.config import resolve
-    from ..training.train import train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = resolve(recipe, {"seed": seed, "out": out, "progress": False, "device": device(), **overrides})
@@ -37,7 +40,6 @@ def epoch_flops(model_name: str, n_images: int = 60000, **model_args) -> float:
     """FLOPs of one training epoch (forward + backward) of a model on 1x28x28 images, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..models import create_model
 
     model = create_model(model_name, (1, 28, 28), 10, **model_args)
     x = torch.randn(64, 1, 28, 28)
@@ -50,7 +52,6 @@ def peak_fp32_gflops() -> dict:
     """An estimate of the CPU's fp32 peak: threads x clock x FLOP per cycle (2 FMA units x SIMD lanes
     x 2), lanes from the instruction set (AVX-512: 16, AVX2: 8, else 4). The floor any run measures
     against; real clocks and FMA units vary, so it is an estimate, and says how it was made."""
-    from .. import machine
 
     info = machine.describe()
     features = info["cpu_features"]
@@ -71,7 +72,6 @@ def bench_speed(quick: bool = False) -> list[dict]:
     `seed-cnn` through the same engine, and the Keras tutorial itself when TensorFlow is installed.
     Every row says the precision the run chose and why; the recipes are fixed in advance, and the
     test set is evaluated once per run, at its end, and decides nothing."""
-    from .references import keras_tutorial, plain_script
 
     recipe = fast_recipe()
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
@@ -103,7 +103,6 @@ def bench_speed(quick: bool = False) -> list[dict]:
     base = rows[0]["wall_s_mean"]
     for row in rows:
         row["time_ratio_to_fast"] = row["wall_s_mean"] / base
-    from ..training.config import resolve
 
     cfg = resolve(recipe)
     flops = epoch_flops(cfg.model, **cfg.model_args) * cfg.epochs * (1 if cfg.validation == 0 else 55 / 60)

@@ -16,14 +16,14 @@ import os
 import tempfile
 import time
 
-from . import suite
+from ..studies.tuning.study import tune
+from .registry import suite
 
 
 @suite
 def bench_tune(quick: bool = False) -> list[dict]:
     import optuna
 
-    from ..tuning.study import tune
 
     cores = os.cpu_count() or 1
     trials = 4 if quick else 8

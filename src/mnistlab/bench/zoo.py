@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from . import device, suite, sync
+from ..models import count_parameters, create_model, list_models
+from .registry import device, suite, sync
 from .speed import epoch_flops
 
 
@@ -14,7 +15,6 @@ from .speed import epoch_flops
 def bench_zoo(quick: bool = False) -> list[dict]:
     """Training throughput (images/s, batch 128, forward+backward+Adam step, fp32 NCHW for every model
     alike, whatever precision their recipes choose) and memory of every model."""
-    from ..models import count_parameters, create_model, list_models
 
     dev = torch.device(device())
     steps = 3 if quick else 10

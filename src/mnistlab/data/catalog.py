@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MnistlabError
+from ..pictures import image_grid, save_png
 from . import files
 from .dataset import load
 from .registry import get_spec
@@ -97,8 +98,6 @@ def verify(name: str, data_dir=None) -> list[dict]:
 def show(name: str, *, out: str | os.PathLike, split: str = "train", count: int = 25, start: int = 0,
          random: bool = False, seed: int = 0, scale: int = 3, data_dir=None, download: bool = False) -> Path:
     """Write a labelled grid of `count` images of a split to the PNG file `out`."""
-    from ..analysis.plots import image_grid, save_png
-
     if count < 1 or count > 1024:
         raise MnistlabError(f"--count {count}: expected 1 to 1024 images")
     if not 1 <= scale <= 16:

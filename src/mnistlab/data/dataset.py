@@ -6,6 +6,12 @@
     (x_train, y_train), (x_test, y_test) = mnistlab.load_data("mnist")   # numpy, like Keras
     train, val = ds.train.split(validation=5000, seed=0, stratified=True)
     x, y = train.prepare(normalize="standardize", layout="nchw", device="cpu")
+    mine = mnistlab.Dataset.from_arrays(x_train, y_train, x_test, y_test, classes=[...])  # your own
+    mnistlab.load("path/to/folder")                # root/train/<class>/*.png, root/test/<class>/*.png
+
+A dataset of one's own is usable by every verb by its name: from arrays, the name given (or
+`arrays-HASH`), known to this process; from a folder, its path, read again (and its content hash
+compared) by any process.
 
 Files are looked for where `mnistlab.data.paths` says and read and verified by
 `mnistlab.data.files`, decoded by `mnistlab.data.formats`, and downloaded by
@@ -24,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic
+from .. import atomic, pictures
 from ..errors import MnistlabError
-from . import files, formats, paths
+from . import files, formats, own, paths
 from .fetch import fetch
 from .files import FileRecord, Located
 from .normalization import pixel_stats, prepare
-from .registry import DatasetSpec, get_spec
+from .registry import DatasetSpec, SplitSpec, get_spec
 
 VERIFIED = ("sha256", "md5", "archive md5")  # FileRecord.verified values that checked something
 
@@ -77,6 +83,12 @@ class Split:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def _repr_html_(self) -> str:
+        """The first nine images with their labels, as the Keras and PyTorch tutorials plot them."""
+        n = min(9, len(self))
+        captions = [self.classes[int(y)] for y in self.labels[:n]]
+        return pictures.grid_html(self.images[:n].numpy(), captions, repr(self))
 
     def __repr__(self) -> str:
         return (f"Split({self.dataset.name}:{self.name}, n={len(self)}, images={tuple(self.images.shape)} "
@@ -252,6 +264,33 @@ class Dataset:
         joined = "\n".join(f"{r.name} {r.sha256}" for r in sorted(self.sources, key=lambda r: r.name))
         return files.sha256(joined.encode())
 
+    @classmethod
+    def from_arrays(cls, x_train, y_train, x_test, y_test, *, classes=None, name: str | None = None) -> Dataset:
+        """A dataset of one's own from arrays (uint8 or floats in [0,1]; NHW, NHWC or NCHW; integer labels),
+        checked with errors that name the argument. Known by `name` (default `arrays-HASH`) to every
+        verb in this process: `mnistlab.train(dataset=ds)` or `dataset=ds.name`."""
+        splits = {"train": own.from_arrays(x_train, y_train, "x_train", "y_train"),
+                  "test": own.from_arrays(x_test, y_test, "x_test", "y_test")}
+        if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+            raise MnistlabError(f"x_test: images of shape {list(splits['test'][0].shape[1:])}, but x_train's are "
+                                f"{list(splits['train'][0].shape[1:])}")
+        names = own.check_classes(classes, [y for _, y in splits.values()], "from_arrays")
+        hashes = {k: own.content_hash(*v) for k, v in splits.items()}
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 100 or "/" in name):
+            raise MnistlabError(f"name {name!r}: expected a short name without '/'")
+        ds = _own_dataset(name or f"arrays-{hashes['train'][:10]}", splits, names, hashes, "arrays", "memory")
+        OWN[ds.name] = ds
+        return ds
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike) -> Dataset:
+        """A dataset from a folder of images in class subfolders (train/<class>/*, test/<class>/*), named
+        by the folder's absolute path: any process can read it again."""
+        root = Path(root).expanduser().resolve()
+        splits, classes = own.read_folder(root)
+        hashes = {k: own.content_hash(*v) for k, v in splits.items()}
+        return _own_dataset(str(root), splits, classes, hashes, "folder", str(root))
+
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
             raise MnistlabError(f"split {name!r}: expected 'train' or 'test'")
@@ -341,13 +380,46 @@ def _missing_error(spec: DatasetSpec, missing: Sequence[str], data_dir) -> Mnist
     )
 
 
+OWN: dict[str, Dataset] = {}  # datasets made from arrays in this process, by name
+
+
+def _own_dataset(name: str, splits: dict, classes: tuple[str, ...], hashes: dict, origin: str,
+                 location: str) -> Dataset:
+    images = splits["train"][0]
+    spec = DatasetSpec(name=name, title=name, description=f"your own data ({origin})",
+                       image_shape=tuple(images.shape[1:]), classes=classes,
+                       splits={k: SplitSpec(len(v[1]), ()) for k, v in splits.items()}, files={}, mirrors=(),
+                       format=origin)
+    records = [FileRecord(f"{k}-images-and-labels", location, origin, hashes[k], "content") for k in splits]
+    ds = Dataset(spec=spec, sources=records)
+    for split_name, (x, y) in splits.items():
+        if int(y.max()) >= len(classes):
+            raise MnistlabError(f"{location}: {split_name} label {int(y.max())} with {len(classes)} classes")
+        setattr(ds, split_name, Split(torch.from_numpy(x), torch.from_numpy(y), name=split_name, dataset=ds))
+    return ds
+
+
 def load(name: str = "mnist", *, data_dir: str | os.PathLike | None = None, download: bool = True,
          verify: bool = True, progress: bool | None = None) -> Dataset:
     """Load a dataset's train and test splits as uint8 tensors (images) and int64 tensors (labels).
 
     Looks for the files in `data_dir` (or $MNISTLAB_DATA_DIR), the user cache, the system dataset
-    directories and the package's bundled copy; downloads what is missing if `download`.
+    directories and the package's bundled copy; downloads what is missing if `download`. A folder's
+    path loads the folder (`Dataset.from_folder`); a name made by `Dataset.from_arrays` its arrays.
     """
+    if isinstance(name, Dataset):
+        OWN.setdefault(name.name, name)
+        return name
+    if name in OWN:
+        return OWN[name]
+    if isinstance(name, (str, os.PathLike)) and ("/" in str(name) or os.sep in str(name)):
+        if not Path(name).expanduser().is_dir():
+            raise MnistlabError(f"dataset {str(name)!r}: no such folder",
+                                hint="an image folder holds train/<class>/*.png and test/<class>/*.png")
+        return Dataset.from_folder(name)
+    if str(name).startswith("arrays-"):
+        raise MnistlabError(f"dataset {name!r} was made from arrays in another Python session",
+                            hint="make it again with mnistlab.Dataset.from_arrays(...) and pass it as dataset=")
     spec = get_spec(name)
     contents, located, records = _read_split_files(spec, ["train", "test"], data_dir, verify, download, progress)
     sources = {name: str(loc) for name, loc in located.items()}

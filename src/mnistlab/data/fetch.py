@@ -22,7 +22,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import __version__, atomic
+from .. import atomic
+from .._version import __version__
 from ..errors import MnistlabError
 from ..progress import bar as progress_bar
 from ..progress import on_terminal

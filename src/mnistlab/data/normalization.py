@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import MnistlabError
+from .preparation import STEPS, apply
 
 MODES = ("standardize", "scale", "none")
 LAYOUTS = ("nchw", "flat", "nhw", "nhwc")
@@ -35,7 +36,6 @@ class Normalization:
     def __post_init__(self):
         if self.mode not in MODES:
             raise MnistlabError(f"normalize={self.mode!r}: expected {' | '.join(MODES)}")
-        from .preparation import STEPS
 
         if any(step not in STEPS for step in self.prepare) or len(set(self.prepare)) != len(self.prepare):
             raise MnistlabError(f"prepare {list(self.prepare)}: expected distinct steps from {', '.join(STEPS)}")
@@ -53,7 +53,6 @@ class Normalization:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """float images in [0,1] (N,C,H,W) -> the model's input (prepared, then scaled)."""
         if self.prepare:
-            from .preparation import apply
 
             x = apply(x, self.prepare)
         if self.mode == "none":

@@ -24,8 +24,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import atomic, schema
+from .. import atomic, schema, user_code
+from ..data.normalization import Normalization
 from ..errors import MnistlabError
+from . import MODELS, create_model
+from .classical import CLASSICAL, ClassicalModel, is_classical, tensors_of
+from .classical import build as build_classical
+from .registry import is_known
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
@@ -123,15 +128,20 @@ def _json_scalar_or_list(value) -> bool:
 
 def validate_model(meta: dict, source: str, where: str = "") -> dict:
     """Check one model's description (what every single-model checkpoint and ensemble member holds)."""
-    from ..data.normalization import Normalization
-    from . import MODELS
 
     if not isinstance(meta, dict):
         raise _bad(source, where.rstrip("."), "an object")
-    from .classical import CLASSICAL
 
-    if _str(meta, "model", source, where) not in MODELS and meta["model"] not in CLASSICAL:
-        raise _bad(source, where + "model", f"one of {', '.join([*MODELS, *CLASSICAL])}", meta["model"])
+    if not is_known(_str(meta, "model", source, where)) and meta["model"] not in CLASSICAL:
+        raise _bad(source, where + "model", f"one of {', '.join([*MODELS, *CLASSICAL])} or file.py:Name",
+                   meta["model"])
+    code = meta.get("code", {})
+    if not isinstance(code, dict) or set(code) - {"model", "optimizer", "loss"}:
+        raise _bad(source, where + "code", 'an object with "model", "optimizer" or "loss" records', None)
+    for role, record in code.items():
+        user_code.check_record(record, source, role)
+    if user_code.is_reference(meta["model"]) and code.get("model", {}).get("ref") != meta["model"]:
+        raise _bad(source, where + "code", f"the record of the model's code ({meta['model']})", None)
     args = meta.get("model_args", {})
     if not isinstance(args, dict) or not all(isinstance(k, str) and _json_scalar_or_list(v) for k, v in args.items()):
         raise _bad(source, where + "model_args", "an object of option names to numbers, strings or lists", args)
@@ -227,19 +237,17 @@ def model_prefix(meta: dict, names, member: int | None = None) -> str:
 def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> torch.nn.Module:
     """The model `desc` describes, with the weights under `prefix`, in eval mode; every tensor's shape
     and dtype compared with a skeleton built on the meta device before anything real is allocated."""
-    from . import create_model
-    from .classical import build as build_classical
-    from .classical import is_classical
 
     if is_classical(desc["model"]):  # a fitted classical model's arrays, checked in classical_format
         return build_classical(desc, tensors, prefix, source)
     args = (desc["model"], desc["in_shape"], desc["num_classes"])
+    recorded = {"recorded": desc["code"]["model"], "source": source} if "model" in desc.get("code", {}) else {}
     with torch.device("meta"):
-        skeleton = create_model(*args, **desc.get("model_args", {}))
+        skeleton = create_model(*args, **recorded, **desc.get("model_args", {}))
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_state(skeleton.state_dict(), {k: (str(v.dtype), tuple(v.shape)) for k, v in state.items()},
                 f"{source} ({desc['model']})")
-    model = create_model(*args, **desc.get("model_args", {}))
+    model = create_model(*args, **recorded, **desc.get("model_args", {}))
     model.load_state_dict(state)
     return model.eval()
 
@@ -268,7 +276,6 @@ def _dtype_name(dtype) -> str:
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What a checkpoint stores of a model: its state_dict, or a classical model's arrays."""
-    from .classical import ClassicalModel, tensors_of
 
     return tensors_of(model) if isinstance(model, ClassicalModel) else model.state_dict()
 

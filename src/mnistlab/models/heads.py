@@ -7,7 +7,8 @@
 
 The head is what depends on the number of classes. A model registered with `head=` names its head
 modules; otherwise they are found by building the model for two class counts and comparing the
-shapes of every parameter and buffer (the head's differ; the features' cannot). Transfer learning
+shapes of every parameter and buffer (the head's differ; the features' cannot). A model of one's own
+that does not take `num_classes` has its last module with weights of its own as its head. Transfer learning
 (`training/transfer.py`) replaces or keeps the head and freezes the rest; maps and probes read the
 penultimate features.
 """
@@ -19,19 +20,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import MODELS
+from .registry import ModelEntry, model_entry
 
 
-def head_modules(name: str, in_shape: Sequence[int] = (1, 28, 28), model_args: dict | None = None) -> tuple[str, ...]:
+def head_modules(name: str, in_shape: Sequence[int] = (1, 28, 28), model_args: dict | None = None,
+                 entry: ModelEntry | None = None) -> tuple[str, ...]:
     """The names (as in `named_modules`) of model `name`'s classifier head, in forward order."""
-    entry = MODELS[name]
+    entry = entry or model_entry(name)
     if entry.head is not None:
         return tuple(entry.head)
-    shapes = []
+    shapes, in_shape = [], tuple(int(s) for s in in_shape)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         for classes in (10, 11):
-            model = entry.build(in_shape=tuple(int(s) for s in in_shape), num_classes=classes, **(model_args or {}))
+            model = entry.build(in_shape=in_shape, num_classes=classes, **(model_args or {}))
             shapes.append({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if entry.user is not None and shapes[0] == shapes[1]:  # a fixed class count: its last weighted module
+        owners = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+        if owners:
+            return (owners[-1],)
     differ = [k for k in shapes[0] if shapes[0][k] != shapes[1].get(k)]
     modules = []
     for key in differ:
@@ -50,7 +56,8 @@ def is_head_key(key: str, heads: Sequence[str]) -> bool:
 
 def heads_of(model: nn.Module) -> tuple[str, ...]:
     """The head modules of a model `create_model` built (it records the name, input shape and options)."""
-    return head_modules(model.mnistlab_name, model.mnistlab_in_shape, model.mnistlab_args)
+    return head_modules(model.mnistlab_name, model.mnistlab_in_shape, model.mnistlab_args,
+                        getattr(model, "mnistlab_entry", None))
 
 
 def capture_features(model: nn.Module, store: list, heads: Sequence[str] | None = None):

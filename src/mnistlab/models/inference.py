@@ -80,3 +80,8 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cross_entropy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cross-entropy of probabilities (clipped at 1e-12, as evaluate's log loss is)."""
+    return float(-torch.log(probs.float().clamp_min(1e-12)).gather(1, labels.view(-1, 1).to(probs.device)).mean())

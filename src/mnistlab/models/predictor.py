@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
+from ..rundir import RunDir
 from . import checkpoint
 from .inference import batched_logits
 
@@ -92,9 +93,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run directory means its best.safetensors; a file is taken as it is."""
     path = Path(path)
     if path.is_dir():
-        best = path / "best.safetensors"
+        best = path / RunDir.BEST
         if not best.is_file():
-            raise MnistlabError(f"run directory {path} has no best.safetensors",
+            raise MnistlabError(f"run directory {path} has no {RunDir.BEST}",
                                 hint="the run has not finished an epoch: train (or resume) it first")
         return best
     if not path.exists():
@@ -140,7 +141,7 @@ def describe(meta: dict, source: str) -> dict:
         out.update({k: meta["members"][0][k] for k in ("dataset", "classes", "num_classes", "in_shape")})
         holdouts = [m.get("holdout") for m in meta["members"]]
         out["holdout"] = holdouts[0] if all(h == holdouts[0] for h in holdouts) else None  # else no shared val
-    out["name"] = meta.get("name") or (file.parent.name if file.name in ("best.safetensors", "last.safetensors")
+    out["name"] = meta.get("name") or (file.parent.name if file.name in (RunDir.BEST, RunDir.LAST)
                                        else file.stem)
     out["model"] = meta.get("model", ENSEMBLE)
     out["source"] = source

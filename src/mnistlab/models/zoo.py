@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 
 def _flat_size(features: nn.Module, in_shape: tuple[int, ...]) -> int:

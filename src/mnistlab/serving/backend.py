@@ -14,8 +14,11 @@ import io
 import logging
 import warnings
 
-import numpy as np
 import torch
+
+from ..data.normalization import to_unit
+from ..models.classical import classical_members
+from .export import Exported
 
 logger = logging.getLogger("uvicorn.error.mnistlab")
 AGREEMENT = 1e-4  # largest difference in probability allowed between the exported graph and PyTorch
@@ -35,7 +38,7 @@ class OnnxPredictor:
         return self.torch_predictor.classes
 
     def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-        x = images_u8.numpy().astype(np.float32) / 255
+        x = to_unit(images_u8).numpy()
         if x.ndim == 3:
             x = x[:, None]
         return torch.from_numpy(self.session.run(None, {"images": x})[0])
@@ -43,7 +46,6 @@ class OnnxPredictor:
 
 def accelerate(predictor):
     """`predictor` on ONNX Runtime where that is installed and agrees with PyTorch; else itself."""
-    from ..models.classical import classical_members
 
     if predictor.method == "vote" or classical_members(predictor):
         return predictor  # a vote has no probabilities to export; scikit-learn models have no ONNX graph here
@@ -74,8 +76,6 @@ def _one_thread(ort):
 
 
 def _export(predictor) -> bytes:
-    from .export import Exported
-
     wrapper = Exported(predictor).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: it is still the fast one

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import atomic
 from ..errors import MnistlabError
+from ..models.classical import refuse_classical
 from ..models.inference import NormalizedModel
 from ..models.predictor import load_predictor
 
@@ -40,7 +41,6 @@ def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.Path
     if format != "onnx":
         raise MnistlabError(f"--format {format!r}: expected onnx")
     predictor = load_predictor(model)
-    from ..models.classical import refuse_classical
 
     refuse_classical(predictor, "ONNX export", "serve it with PyTorch (mnistlab serve --model RUN), or export a network")
     if predictor.method == "vote":

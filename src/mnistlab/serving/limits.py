@@ -3,13 +3,10 @@ server, one `mnistlab serve` flag each. No web imports here, so the CLI can read
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 
+from ..data.images import MAX_DECODES, MAX_PIXELS
 from ..errors import MnistlabError
-
-MAX_PIXELS = 25_000_000  # header-declared pixels of an image; a 24-megapixel phone photo fits
-MAX_DECODES = max(1, min(4, os.cpu_count() or 1))  # images decoded at once in one process
 
 
 def _limit(default, help: str):

@@ -35,13 +35,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .. import atomic
+from ..data.images import open_image, standardize, to_pixels
 from ..errors import MnistlabError
-from .images import open_image, standardize, to_pixels
+from ..models.default import DEFAULT_MODEL
+from ..models.predictor import load_predictor
 
 NOT_DIGIT_THRESHOLD = 0.5
 MAX_SPECKS = 12  # more separate pieces of ink than this is noise, not pen strokes
 WORKING_SIDE = 112  # pictures are box-reduced toward this side (4x the digit's 28) before any pixel work
-DEFAULT_MODEL = Path(__file__).parent.parent / "_models" / "default.safetensors"
 
 
 def _ink(img: Image.Image) -> np.ndarray:
@@ -175,7 +177,7 @@ def score(probs: torch.Tensor, facts: dict) -> tuple[float, list[str]]:
 
 
 def _as_image(item, index: int) -> Image.Image:
-    """Any input `predict` takes, through the one door (`mnistlab.serving.images`)."""
+    """Any input `predict` takes, through the one door (`mnistlab.data.images`)."""
     if isinstance(item, Image.Image):
         return standardize(item)
     if isinstance(item, np.ndarray):
@@ -217,7 +219,6 @@ _DEFAULT_CACHE: dict = {}
 
 def default_predictor():
     """The model shipped in the package (see src/mnistlab/_models/README.md), loaded once."""
-    from ..models.predictor import load_predictor
 
     if "predictor" not in _DEFAULT_CACHE:
         if not DEFAULT_MODEL.is_file():
@@ -230,7 +231,6 @@ def default_predictor():
 def predict(images, model=None, save_preprocessed: str | os.PathLike | None = None) -> list[Prediction]:
     """Read digits in pictures (paths, bytes, PIL images or arrays) with `model` (a run directory,
     checkpoint or ensemble file; default: the packaged model)."""
-    from ..models.predictor import load_predictor
 
     if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
         images = [images]
@@ -238,7 +238,6 @@ def predict(images, model=None, save_preprocessed: str | os.PathLike | None = No
     pics, facts = preprocess(images)
     results = classify(predictor, pics, facts)
     if save_preprocessed is not None:
-        from .. import atomic
 
         out = Path(save_preprocessed)
         out.mkdir(parents=True, exist_ok=True)

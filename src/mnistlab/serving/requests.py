@@ -22,8 +22,8 @@ from python_multipart.multipart import (
     parse_options_header,
 )
 
+from ..data.images import MAX_PIXELS, ImageTooLarge, open_image, to_pixels
 from ..errors import MnistlabError
-from .images import MAX_PIXELS, ImageTooLarge, open_image, to_pixels
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/x-ms-bmp"}
 ACCEPTED_TYPES = IMAGE_TYPES | {"application/json", "multipart/form-data"}

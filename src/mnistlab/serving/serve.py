@@ -43,13 +43,21 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from .._version import __version__
+from ..data.images import limit_decodes
 from ..errors import MnistlabError
+from ..models.predictor import load_predictor
 from ..rundir import SUMMARY_SPEC, RunDir
 from .backend import accelerate
-from .images import limit_decodes
 from .limits import Limits
-from .predict import NOT_DIGIT_THRESHOLD, classify, ink_pieces, to_mnist
+from .predict import (
+    NOT_DIGIT_THRESHOLD,
+    classify,
+    default_predictor,
+    ink_pieces,
+    to_mnist,
+)
+from .protocol import guarded
 from .requests import Job, RequestError, check_media_type, decode, media_type
 
 logger = logging.getLogger("uvicorn.error.mnistlab")  # shown with uvicorn's own log lines
@@ -351,7 +359,6 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, limits: Limi
     try:
         import uvicorn  # noqa: F401
 
-        from .protocol import guarded  # noqa: F401
     except ImportError:
         raise MnistlabError("serving needs FastAPI and uvicorn", hint="pip install 'mnistlab[serve]'") from None
     if not 1 <= workers <= 64:
@@ -389,9 +396,6 @@ def _interrupt(signum, frame):
 
 
 def _load(model):
-    from ..models.predictor import load_predictor
-    from .predict import default_predictor
-
     return default_predictor() if model is None else load_predictor(model)
 
 
@@ -400,7 +404,6 @@ def _serve_one(model, host: str, port: int, limits: Limits, log_level: str, back
     """One server process: the model, the app, and uvicorn on a socket (shared with the other workers)."""
     import uvicorn
 
-    from .protocol import guarded
 
     # One request is one small forward pass: intra-op threads only contend with the server's own.
     torch.set_num_threads(1)

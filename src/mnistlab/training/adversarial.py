@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..analysis.attack import pgd
+from ..attacks import pgd
 
 
 def perturb(model, x01, labels, norm, cfg, generator):

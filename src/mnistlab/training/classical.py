@@ -11,7 +11,6 @@ The test set is read once, after the validation figure, as for a network.
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 
@@ -19,16 +18,23 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .. import machine, rundir
 from ..data.normalization import to_unit
-from ..models import checkpoint as ckpt
-from ..models.classical import (ClassicalModel, features_of, fit_pipeline, make_pipeline, resolved_args, size_of,
-                                tensors_of)
-from ..models.inference import accuracy_and_errors, evaluation_record
-from ..models.predictor import reference_probs
 from ..errors import MnistlabError
+from ..models import checkpoint as ckpt
+from ..models.classical import (
+    ClassicalModel,
+    features_of,
+    fit_pipeline,
+    make_pipeline,
+    resolved_args,
+    size_of,
+    tensors_of,
+)
+from ..models.inference import accuracy_and_errors, cross_entropy_of
+from ..models.predictor import reference_probs
 from ..rundir import RunDir
 from . import config as config_mod
+from .setup import load_data, model_meta, open_run, set_up, summary_base
 
 
 def features(model_args: dict, images_u8: torch.Tensor, norm, batch: int = 5000) -> np.ndarray:
@@ -58,8 +64,6 @@ def fit(cfg, x: np.ndarray, y: np.ndarray, num_classes: int, in_shape) -> tuple[
 def train_classical(cfg, quiet: bool = False) -> dict:
     """Fit `cfg`'s classical model as a run; return its summary (the keys a network run's has, and
     `classical`: fit and predict times, model size)."""
-    from .train import cross_entropy_of, load_data, set_up
-
     t_start = time.perf_counter()
     config_mod.validate(cfg)
     env = set_up(cfg, quiet)
@@ -70,13 +74,8 @@ def train_classical(cfg, quiet: bool = False) -> dict:
     x = features(args, data.train_x, data.norm)
     features_s = time.perf_counter() - t0
     y = data.train_y.numpy()
-    run = rundir.new(cfg)
-    run.path.mkdir(parents=True)
-    run.write_json(RunDir.CONFIG, cfg.as_dict())
-    run.start_log({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
-                   "environment": machine.describe(), "world_size": 1, "device": "cpu",
-                   "dataset_hash": data.dataset.content_hash,
-                   "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled})
+    env.precision = None  # scikit-learn's own arithmetic: no autocast to choose
+    run = open_run(cfg, env, data, {})
     n_val = len(data.val) if data.val is not None else 0
     env.say(f"run {run}: {cfg.model} {args} on {cfg.dataset} ({len(y)} train, {n_val} val; {x.shape[1]} features "
             f"in {features_s:.1f}s); fitting...")
@@ -92,11 +91,7 @@ def train_classical(cfg, quiet: bool = False) -> dict:
         row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
         row["val_loss"] = cross_entropy_of(probs, data.val.labels)
     run.append_log(row)
-    meta = {"config": cfg.as_dict(), "model": cfg.model, "model_args": cfg.model_args, "in_shape": list(data.in_shape),
-            "num_classes": data.dataset.num_classes, "classes": list(data.dataset.classes),
-            "dataset": data.dataset.name, "dataset_hash": data.dataset.content_hash,
-            "normalization": data.norm.as_dict(), "params": size["params"],
-            "holdout": data.holdout.as_dict() if data.holdout else None, "kind": "weights", "epoch": 1}
+    meta = {**model_meta(cfg, data, model), "params": size["params"], "kind": "weights", "epoch": 1}
     ckpt.save(run.best, ckpt.prefixed(tensors_of(model), "model"), meta)
     test_acc = test_loss = test_errors = None
     if data.test is not None:
@@ -108,16 +103,13 @@ def train_classical(cfg, quiet: bool = False) -> dict:
     n_pred = (n_val if "val_s" in predict else 0) + (len(data.test) if "test_s" in predict else 0)
     seconds = sum(predict.values())
     summary = {
-        "run_dir": str(run), "model": cfg.model, "params": size["params"], "dataset": cfg.dataset,
-        "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
+        **summary_base(cfg, env, data, run, size["params"]),
         "epochs_run": 1, "stopped_early": False, "stopped_because": None,
         "best_epoch": 1 if data.val is not None else None, "val_acc": row.get("val_acc"),
-        "final_val_acc": row.get("val_acc"), "holdout": data.holdout.as_dict() if data.holdout else None,
-        "labelled": data.labelled, "transfer": None,
+        "final_val_acc": row.get("val_acc"), "transfer": None,
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors, "test_evaluated": data.test is not None,
-        "evaluation": evaluation_record(cfg.eval_batch_size, "cpu"), "test_at_training_precision": None,
-        "train_s": fit_s + features_s, "wall_s": time.perf_counter() - t_start, "world_size": 1, "device": "cpu",
-        "precision": {"chosen": "fp32", "reason": "scikit-learn"}, "environment": machine.describe(),
+        "test_at_training_precision": None, "train_s": fit_s + features_s, "wall_s": time.perf_counter() - t_start,
+        "precision": {"chosen": "fp32", "reason": "scikit-learn"},
         "classical": {"model_args": args, "fit_s": fit_s, "features_s": features_s, "size": size,
                       "predict_s": predict, "predict_images_per_s": n_pred / seconds if seconds else None,
                       "converged": model.converged,

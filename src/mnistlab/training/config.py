@@ -17,10 +17,18 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-from .. import schema
+from .. import schema, user_code
+from ..data.preparation import parse as parse_prepare
 from ..errors import MnistlabError
+from ..models import MODELS
+from ..models.classical import CLASSICAL
+from ..models.classical import validate_config as validate_classical
+from ..models.registry import is_known
 from ..names import check_name
 from ..precision import CHOICES as PRECISIONS
+from ..rundir import RunDir
+from .augment import PRESETS, preset
+from .optim import OPTIMIZERS, SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +75,11 @@ class TrainConfig:
     # --- optimisation ---
     epochs: int = setting(10, "passes over the training examples")
     batch_size: int = setting(128, "examples per step, summed over all processes (global batch)")
-    optimizer: str = setting("adam", "sgd | adam | adamw | adadelta")
+    optimizer: str = setting("adam", "sgd | adam | adamw | adadelta, or your own: file.py:Name or "
+                             "package.module:Name (a torch.optim.Optimizer class or factory)")
+    optimizer_args: dict = setting(dict(), "your own optimizer's keyword arguments beyond lr, e.g. {betas = [0.9, 0.99]}")
+    loss: str = setting("cross_entropy", "cross_entropy, or your own: file.py:name, a function of (logits, labels) "
+                        "returning a scalar")
     lr: float = setting(1e-3, "learning rate (peak rate for onecycle)")
     momentum: float = setting(0.9, "SGD momentum; Adam beta1")
     nesterov: bool = setting(False, "SGD: Nesterov momentum")
@@ -260,10 +272,6 @@ GRAPH_OPTIMIZERS = ("sgd", "adam", "adamw")  # fused, and capturable: what a CUD
 
 def validate(cfg: TrainConfig) -> None:
     """Checks of values, ranges and combinations; each error names the key and what was expected."""
-    from ..models import MODELS
-    from .augment import PRESETS
-    from .optim import OPTIMIZERS, SCHEDULES
-
     def bad(key, expected):
         raise MnistlabError(f"{key}={getattr(cfg, key)!r}: expected {expected}")
 
@@ -277,17 +285,20 @@ def validate(cfg: TrainConfig) -> None:
     for key, (accepts, expected) in RANGES.items():
         if not accepts(getattr(cfg, key)):
             bad(key, expected)
-    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
+    if cfg.optimizer not in OPTIMIZERS and not user_code.is_reference(cfg.optimizer):
+        bad("optimizer", " | ".join(OPTIMIZERS) + ", or your own as path/to/file.py:Name")
+    if cfg.loss != "cross_entropy" and not user_code.is_reference(cfg.loss):
+        bad("loss", "cross_entropy, or your own as path/to/file.py:name")
+    if cfg.optimizer_args and cfg.optimizer in OPTIMIZERS:
+        bad("optimizer_args", "nothing for a built-in optimizer (its settings are lr, momentum, weight_decay...)")
+    choices = {"schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
                "precision": PRECISIONS, "augment": PRESETS, "adversarial": ("none", "fgsm-rs", "pgd")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             bad(key, " | ".join(allowed))
-    from ..data.preparation import parse as parse_prepare
-    from ..models.classical import CLASSICAL
-    from ..models.classical import validate_config as validate_classical
-
-    if cfg.model not in MODELS and cfg.model not in CLASSICAL:
-        raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join([*MODELS, *CLASSICAL])}",
+    if not is_known(cfg.model) and cfg.model not in CLASSICAL:
+        raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join([*MODELS, *CLASSICAL])}, or "
+                            "your own as path/to/file.py:Name or package.module:Name",
                             hint="`mnistlab models` lists them")
     parse_prepare(cfg.prepare)
     if cfg.model in CLASSICAL:
@@ -310,8 +321,6 @@ def validate(cfg: TrainConfig) -> None:
 
 def augmentation(cfg: TrainConfig):
     """The run's `Augment`: the preset, with any explicitly set field taking precedence."""
-    from .augment import preset
-
     base = preset(cfg.augment)
     explicit = {k: getattr(cfg, k) for k in ("rotate", "translate", "zoom", "elastic_alpha", "elastic_sigma")
                 if getattr(cfg, k) is not None}
@@ -336,3 +345,12 @@ def differences(a: dict, b: dict, ignore=RUN_ONLY_FIELDS) -> list[str]:
         return d[k] if k in d else (FIELDS[k].default if k in FIELDS else None)
 
     return sorted(k for k in set(a) | set(b) if k not in ignore and value(a, k) != value(b, k))
+
+
+def read_run_config(run) -> TrainConfig:
+    """A run directory's TrainConfig (its config.json), checked like any other config."""
+    values = run.read_json(RunDir.CONFIG)
+    if values is None:
+        raise MnistlabError(f"{run.path} is not a run directory (no {RunDir.CONFIG})",
+                            hint="pass the directory `mnistlab train` printed, e.g. runs/seed-cnn-mnist-s0")
+    return resolve(None, values, source=str(run.config))

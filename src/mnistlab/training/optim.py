@@ -1,12 +1,20 @@
 """Optimizers and learning-rate schedules, each a small registry like the model zoo's: adding one
-touches one place, and the config's checks and the CLI's help read the names from here."""
+touches one place, and the config's checks and the CLI's help read the names from here.
+
+`optimizer` may also name one's own (`file.py:Lion`, `package.module:Name`, or an object adopted from
+Python): a `torch.optim.Optimizer` subclass or a factory of one, called with the parameters, `lr`
+(and `weight_decay` where it takes one) plus `optimizer_args`."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .. import user_code
+from ..errors import MnistlabError
 
 OPTIMIZERS: dict[str, Callable] = {}  # name -> build(cfg, params) -> torch.optim.Optimizer
 
@@ -37,7 +45,46 @@ def register_schedule(name: str, per_step: bool):
 
 
 def make_optimizer(cfg, params) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](cfg, params)
+    if cfg.optimizer in OPTIMIZERS:
+        return OPTIMIZERS[cfg.optimizer](cfg, params)
+    build, _ = user_code.resolve(cfg.optimizer, "optimizer")
+    return user_optimizer(build, cfg, params)
+
+
+def user_optimizer(build, cfg, params) -> torch.optim.Optimizer:
+    """One's own optimizer class or factory, called as torch's are; a clear error if it is not one."""
+    ref = cfg.optimizer
+    if isinstance(build, type) and not issubclass(build, torch.optim.Optimizer):
+        raise MnistlabError(f"optimizer {ref!r} is the class {build.__name__}, not a torch.optim.Optimizer subclass",
+                            hint="subclass torch.optim.Optimizer, or pass a function that returns one")
+    if isinstance(build, torch.optim.Optimizer) or not callable(build):
+        raise MnistlabError(f"optimizer {ref!r} is a {type(build).__name__} object: expected a "
+                            "torch.optim.Optimizer class or a function that makes one from the parameters",
+                            hint="pass the class (MyOptimizer), not an instance (MyOptimizer(params))")
+    try:
+        accepts = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        accepts = {}
+    kwargs = dict(cfg.optimizer_args)
+    kwargs.setdefault("lr", cfg.lr)
+    if cfg.weight_decay and "weight_decay" in accepts:
+        kwargs.setdefault("weight_decay", cfg.weight_decay)
+    if not any(p.kind == p.VAR_KEYWORD for p in accepts.values()):
+        unknown = sorted(k for k in kwargs if k not in accepts and k != "lr")
+        if unknown:
+            raise MnistlabError(f"optimizer {ref!r} has no argument {', '.join(unknown)}: it takes "
+                                f"{', '.join(k for k in accepts if k != 'params') or 'none'}")
+        if "lr" not in accepts:
+            kwargs.pop("lr")
+    try:
+        opt = build(params, **kwargs)
+    except (Exception, SystemExit) as exc:
+        raise user_code.raised("optimizer", ref, "making it", exc) from None
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise MnistlabError(f"optimizer {ref!r} made a {type(opt).__name__}, expected a torch.optim.Optimizer",
+                            hint="subclass torch.optim.Optimizer: schedules, checkpoints and resume need its "
+                            "param_groups and state_dict")
+    return opt
 
 
 def make_schedule(cfg, opt: torch.optim.Optimizer, steps_per_epoch: int):

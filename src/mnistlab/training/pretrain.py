@@ -23,15 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import machine, rundir
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
-from ..models import count_parameters
+from ..models import count_parameters, create_model
 from ..models.heads import head_modules, penultimate
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
 from . import augment as aug_mod
 from . import config as config_mod
+from .setup import (
+    epoch_seed,
+    load_data,
+    model_meta,
+    open_run,
+    save_weights,
+    set_up,
+    summary_base,
+)
 
 METHODS = ("contrastive",)
 VIEWS = aug_mod.Augment(rotate=15.0, translate=0.15, zoom=0.2, elastic_alpha=20.0, elastic_sigma=4.0)
@@ -58,8 +66,6 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: bool = False) -> dict:
     """Pretrain `cfg.model`'s features on `cfg.dataset`'s training images (no labels); the run's summary."""
-    from .train import build, load_data, model_meta, save_weights, set_up
-
     if method not in METHODS:
         raise MnistlabError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     if not 0 < temperature <= 10:
@@ -73,8 +79,11 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
     t_start = time.perf_counter()
     env = set_up(cfg, quiet)
     data = load_data(cfg, env)
-    parts = build(cfg, data, env)
-    model, device = parts.model, env.device
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, data.in_shape, data.dataset.num_classes, **cfg.model_args).to(env.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = env.device
     heads = head_modules(cfg.model, data.in_shape, cfg.model_args)
 
     def features(x):
@@ -91,13 +100,8 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
         raise MnistlabError(f"batch_size={cfg.batch_size} is larger than the {len(data.train_x)} training images")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=cfg.warmup)
-    run = rundir.new(cfg)
-    run.path.mkdir(parents=True)
-    run.write_json(RunDir.CONFIG, cfg.as_dict())
-    run.start_log({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pretraining": method, "temperature": temperature,
-                   "views": VIEWS.as_dict(), "environment": machine.describe(), "params": count_parameters(model),
-                   "dataset_hash": data.dataset.content_hash,
-                   "holdout": data.holdout.as_dict() if data.holdout else None})
+    run = open_run(cfg, env, data, {"pretraining": method, "temperature": temperature, "views": VIEWS.as_dict(),
+                                    "params": count_parameters(model)})
     env.say(f"pretrain {run}: {cfg.model} features ({dim}-d) on {len(data.train_x)} unlabelled {cfg.dataset} images, "
             f"{method}, batch {cfg.batch_size}, {cfg.epochs} epoch(s)")
     history = []
@@ -106,8 +110,8 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
         t0 = time.perf_counter()
         model.train()
         projector.train()
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, 1))  # the views' draws
+        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
         total = torch.zeros((), device=device)
         with progress_bar(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", unit="step",
                           enabled=cfg.progress and not quiet) as bar:
@@ -136,16 +140,13 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
         run.append_log(row)
         env.say(f"epoch {epoch}/{cfg.epochs}  contrastive loss {row['contrastive_loss']:.4f}  {row['epoch_s']:.1f}s")
     model.eval()
-    meta = {**model_meta(cfg, data, parts), "epoch": cfg.epochs, "pretraining": method}
+    meta = {**model_meta(cfg, data, model), "epoch": cfg.epochs, "pretraining": method}
     save_weights(run.best, model, meta)
-    summary = {"run_dir": str(run), "model": cfg.model, "params": count_parameters(model), "dataset": cfg.dataset,
-               "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
+    summary = {**summary_base(cfg, env, data, run, count_parameters(model)),
                "pretraining": {"method": method, "temperature": temperature, "views": VIEWS.as_dict(),
                                "final_loss": history[-1]["contrastive_loss"], "feature_dim": dim},
                "epochs_run": len(history), "val_acc": None, "test_acc": None, "test_evaluated": False,
-               "holdout": data.holdout.as_dict() if data.holdout else None,
-               "train_s": time.perf_counter() - t_train, "wall_s": time.perf_counter() - t_start,
-               "device": str(device), "environment": machine.describe()}
+               "train_s": time.perf_counter() - t_train, "wall_s": time.perf_counter() - t_start}
     run.write_json(RunDir.SUMMARY, summary)
     env.say(f"features saved in {run.best} (classifier head untrained: probe or fine-tune it with --init-from {run})")
     return summary

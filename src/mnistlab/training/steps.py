@@ -22,9 +22,10 @@ from .adversarial import perturb
 
 def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, aug: aug_mod.Augment,
                  params: aug_mod.Draw | None, cfg, device: torch.device,
-                 adversary=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy, logits) of a batch: uint8 -> [0,1] -> augmented -> (made adversarial by
-    `adversary`, a function of the [0,1] batch) -> normalised -> model."""
+                 adversary=None, loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of a batch: uint8 -> [0,1] -> augmented -> (made adversarial by `adversary`, a
+    function of the [0,1] batch) -> normalised -> model. The loss: mean cross-entropy, or `loss_fn`
+    of the float32 logits and the labels (one's own, training/losses.py)."""
     x = aug_mod.apply(to_unit(images_u8), aug, params)
     if adversary is not None:
         x = adversary(x)
@@ -35,15 +36,28 @@ def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16",
                         cache_enabled=not cfg.cuda_graphs):
         logits = model(x)
+    if loss_fn is not None:
+        return loss_fn(logits.float(), labels), logits
     return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing), logits
+
+
+def update(model, opt, loss: torch.Tensor, cfg, ema=None) -> None:
+    """The tail of every step: backward, gradient clipping (foreach norms on the device: no sync, so a
+    graph can hold it), the optimizer's step, the EMA of the weights."""
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update_parameters(model)
 
 
 class EagerStep:
     """Forward, backward and an optimizer step, as PyTorch runs them op by op."""
 
     def __init__(self, model, forward_model, opt, train_x, train_y, norm, aug, cfg, device, *,
-                 keep_grads: bool = False, ema=None):
-        self.model, self.forward_model, self.opt, self.ema = model, forward_model, opt, ema
+                 keep_grads: bool = False, ema=None, loss_fn=None):
+        self.model, self.forward_model, self.opt, self.ema, self.loss_fn = model, forward_model, opt, ema, loss_fn
         self.train_x, self.train_y, self.norm, self.aug, self.cfg, self.device = (train_x, train_y, norm, aug, cfg,
                                                                                    device)
         self.keep_grads = keep_grads  # a CUDA graph owns the gradient tensors: zero them in place
@@ -60,14 +74,10 @@ class EagerStep:
                 self.attack_s += time.perf_counter() - t0  # the attack's cost, in the run log
                 return out
         loss, logits = forward_loss(self.forward_model, self.train_x[idx], labels, norm=self.norm,
-                                    aug=self.aug, params=params, cfg=self.cfg, device=self.device, adversary=adversary)
+                                    aug=self.aug, params=params, cfg=self.cfg, device=self.device, adversary=adversary,
+                                    loss_fn=self.loss_fn)
         self.opt.zero_grad(set_to_none=not self.keep_grads)
-        loss.backward()
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+        update(self.model, self.opt, loss, self.cfg, self.ema)
         return loss, logits
 
 
@@ -76,8 +86,9 @@ class StaticStep:
     captures. `run` reads only the buffers, so it can be captured once and replayed; called directly
     it runs eagerly, which is how the tests check it on a CPU."""
 
-    def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device, *, ema=None):
+    def __init__(self, model, opt, train_x, train_y, norm, aug, cfg, batch: int, device, *, ema=None, loss_fn=None):
         self.model, self.opt, self.train_x, self.train_y, self.ema = model, opt, train_x, train_y, ema
+        self.loss_fn = loss_fn
         self.norm, self.aug, self.cfg, self.batch, self.device = norm, aug, cfg, batch, device
         self.size = tuple(train_x.shape[-2:])
         self.idx = torch.arange(batch, device=device) % train_x.shape[0]
@@ -94,13 +105,9 @@ class StaticStep:
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.opt.zero_grad(set_to_none=True)
         loss, logits = forward_loss(self.model, self.train_x[self.idx], self.train_y[self.idx], norm=self.norm,
-                                    aug=self.aug, params=self.params, cfg=self.cfg, device=self.device)
-        loss.backward()
-        if self.cfg.grad_clip:  # foreach norms on the device: no sync, so a graph can hold it
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+                                    aug=self.aug, params=self.params, cfg=self.cfg, device=self.device,
+                                    loss_fn=self.loss_fn)
+        update(self.model, self.opt, loss, self.cfg, self.ema)
         return loss.detach(), logits.detach()
 
     def __call__(self, idx: torch.Tensor, generator: torch.Generator):

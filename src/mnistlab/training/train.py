@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,26 +33,34 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .. import allocator, atomic, machine, rundir
-from ..data import Dataset, Holdout, Split, load
-from ..data import preparation
+from .. import atomic, lists, names, rundir, user_code
+from ..attacks import attack
+from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters, create_model
 from ..models.classical import is_classical
-from ..models.inference import EVALUATION, accuracy_and_errors, batched_logits, evaluation_record
-from ..models.predictor import reference_probs
-from ..precision import Precision
-from ..precision import choose as choose_precision
+from ..models.heads import head_modules
+from ..models.inference import (
+    EVALUATION,
+    accuracy_and_errors,
+    batched_logits,
+    cross_entropy_of,
+)
+from ..models.predictor import Predictor, reference_probs
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
-from ..models.heads import head_modules
+from ..stats import over_seeds as stats_over_seeds
 from . import config as config_mod
-from . import transfer
+from . import setup, transfer
+from .classical import train_classical
 from .ema import EMA
+from .losses import CROSS_ENTROPY, loss_function
 from .optim import make_optimizer, make_schedule
+from .setup import Data, Env, epoch_seed, load_data, model_meta, save_weights, set_up
 from .steps import CudaGraphStep, EagerStep
+
 
 class TrainingDiverged(MnistlabError):
     """The loss stopped being finite: the settings (a learning rate too high, often) do not train."""
@@ -64,42 +71,6 @@ NONFINITE_CHECK_EVERY = 50  # steps between checks that the loss is still finite
 
 # ----------------------------------------------------------------------------------------------
 # The parts of a run
-
-
-@dataclass
-class Env:
-    """Where the run executes: the process group, the device, and how it reports."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    quiet: bool = False
-    precision: Precision | None = None  # what cfg.precision resolved to on this device, and why
-    allocator: str = ""  # how malloc was tuned for training, in words
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def say(self, text: str) -> None:
-        if self.main and not self.quiet:
-            print(text, flush=True)
-
-
-@dataclass
-class Data:
-    """The run's data on the device: training images and labels, validation and test splits."""
-
-    dataset: Dataset
-    train_x: torch.Tensor  # uint8 (N,H,W) or (N,C,H,W)
-    train_y: torch.Tensor  # int64 (N,)
-    val: Split | None
-    test: Split | None  # None when cfg.evaluate_test is false: the run never holds the test set
-    norm: Normalization
-    in_shape: tuple[int, int, int]
-    holdout: Holdout | None
-    labelled: dict | None = None  # labels_per_class: which examples were drawn (transfer.subset_record)
 
 
 @dataclass
@@ -155,113 +126,45 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
         if resume is not None:
             raise MnistlabError(f"{resume}: a {cfg.model} run is fitted in one step; there is nothing to resume",
                                 hint="train it again")
-        from .classical import train_classical
-
         return train_classical(cfg, quiet)
     t_start = time.perf_counter()
     config_mod.validate(cfg)
-    env = set_up(cfg, quiet)
-    data = load_data(cfg, env)
-    parts = build(cfg, data, env, initialise=resume is None)
-    run, progress = open_run(cfg, env, data, parts, resume)
-    step = make_step(cfg, data, parts, env)
-    t_train = time.perf_counter()
-    stopped_early = False
-    if on_epoch is not None:  # a resumed run's earlier epochs, for a caller that tracks them all
-        for row in progress.history:
-            on_epoch(row)
-    for epoch in range(progress.start_epoch, cfg.epochs + 1):
-        row = train_epoch(cfg, epoch, step, data, parts, env, run)
-        if data.val is not None:  # measured as `evaluate --split val` measures it (models/inference.py)
-            probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
-            row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
-            row["val_loss"] = cross_entropy_of(probs, data.val.labels)
-        improved, stop = progress.record(row, cfg.early_stopping)
-        reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
-        if on_epoch is not None and not stop:
-            reason = on_epoch(row)
-            stop = bool(reason)
-        if env.main:
-            save_epoch(cfg, run, row, data, parts, progress, improved, stop)
-            env.say(describe_epoch(row, cfg.epochs))
-        if env.world > 1:
-            dist.barrier()
-        if stop:
-            stopped_early = reason
-            env.say(f"stopping early: {reason}")
-            break
-    return finish(cfg, env, data, parts, run, progress, stopped_early, t_start, time.perf_counter() - t_train)
+    with user_code.pinned(resumed_code(resume), str(resume or "")):  # a resumed run keeps its own code
+        env = set_up(cfg, quiet)
+        data = load_data(cfg, env)
+        parts = build(cfg, data, env, initialise=resume is None)
+        run, progress = open_run(cfg, env, data, parts, resume)
+        step = make_step(cfg, data, parts, env)
+        t_train = time.perf_counter()
+        stopped_early = False
+        if on_epoch is not None:  # a resumed run's earlier epochs, for a caller that tracks them all
+            for row in progress.history:
+                on_epoch(row)
+        for epoch in range(progress.start_epoch, cfg.epochs + 1):
+            row = train_epoch(cfg, epoch, step, data, parts, env, run)
+            if data.val is not None:  # measured as `evaluate --split val` measures it (models/inference.py)
+                probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+                row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
+                row["val_loss"] = cross_entropy_of(probs, data.val.labels)
+            improved, stop = progress.record(row, cfg.early_stopping)
+            reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
+            if on_epoch is not None and not stop:
+                reason = on_epoch(row)
+                stop = bool(reason)
+            if env.main:
+                save_epoch(cfg, run, row, data, parts, progress, improved, stop)
+                env.say(describe_epoch(row, cfg.epochs))
+            if env.world > 1:
+                dist.barrier()
+            if stop:
+                stopped_early = reason
+                env.say(f"stopping early: {reason}")
+                break
+        return finish(cfg, env, data, parts, run, progress, stopped_early, t_start, time.perf_counter() - t_train)
 
 
 # ----------------------------------------------------------------------------------------------
 # The steps of the story
-
-
-def set_up(cfg, quiet: bool) -> Env:
-    """Threads, the torchrun process group (gloo on CPU, NCCL on GPUs), and the device."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-    env = Env(quiet=quiet)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        env.rank, env.world, env.local_rank = int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
-    env.device = pick_device(cfg.device, env)
-    env.precision = choose_precision(cfg.precision, env.device)
-    env.allocator = allocator.keep_freed_memory()  # on the CPU every step reallocates its activations
-    if env.device.type == "cuda":  # fixed shapes: pick the fastest kernels once, unless asked for bit-identity
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-        torch.backends.cudnn.deterministic = cfg.deterministic
-    if cfg.batch_size % env.world:
-        raise MnistlabError(f"batch_size={cfg.batch_size} is not divisible by the {env.world} processes",
-                            hint="batch_size is the global batch; choose a multiple of the process count")
-    if cfg.cuda_graphs and (env.device.type != "cuda" or env.world > 1):
-        raise MnistlabError("cuda_graphs=true needs one process on a CUDA device",
-                            hint="turn cuda_graphs off for CPU or torchrun training")
-    return env
-
-
-def pick_device(name: str, env: Env) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MnistlabError(f"device={name!r} but this torch has no CUDA device", hint="use --device cpu (or auto)")
-        if env.world > 1:
-            name = f"cuda:{env.local_rank}"
-        elif name == "cuda":
-            name = f"cuda:{torch.cuda.current_device()}"
-        torch.cuda.set_device(torch.device(name))
-    elif name != "cpu":
-        raise MnistlabError(f"device={name!r}: expected auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
-def load_data(cfg, env: Env) -> Data:
-    """The dataset, the validation holdout (stratified, seed 0: the same for every run of a size), the
-    normalisation constants, and the training examples on the device."""
-    ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
-    train_split, val = ds.train, None
-    if cfg.validation:
-        train_split, val = ds.train.split(validation=cfg.validation, seed=0, stratified=True)
-    if cfg.train_subset:
-        train_split = train_split.subset(torch.arange(min(cfg.train_subset, len(train_split))), name="train-subset")
-    labelled = None
-    if cfg.labels_per_class:
-        idx = transfer.labelled_subset(train_split.labels, cfg.labels_per_class, cfg.seed, ds.num_classes,
-                                       f"{ds.name}'s training split" + (" less the validation holdout" if val else ""))
-        train_split = train_split.subset(idx, name=f"{cfg.labels_per_class}-per-class")
-        labelled = transfer.subset_record(idx, cfg.labels_per_class, cfg.seed)
-    mean, std = ds.stats
-    try:
-        norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
-    except MnistlabError as exc:
-        raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
-    test = ds.test if cfg.evaluate_test else None
-    return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
-                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None, labelled)
 
 
 def build(cfg, data: Data, env: Env, *, initialise: bool = True) -> Parts:
@@ -304,16 +207,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
         env.say(f"resuming {run} after epoch {progress.start_epoch - 1}")
     else:
         progress = Progress()
-        run = rundir.new(cfg) if env.main else RunDir(os.path.join(cfg.out, rundir.name_for(cfg)))  # rank 0 decides
-        if env.main:
-            run.path.mkdir(parents=True)
-            run.write_json(RunDir.CONFIG, cfg.as_dict())
-            run.start_log({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
-                           "environment": machine.describe(), "world_size": env.world, "device": str(env.device),
-                           "params": count_parameters(parts.model), "dataset_hash": data.dataset.content_hash,
-                           "holdout": data.holdout.as_dict() if data.holdout else None,
-                           "labelled": data.labelled, "transfer": parts.transfer,
-                           "precision": env.precision.as_dict(), "allocator": env.allocator})
+        run = setup.open_run(cfg, env, data, {"params": count_parameters(parts.model), "transfer": parts.transfer,
+                                              "allocator": env.allocator})  # rank 0's directory: broadcast below
     if env.world > 1:  # every rank learns the directory rank 0 chose
         box = [str(run.path)]
         dist.broadcast_object_list(box, src=0)
@@ -332,18 +227,14 @@ def make_step(cfg, data: Data, parts: Parts, env: Env):
     """The step the loop calls: eager, or a CUDA graph (with an eager twin for a last partial batch)."""
     aug = config_mod.augmentation(cfg)
     cfg = dataclasses.replace(cfg, precision=env.precision.chosen)  # the steps autocast only to bf16
+    loss_fn = None if cfg.loss == CROSS_ENTROPY else loss_function(cfg, data.dataset.num_classes)
     eager = EagerStep(parts.model, parts.forward_model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
-                      env.device, keep_grads=cfg.cuda_graphs, ema=parts.ema)
+                      env.device, keep_grads=cfg.cuda_graphs, ema=parts.ema, loss_fn=loss_fn)
     if not cfg.cuda_graphs:
         return eager
     graph = CudaGraphStep(parts.model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
-                          parts.per_rank_batch, env.device, ema=parts.ema)
+                          parts.per_rank_batch, env.device, ema=parts.ema, loss_fn=loss_fn)
     return lambda idx, gen: graph(idx, gen) if len(idx) == parts.per_rank_batch else eager(idx, gen)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A distinct, reproducible seed per (run seed, epoch, stream)."""
-    return (seed * 1_000_003 + epoch * 7919 + stream * 104_729) % (2**63 - 1)
 
 
 def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: RunDir) -> dict:
@@ -432,15 +323,6 @@ def describe_epoch(row: dict, epochs: int) -> str:
             f"{val}  {row['images_per_s']:,.0f} img/s  {row['epoch_s']:.1f}s")
 
 
-def model_meta(cfg, data: Data, parts: Parts) -> dict:
-    """What every checkpoint of the run says about its model and data (see checkpoint.validate_model)."""
-    return {"config": cfg.as_dict(), "model": cfg.model, "model_args": cfg.model_args, "in_shape": list(data.in_shape),
-            "num_classes": data.dataset.num_classes, "classes": list(data.dataset.classes),
-            "dataset": data.dataset.name, "dataset_hash": data.dataset.content_hash,
-            "normalization": data.norm.as_dict(), "params": count_parameters(parts.model),
-            "holdout": data.holdout.as_dict() if data.holdout else None}
-
-
 def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: Progress, improved: bool,
                stop: bool) -> None:
     """The epoch's log line, the best weights when validation improved, the full state when due."""
@@ -449,7 +331,7 @@ def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: 
         for key, value in row.items():
             if key != "epoch":
                 progress.tensorboard.add_scalar(key, value, row["epoch"])
-    meta = model_meta(cfg, data, parts)
+    meta = model_meta(cfg, data, parts.model)
     if improved:
         save_weights(run.best, parts.eval_model, {**meta, "epoch": row["epoch"], **progress.best})
     if row["epoch"] % cfg.checkpoint_every == 0 or row["epoch"] == cfg.epochs or stop:
@@ -462,10 +344,6 @@ def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: 
         ckpt.save(run.last, tensors, {**meta, "kind": "state", "epoch": row["epoch"], "history": progress.history,
                                       "best": progress.best, "optimizer": opt_rest,
                                       "scheduler": _jsonable(parts.sched.state_dict()) if parts.sched else None})
-
-
-def save_weights(path, model: torch.nn.Module, meta: dict) -> None:
-    ckpt.save(path, ckpt.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
 
 
 def _jsonable(value):
@@ -498,20 +376,14 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
             save_outputs(cfg, env, data, parts, run, test_probs)
     history = progress.history
     summary = {
-        "run_dir": str(run), "model": cfg.model, "params": count_parameters(parts.model), "dataset": cfg.dataset,
-        "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
+        **setup.summary_base(cfg, env, data, run, count_parameters(parts.model)),
         "epochs_run": len(history), "stopped_early": bool(stopped_early),
         "stopped_because": stopped_early or None, "best_epoch": best["epoch"] or None,
         "val_acc": best["val_acc"] if best["epoch"] else None,
-        "final_val_acc": history[-1].get("val_acc") if history else None,
-        "holdout": data.holdout.as_dict() if data.holdout else None,
-        "labelled": data.labelled, "transfer": transfer_record(parts, run),
+        "final_val_acc": history[-1].get("val_acc") if history else None, "transfer": transfer_record(parts, run),
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors,
-        "test_evaluated": data.test is not None,
-        "evaluation": evaluation_record(cfg.eval_batch_size, env.device),
-        "test_at_training_precision": at_training_precision,
-        "train_s": train_s, "wall_s": time.perf_counter() - t_start, "world_size": env.world,
-        "device": str(env.device), "precision": env.precision.as_dict(), "environment": machine.describe(),
+        "test_evaluated": data.test is not None, "test_at_training_precision": at_training_precision,
+        "train_s": train_s, "wall_s": time.perf_counter() - t_start,
     }
     if cfg.adversarial != "none" and cfg.adv_eval and env.main and data.test is not None:
         summary["robust"] = robust_accuracy(cfg, data, parts)
@@ -519,7 +391,7 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
                 f"({summary['robust']['n']} test images)")
     if env.main:
         if not run.best.exists():  # no validation split: the last weights are the result
-            save_weights(run.best, parts.eval_model, {**model_meta(cfg, data, parts), "epoch": len(history)})
+            save_weights(run.best, parts.eval_model, {**model_meta(cfg, data, parts.model), "epoch": len(history)})
         run.write_json(RunDir.SUMMARY, summary)
         val = f"best val {best['val_acc']:.2%} at epoch {best['epoch']}" if best["epoch"] else "no validation split"
         test = (f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)}, fp32 inference"
@@ -530,11 +402,6 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
     if progress.tensorboard is not None:
         progress.tensorboard.close()
     return summary
-
-
-def cross_entropy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean cross-entropy of probabilities (clipped at 1e-12, as evaluate's log loss is)."""
-    return float(-torch.log(probs.float().clamp_min(1e-12)).gather(1, labels.view(-1, 1).to(probs.device)).mean())
 
 
 def training_precision_figures(cfg, env: Env, data: Data, parts: Parts, fp32_errors: int) -> dict:
@@ -566,9 +433,6 @@ def robust_accuracy(cfg, data: Data, parts: Parts) -> dict:
     `adv_eval` test images (the test set's one use, with the final weights, after the clean pass), with
     the checks against gradient masking. The strongest evaluation, `mnistlab attack RUN --method
     autoattack`, takes minutes more than a run should spend by default on a CPU."""
-    from ..analysis.attack import attack
-    from ..models.predictor import Predictor
-
     meta = {"name": cfg.name or cfg.recipe or cfg.model, "classes": list(data.dataset.classes),
             "in_shape": list(data.in_shape), "num_classes": data.dataset.num_classes, "dataset": cfg.dataset}
     predictor = Predictor([parts.eval_model], [data.norm], "single", meta)
@@ -613,11 +477,18 @@ def tensorboard_writer(run: RunDir):
     except ImportError:
         raise MnistlabError("tensorboard=true needs the tensorboard package",
                             hint="pip install tensorboard, or leave tensorboard off") from None
-    return SummaryWriter(str(run.path / "tensorboard"))
+    return SummaryWriter(str(run.tensorboard_dir))
 
 
 # ----------------------------------------------------------------------------------------------
 # Resuming, and several seeds
+
+
+def resumed_code(resume) -> dict[str, dict]:
+    """The user code a run being resumed recorded (checked when it is pinned), by role."""
+    if resume is None:
+        return {}
+    return ckpt.read_header(RunDir(resume).last)[0].get("code", {})
 
 
 def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
@@ -655,7 +526,7 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
 def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: bool = False, on_epoch=None) -> dict:
     """Continue an interrupted run from its last checkpoint, with its own config."""
     run = RunDir(run_dir)
-    cfg = run.read_config()
+    cfg = config_mod.read_run_config(run)
     for key, value in (overrides or {}).items():
         setattr(cfg, key, config_mod.coerce(key, value, source="override"))
     if is_classical(cfg.model):
@@ -669,35 +540,19 @@ def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: boo
     return train(cfg, resume=run.path, quiet=quiet, on_epoch=on_epoch)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0,1,2,3,4]; '1,3,7' -> [1,3,7]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                seeds += list(range(int(a), int(b) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise MnistlabError(f"--seeds {text!r}: expected a range like 0-4 or a list like 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds) or len(seeds) > 1000:
-        raise MnistlabError(f"--seeds {text!r}: expected up to 1000 distinct seeds")
-    return seeds
+def parse_seeds(text) -> list[int]:
+    """'0-4' -> [0,1,2,3,4]; '1,3,7' -> [1,3,7] (mnistlab.lists.seeds)."""
+    return lists.seeds(text)
 
 
 def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
     """Train one run per seed under one group directory, and summarise them (mean, std, min, max)."""
-    group = rundir.new(dataclasses.replace(cfg, name=cfg.name or f"{cfg.recipe or cfg.model}-{cfg.dataset}-seeds"))
+    group = rundir.new(dataclasses.replace(cfg, name=cfg.name or f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-seeds"))
     group.path.mkdir(parents=True)
     runs = [train(dataclasses.replace(cfg, seed=s, out=str(group), name=f"seed-{s}"), quiet=quiet) for s in seeds]
 
     def stats(key):
-        vals = [r[key] for r in runs if r.get(key) is not None]
-        if not vals:
-            return None
-        return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "min": min(vals), "max": max(vals), "n": len(vals)}
+        return stats_over_seeds(r.get(key) for r in runs)
 
     summary = {"group_dir": str(group), "seeds": seeds, "model": cfg.model, "dataset": cfg.dataset,
                "recipe": cfg.recipe, "test_acc": stats("test_acc"), "val_acc": stats("val_acc"),

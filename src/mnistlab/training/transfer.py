@@ -22,12 +22,12 @@ from ..data.dataset import Holdout
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models.heads import is_head_key
+from ..models.predictor import resolve_checkpoint
+from ..rundir import RunDir
 
 
 def initialise(model: nn.Module, cfg, classes, heads) -> dict:
     """Load `cfg.init_from`'s weights into `model` by name; what was loaded, re-initialised and skipped."""
-    from ..models.predictor import resolve_checkpoint
-    from ..rundir import RunDir
 
     path = resolve_checkpoint(cfg.init_from)
     tensors, meta = ckpt.load(path)

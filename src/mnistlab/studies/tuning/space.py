@@ -33,9 +33,10 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 
-from .. import schema
-from ..errors import MnistlabError
-from ..training import config as config_mod
+from ... import schema
+from ...errors import MnistlabError
+from ...models import MODELS
+from ...training import config as config_mod
 
 # Fields a search may not set: where the run goes and how it reports are the tuner's business.
 NOT_SEARCHABLE = {"recipe", "out", "name", "progress", "tensorboard", "evaluate_test", "checkpoint_every"}
@@ -80,13 +81,13 @@ class Space:
 
 
 def list_spaces() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("mnistlab.tuning.spaces").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in resources.files("mnistlab.studies.tuning.spaces").iterdir() if p.name.endswith(".toml"))
 
 
 def read_space(name: str, recipe: str | None, extra_fixed: dict | None = None) -> Space:
     """A packaged space by name (`fast`) or a TOML file by path, checked against the recipe's config;
     `extra_fixed` (the command's --set) joins its [fixed] settings."""
-    values, source, _ = schema.named_toml(name, "mnistlab.tuning.spaces", "search space")
+    values, source, _ = schema.named_toml(name, "mnistlab.studies.tuning.spaces", "search space")
     if extra_fixed:
         if not isinstance(values.get("fixed", {}), dict):
             raise MnistlabError(f"search space {source}: [fixed] must be a table")
@@ -181,7 +182,6 @@ def _param(name: str, spec, recipe, fixed: dict, current: dict, source: str) -> 
 def _field_type(name: str, current: dict, where: str):
     """The Python type a field takes: TrainConfig's declaration, or a model option's default's type."""
     if name.startswith("model_args."):
-        from ..models import MODELS
 
         option = name.split(".", 1)[1]
         model = current.get("model")

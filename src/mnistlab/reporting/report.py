@@ -13,15 +13,17 @@ import statistics
 import time
 from pathlib import Path
 
-from .. import __version__, atomic, pages
+from .. import atomic, pages
+from .._version import __version__
+from ..analysis.evaluate import evaluate
+from ..analysis.robust import format_robust, robust_figures
 from ..errors import MnistlabError
 from ..rundir import RunDir
-from .evaluate import evaluate
+from ..studies.transfer_curve import LABELS, curve_of, read_curve
+from ..studies.tuning.study import read_study_summary, study_of
 
 
 def _evaluation(run: RunDir) -> dict:
-    from .attack import robust_figures
-
     existing = run.read_eval("test")
     if existing and all(isinstance(p, str) and Path(p).is_file() for p in (existing.get("pictures") or {}).values()):
         existing.pop("robust", None)
@@ -95,8 +97,6 @@ CAPTIONS = {"curves": "training curves", "confusion": "confusion matrix (test)",
 
 
 def _run_section(r: dict, e: dict, runs: list[RunDir]) -> dict:
-    from .attack import format_robust
-
     run = runs[0]
     confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
     pics = {k: v for k, v in (e.get("pictures") or {}).items() if isinstance(v, str)}
@@ -116,7 +116,6 @@ def _run_section(r: dict, e: dict, runs: list[RunDir]) -> dict:
 
 def _tuning(run: RunDir) -> dict | None:
     """For a trial of a `mnistlab tune` study: which study, whether it was chosen, and its report."""
-    from ..tuning.study import read_study_summary, study_of
 
     study_dir = study_of(run)
     if study_dir is None:
@@ -166,7 +165,6 @@ def _maps(run: RunDir) -> list[dict]:
 def _transfer(run: RunDir) -> dict | None:
     """For a run that started from another's weights: the source and what was frozen; for a run of a
     transfer curve, the curve."""
-    from .transfer_curve import LABELS, curve_of, read_curve
 
     summary = run.read_summary() or {}
     t, labelled = summary.get("transfer"), summary.get("labelled")
@@ -207,10 +205,8 @@ def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
                f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
                f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "", f"Most confused: {confused or 'none'}."]
         if e.get("robust"):
-            from .attack import format_robust
 
             md += ["", "Robust accuracy:", "", *(f"- {line}" for line in format_robust(e["robust"]))]
-        from ..tuning.study import study_of
 
         study_dir = study_of(runs[0])
         if study_dir is not None:

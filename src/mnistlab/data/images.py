@@ -1,4 +1,5 @@
-"""People's images, decoded with bounded cost: the one door every picture comes in by.
+"""People's images, decoded with bounded cost: the one door every picture comes in by (predict,
+serve, and a dataset's image folder).
 
 `open_image` takes a path, bytes or a file object and returns a small PIL image in one of the
 modes L, LA, RGB or RGBA, or raises MnistlabError (ImageTooLarge for the 413 kind). Its limits:
@@ -31,7 +32,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import MnistlabError
-from .limits import MAX_DECODES, MAX_PIXELS
+
+MAX_PIXELS = 25_000_000  # header-declared pixels of an image; a 24-megapixel phone photo fits
+MAX_DECODES = max(1, min(4, os.cpu_count() or 1))  # images decoded at once in one process
 
 MAX_FILE_BYTES = 64 << 20  # an image file read by predict (the server has its own body limit)
 DECODE_SIDE = 1024  # images are reduced to at most this many pixels per side before any pixel work

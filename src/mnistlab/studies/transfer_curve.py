@@ -25,9 +25,16 @@ import time
 from pathlib import Path
 
 from .. import atomic, schema
+from ..data import load
 from ..errors import MnistlabError
 from ..machine import describe
+from ..models import checkpoint as ckpt
+from ..models.predictor import resolve_checkpoint
+from ..pictures import figure as _figure
+from ..pictures import save_figure
 from ..rundir import RunDir
+from ..training import config as config_mod
+from ..training.train import train
 
 MODES = ("scratch", "probe", "finetune")
 CURVE_FILE = "curve.json"
@@ -58,10 +65,6 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
                    recipe: str = "fast", modes=MODES, steps: int = 300, lr_backbone: float | None = None,
                    overrides: dict | None = None, out: str = "transfer-curve", quiet: bool = False) -> dict:
     """Train every (mode, budget, seed), write OUT/curve.json and OUT/curve.png; return the curve."""
-    from ..data import load
-    from ..models.predictor import resolve_checkpoint
-    from ..training import config as config_mod
-    from ..training.train import train
 
     labels, seeds, modes = [int(n) for n in labels], [int(s) for s in seeds], list(modes)
     bad = [m for m in modes if m not in MODES]
@@ -122,9 +125,6 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
 
 
 def _source_dataset(source: str) -> str | None:
-    from ..models import checkpoint as ckpt
-    from ..models.predictor import resolve_checkpoint
-
     meta, _ = ckpt.read_header(resolve_checkpoint(source))
     if meta.get("pretraining"):
         return f"{meta.get('dataset')} without labels ({meta['pretraining']})"
@@ -159,8 +159,6 @@ LABELS = {"scratch": "from scratch", "probe": "linear probe (frozen features)", 
 
 
 def plot(curve: dict, path: Path) -> Path:
-    from .plots import _figure, _save_figure
-
     plt, fig, ax = _figure(6, 4)
     xs = curve["labels"]
     for mode in curve["modes"]:
@@ -176,7 +174,7 @@ def plot(curve: dict, path: Path) -> Path:
                  + f"\nmean ± std over seeds {','.join(map(str, curve['seeds']))}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return _save_figure(plt, fig, path)
+    return save_figure(fig, path)
 
 
 _MEAN_STD = schema.obj({"mean": schema.number(0, 1), "std": schema.number(0, 1)})

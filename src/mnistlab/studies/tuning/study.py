@@ -35,10 +35,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, atomic, schema
-from ..errors import MnistlabError
-from ..rundir import RunDir
-from ..training import config as config_mod
+from ... import atomic, machine, schema
+from ..._version import __version__
+from ...analysis.evaluate import evaluate
+from ...errors import MnistlabError
+from ...models import MODELS
+from ...rundir import RunDir
+from ...training import config as config_mod
+from ...training import train as train_mod
+from ...training.config import read_recipe
+from ...training.train import TrainingDiverged
+from . import report
 from .space import Space, read_space, suggest
 
 OBJECTIVES = {"accuracy": "maximize", "time": "minimize"}
@@ -272,7 +279,6 @@ def baseline_params(sp: Space, base) -> dict:
         value = (current.get("model_args") or {}).get(p.name.split(".", 1)[1]) if p.name.startswith("model_args.") \
             else current.get(p.name)
         if value is None and p.name.startswith("model_args."):
-            from ..models import MODELS
 
             value = MODELS[base.model].options().get(p.name.split(".", 1)[1])
         if p.kind == "choice" and value not in p.choices:
@@ -321,7 +327,6 @@ def work(settings: Settings, worker: int) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from ..training.train import TrainingDiverged
 
     sp = read_space(settings.space, settings.recipe, settings.overrides)
     base = base_config(settings.recipe, sp, settings.workers)
@@ -346,7 +351,6 @@ def objective(trial, settings: Settings, sp: Space, base):
     """Train one trial's config as an ordinary run; report validation accuracy each epoch for pruning."""
     import optuna
 
-    from ..training import train as train_mod
 
     overrides = suggest(sp, trial, base.as_dict())
     # A retry of a trial whose worker died carries the dead trial's user attributes (Optuna copies
@@ -423,7 +427,6 @@ def finish(settings: Settings, sp: Space, base, elapsed: float) -> dict:
     """Summarise the study: choose on validation, evaluate the test set once, write recipe and report."""
     from optuna.trial import TrialState
 
-    from . import report
 
     study = load_study(settings)
     trials = study.get_trials(deepcopy=False)
@@ -471,7 +474,6 @@ def test_once(chosen, previous: dict) -> dict:
     """The chosen trial's test accuracy: evaluated now if no earlier finish of this study evaluated this
     same trial (a study continued later may choose another; the count says how often the test set was
     read in all)."""
-    from ..analysis.evaluate import evaluate
 
     before = previous.get("test") or {}
     if before.get("trial") == chosen.number and before.get("accuracy") is not None:
@@ -488,7 +490,6 @@ def test_once(chosen, previous: dict) -> dict:
 def write_recipe(settings: Settings, sp: Space, base, chosen, n_trials: int) -> Path:
     """The chosen trial's configuration as a recipe: the original recipe's settings, the space's fixed
     ones and the chosen parameters (the search's own holdout and threads left out)."""
-    from ..training.config import read_recipe
 
     values = {k: v for k, v in read_recipe(settings.recipe).items() if k != "recipe"}
     values.update(sp.fixed)
@@ -563,8 +564,6 @@ def format_summary(s: dict) -> str:
 
 
 def _environment() -> dict:
-    from .. import machine
-
     return machine.describe()
 
 

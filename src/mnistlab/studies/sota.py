@@ -36,9 +36,14 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, machine, schema
-from .errors import MnistlabError
-from .rundir import RunDir
+from .. import atomic, machine, schema
+from ..analysis.ensemble import greedy
+from ..errors import MnistlabError
+from ..models import MODELS as ZOO
+from ..models.predictor import combine
+from ..rundir import RunDir
+from ..training.config import resolve
+from ..training.train import resume, train
 
 MODELS = ("m3", "m5", "m7")
 PROTOCOLS = ("paper", "val")
@@ -64,8 +69,6 @@ class Plan:
 
 
 def check_plan(plan: Plan) -> None:
-    from .models import MODELS as ZOO
-
     bad_p = [p for p in plan.protocols if p not in PROTOCOLS]
     if bad_p or not plan.protocols:
         raise MnistlabError(f"--protocols {','.join(plan.protocols)}: expected some of {', '.join(PROTOCOLS)}")
@@ -86,8 +89,6 @@ def recipe_for(model: str) -> str:
 
 
 def run_config(plan: Plan, protocol: str, model: str, seed: int, study: Path):
-    from .training.config import resolve
-
     gpu = {}
     if torch.cuda.is_available():  # the fast path: every step one CUDA graph, bf16 where native, NHWC
         gpu = {"device": "cuda", "cuda_graphs": True, "channels_last": True, "precision": "auto"}
@@ -107,7 +108,6 @@ def run_path(study: Path, protocol: str, model: str, seed: int) -> Path:
 
 def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say) -> Path:
     """The run for (protocol, model, seed), trained, resumed or found finished; its outputs written."""
-    from .training.train import resume, train
 
     path = run_path(study, protocol, model, seed)
     cfg = run_config(plan, protocol, model, seed, study)
@@ -168,8 +168,6 @@ def select_two_level(val: dict[str, list[torch.Tensor]], labels: torch.Tensor, m
     forward selection among its seeds; then greedy selection among the architectures' ensembles.
     `val` maps model -> its runs' validation probabilities. Returns the choice and its validation
     accuracies; nothing here can see a test output."""
-    from .analysis.ensemble import greedy
-    from .models.predictor import combine
 
     per_model, level1 = {}, []
     for model, probs in val.items():
@@ -184,7 +182,6 @@ def select_two_level(val: dict[str, list[torch.Tensor]], labels: torch.Tensor, m
 def two_level(probs: dict[str, list[torch.Tensor]], members: dict[str, list[int]], models: list[str],
               method: str) -> torch.Tensor:
     """The two-level ensemble's probabilities: each architecture's members combined, then those combined."""
-    from .models.predictor import combine
 
     level1 = {m: combine(torch.stack([probs[m][i] for i in members[m]]), method) for m in models}
     return combine(torch.stack([level1[m] for m in models]), method)
@@ -296,8 +293,6 @@ def throughput(model: str, overrides: dict, steps: int) -> list[dict]:
     the second of two short epochs (the first pays for cudnn's search and the graph's capture)."""
     import tempfile
 
-    from .training.config import resolve
-    from .training.train import train
 
     base = {k: v for k, v in overrides.items() if k not in ("epochs", "train_subset")}
     modes = [("eager", {"cuda_graphs": False})]

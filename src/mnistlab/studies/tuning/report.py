@@ -7,13 +7,14 @@ curves that pruning acted on, and for accuracy-vs-time studies the Pareto front.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import warnings
 from pathlib import Path
 
-from .. import __version__, atomic, pages
+from ... import atomic, pages
+from ..._version import __version__
+from ...pictures import pyplot, save_figure
 
 PICTURES = {
     "history": "optimisation history: validation accuracy of each trial and the best so far",
@@ -26,10 +27,7 @@ PICTURES = {
 
 def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
     """The study's pictures as PNGs in `out`; a picture Optuna cannot draw yet (too few trials) is left out."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    pyplot()  # matplotlib on the headless backend, before Optuna draws with it
     from optuna.visualization import matplotlib as ovm
 
     single = len(summary["objectives"]) == 1
@@ -59,12 +57,7 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
             legend.remove()  # one entry per trial: unreadable past a dozen
         if key == "pareto":
             _mark_baseline(axes[0], study)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        path = out / f"study-{key}.png"
-        atomic.write_bytes(path, buf.getvalue())
-        written[key] = path
+        written[key] = save_figure(fig, out / f"study-{key}.png", dpi=90, crop=True)
     return written
 
 

@@ -1,0 +1,65 @@
+"""A run's robust-accuracy figures, as `evaluate` and `report` list them: the end-of-training figure of
+an adversarially trained run (summary.json) and every `mnistlab attack` result in RUN/eval/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..rundir import RunDir
+
+
+def robust_figures(source) -> list[dict]:
+    """The robust accuracies recorded for a run directory, each with its attack named: the end-of-training
+    figure in summary.json (adversarially trained runs) and every `mnistlab attack` result in RUN/eval/.
+    One row per epsilon; [] for anything else (a checkpoint, an ensemble file, a run never attacked)."""
+    path = Path(source)
+    if not path.is_dir():
+        return []
+    rows = []
+    run = RunDir(path)
+    summary = run.read_summary() or {}
+    if summary.get("robust"):
+        r = summary["robust"]
+        checks = r.get("masking_checks")
+        rows.append({"attack": r["attack"], "eps": r.get("eps"), "accuracy": r["accuracy"], "n": r["n"],
+                     "split": r["split"], "clean_accuracy": r["clean_accuracy"],
+                     "checks_passed": None if checks is None else checks.get("passed"), "file": str(run.summary)})
+    for file, doc in run.attack_results():  # each checked against RunDir's ATTACK_SPEC
+        for e, a in zip(doc["eps"], doc["robust_accuracy"]):
+            checks = doc.get("masking_checks")
+            rows.append({"attack": describe(doc) + (f", targeted at {doc['target']}" if doc["targeted"] else ""),
+                         "eps": e, "accuracy": a, "n": doc["n"], "split": doc["split"],
+                         "clean_accuracy": doc["clean_accuracy"],
+                         "checks_passed": None if checks is None else checks.get("passed"), "file": str(file)})
+    return rows
+
+
+def format_robust(rows: list[dict]) -> list[str]:
+    """Lines for `evaluate` and `report`: robust accuracy, attack, eps, images, the checks' verdict."""
+    out = []
+    for r in rows:
+        verdict = {None: "masking checks not run", True: "masking checks passed",
+                   False: "masking checks FAILED"}[r["checks_passed"]]
+        eps = f" at eps {r['eps']:g}" if r.get("eps") is not None else ""
+        out.append(f"{r['accuracy']:.2%} under {r['attack']}{eps} ({r['n']} {r['split']} images; clean "
+                   f"{r['clean_accuracy']:.2%}; {verdict})")
+    return out
+
+
+
+
+def describe(doc: dict) -> str:
+    """The attack in words, as a robust-accuracy figure should name it."""
+    m, steps = doc["method"], doc.get("steps")
+    what = {"fgsm": "FGSM", "pgd": f"PGD-{steps}", "apgd-ce": f"APGD-CE ({steps} steps)",
+            "apgd-t": f"APGD-T ({steps} steps, {doc.get('target_classes')} targets)",
+            "square": f"Square ({doc.get('queries')} queries)"}.get(m)
+    if m == "autoattack":
+        parts = [f"APGD-CE ({steps} steps)"]
+        if "apgd-t" in doc.get("attacks", ()):
+            parts.append(f"APGD-T ({steps} steps, {doc.get('target_classes')} targets)")
+        if "square" in doc.get("attacks", ()):
+            parts.append(f"Square ({doc.get('queries')} queries)")
+        what = "AutoAttack-style minimum over " + " + ".join(parts)
+    restarts = doc.get("restarts", 1)
+    return f"{what} {doc['norm']}" + (f", {restarts} restarts" if restarts > 1 else "")

@@ -1,0 +1,169 @@
+"""`mnistlab data ...` (list, info, show, verify, fetch), `mnistlab models` and `mnistlab recipes`:
+the datasets, and what there is to train; each verb's parser beside its handler."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .. import data
+from ..data.registry import ALIASES, list_datasets
+from ..models import MODELS, count_parameters, create_model
+from ..models.classical import CLASSICAL
+from ..models.classical import options as classical_options
+from ..tables import print_table
+from ..training.config import list_recipes, read_recipe, recipe_path
+
+
+def cmd_data_list(args) -> int:
+    rows = [data.status(name, args.data_dir) for name in list_datasets()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print_table([[r["name"], r["state"], r["origin"], r["location"]] for r in rows],
+                 ["dataset", "state", "read from", "where"])
+    print(f"\naliases: {', '.join(f'{a} -> {t}' for a, t in ALIASES.items())}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    result = data.info(args.name, args.data_dir, download=args.download, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['title']} ({result['name']}): {result['description']}")
+    print(f"image shape {'x'.join(map(str, result['image_shape']))}, {result['num_classes']} classes, "
+          f"license {result['license']}")
+    for split, s in result["splits"].items():
+        print(f"{split}: {s['count']} examples")
+    print()
+    counts = [result["splits"][s]["class_counts"] for s in ("train", "test")]
+    print_table([[str(i), name, str(tr), str(te)] for i, (name, tr, te) in
+                  enumerate(zip(result["classes"], *counts))], ["label", "class", "train", "test"])
+    mean = ", ".join(f"{m:.4f}" for m in result["pixel_mean"])
+    std = ", ".join(f"{s:.4f}" for s in result["pixel_std"])
+    print(f"\npixel mean {mean}, std {std} (train, scaled to [0,1])")
+    print(f"content hash {result['content_hash']}")
+    print()
+    print_table([[f["name"], f["verified"], f["sha256"][:16], f["origin"], f["location"]] for f in result["files"]],
+                 ["file", "verified", "sha256", "from", "location"])
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    out = data.show(args.name, out=args.out, split=args.split, count=args.count, start=args.start,
+                    random=args.random, seed=args.seed, scale=args.scale, data_dir=args.data_dir,
+                    download=args.download)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    names = list_datasets() if args.name == "all" else [args.name]
+    rows, statuses = [], []
+    for name in names:
+        for r in data.verify(name, args.data_dir):
+            if args.name == "all" and r["status"] == "missing":
+                continue
+            statuses.append(r["status"])
+            rows.append([name, r["file"], r["status"], r.get("method", ""), r["detail"]])
+    if rows:
+        print_table(rows, ["dataset", "file", "status", "method", "detail"])
+    else:
+        print("no dataset files found")
+    if {"mismatch", "error"} & set(statuses) or (args.name != "all" and "missing" in statuses):
+        print("\nverification FAILED: delete the bad files and fetch them again (`mnistlab data fetch NAME`)",
+              file=sys.stderr)
+        return 1
+    if "unpinned" in statuses:
+        print(f"\nNOT VERIFIED: {statuses.count('unpinned')} file(s) have no pinned hash to compare with (an "
+              "unpacked archive or a re-compressed copy); keep the files as their publisher distributes them, "
+              "or compare the content SHA-256 above with a copy you trust", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    got = data.fetch(args.name, data_dir=args.data_dir, progress=not args.quiet, force=args.force)
+    for path in got:
+        print(f"downloaded {path}")
+    if not got:
+        print(f"{args.name}: every file is already present (`mnistlab data list` says where); --force re-downloads")
+    return 0
+
+
+def cmd_models(args) -> int:
+    rows = []
+    for name, entry in MODELS.items():
+        params = count_parameters(create_model(name, (1, 28, 28), 10))
+        options = ", ".join(f"{k}={v!r}" for k, v in entry.options().items())
+        rows.append([name, f"{params:,}", entry.summary + (f" [options: {options}]" if options else "")])
+    for name, entry in CLASSICAL.items():  # fitted, so their size depends on the data
+        options = ", ".join(f"{k}={v!r}" for k, v in classical_options(name).items())
+        rows.append([name, "(fitted)", f"{entry.summary} [options: {options}]"])
+    print_table(rows, ["model", "params (MNIST)", "description"])
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    rows = []
+    for name in list_recipes():
+        first = next((line[1:].strip() for line in recipe_path(name).read_text().splitlines() if line.startswith("#")), "")
+        r = read_recipe(name)
+        rows.append([name, r.get("model", ""), str(r.get("epochs", "")), first])
+    print_table(rows, ["recipe", "model", "epochs", "about"])
+    print("\nA recipe is a TOML file: copy one (`mnistlab recipes --show NAME > my.toml`), edit it, "
+          "and train with --recipe my.toml.")
+    if args.show:
+        print()
+        print(recipe_path(args.show).read_text())
+    return 0
+
+
+def add(verbs) -> None:
+    """The `data` verb and its actions; `models` and `recipes`: what there is to train."""
+    data_p = verbs.add_parser("data", help="list, inspect, show, verify and fetch datasets")
+    data_verbs = data_p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+
+    def data_cmd(name: str, help: str, func, with_name: bool = True):
+        p = data_verbs.add_parser(name, help=help, description=help)
+        if with_name:
+            p.add_argument("name", help="dataset name (`mnistlab data list` shows them)")
+        p.add_argument("--data-dir", help="directory to look in first (default: $MNISTLAB_DATA_DIR)")
+        p.set_defaults(func=func)
+        return p
+
+    p = data_cmd("list", "the datasets mnistlab knows, whether each is present and where it is read from",
+                 cmd_data_list, with_name=False)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = data_cmd("info", "sizes, classes, per-class counts, pixel mean/std, content hashes and sources",
+                 cmd_data_info)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is not present")
+    p.add_argument("--no-verify", action="store_true", help="skip hash verification (for re-compressed copies "
+                   "of datasets whose content hash is not pinned)")
+
+    p = data_cmd("show", "write a labelled grid of images to a PNG file", cmd_data_show)
+    p.add_argument("--split", default="train", choices=["train", "test"], help="which split (default: train)")
+    p.add_argument("--count", type=int, default=25, help="number of images (default: 25)")
+    p.add_argument("--start", type=int, default=0, help="index of the first image (default: 0)")
+    p.add_argument("--random", action="store_true", help="a random sample instead of consecutive images")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random (default: 0)")
+    p.add_argument("--scale", type=int, default=3, help="pixels per image pixel (default: 3)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is not present")
+
+    p = data_cmd("verify", "re-hash the dataset's files on disk against the pinned hashes (NAME may be 'all')",
+                 cmd_data_verify)
+
+    p = data_cmd("fetch", "download the dataset's missing files into the user cache, with a progress bar",
+                 cmd_data_fetch)
+    p.add_argument("--force", action="store_true", help="download again even if the files are present")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
+    p.set_defaults(func=cmd_models)
+
+    p = verbs.add_parser("recipes", help="the packaged training recipes")
+    p.add_argument("--show", metavar="NAME", help="print a recipe's TOML, to copy and edit")
+    p.set_defaults(func=cmd_recipes)

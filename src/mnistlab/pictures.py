@@ -1,0 +1,96 @@
+"""Pictures, the one way: labelled image grids, matplotlib on the headless Agg backend, and PNGs
+written atomically (a temporary file, then a rename). Every figure mnistlab draws goes through here."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import atomic
+from .errors import MnistlabError
+
+
+def save_png(image: Image.Image, out: str | os.PathLike) -> Path:
+    """Write `image` to `out` via a temporary file and a rename, so no half-written PNG is left."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise MnistlabError(f"--out {out}: expected a file name ending in .png")
+    if out.parent and not out.parent.exists():
+        raise MnistlabError(f"--out {out}: directory {out.parent} does not exist")
+    with atomic.replacing(out) as tmp:
+        image.save(tmp, format="PNG")
+    return out
+
+
+def image_grid(images: np.ndarray, captions: Sequence[str], *, scale: int = 3, cols: int | None = None) -> Image.Image:
+    """A grid of uint8 images ((N,H,W) gray or (N,C,H,W) colour), each upscaled with a caption below."""
+    n = len(images)
+    if n == 0:
+        raise MnistlabError("no images to draw")
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    colour = images.ndim == 4
+    h, w = images.shape[-2:]
+    cell_w, cell_h = w * scale, h * scale
+    font_size = max(10, 4 * scale)
+    font = ImageFont.load_default(size=font_size)
+    caption_h = font_size + 6
+    pad = 4
+    canvas = Image.new("RGB", (cols * (cell_w + pad) + pad, rows * (cell_h + caption_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x0 = pad + c * (cell_w + pad)
+        y0 = pad + r * (cell_h + caption_h + pad)
+        arr = images[i].transpose(1, 2, 0) if colour else images[i]
+        tile = Image.fromarray(np.ascontiguousarray(arr), "RGB" if colour else "L").resize((cell_w, cell_h), Image.NEAREST)
+        canvas.paste(tile.convert("RGB"), (x0, y0))
+        text = str(captions[i])
+        tw = draw.textlength(text, font=font)
+        draw.text((x0 + (cell_w - tw) / 2, y0 + cell_h + 2), text, fill="black", font=font)
+    return canvas
+
+
+def grid_html(images: np.ndarray, captions: Sequence[str], title: str) -> str:
+    """An image grid as an inline PNG in a small HTML block (a notebook display)."""
+    buf = io.BytesIO()
+    image_grid(images, captions).save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f"<div><b>{html.escape(title)}</b><br><img src='data:image/png;base64,{data}' "
+            f"alt='{html.escape(title)}'></div>")
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure(width: float, height: float, **subplots):
+    """(pyplot, figure, axes) of a new figure `width` x `height` inches at 110 dpi."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110, **subplots)
+    return plt, fig, ax
+
+
+def save_figure(fig, out: str | os.PathLike, *, dpi: float | None = None, crop: bool = False) -> Path:
+    """A matplotlib figure as a PNG at `out`, atomically (tight layout, or cropped to its content); closed after."""
+    buf = io.BytesIO()
+    if not crop:
+        fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight" if crop else None)
+    pyplot().close(fig)
+    buf.seek(0)
+    return save_png(Image.open(buf), out)

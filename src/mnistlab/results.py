@@ -1,0 +1,311 @@
+"""What the Python API's verbs return: small result objects with the figures as attributes, the
+files written, and a notebook display (`_repr_html_`: the headline figures and the main picture).
+
+    run = mnistlab.train(recipe="seed-cnn", epochs=3)
+    run.test_acc, run.run_dir, run["summary key"]        # attributes, or the record as a mapping
+    run                                                  # in a notebook: the figures and learning curves
+
+Every result keeps the record its verb wrote (`.record`, also readable as a mapping, as the dicts the
+verbs returned before), so code that indexed those keeps working.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import pages
+from .analysis.plots import training_curves
+from .rundir import RunDir
+from .stats import mean_pm_std
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+
+
+class Result(Mapping):
+    """A verb's result (see the module docstring). Subclasses name their headline and main pictures."""
+
+    title = "result"
+
+    def __init__(self, record: dict):
+        self.record = dict(record)
+
+    # the record as a mapping, and its keys as attributes
+    def __getitem__(self, key):
+        return self.record[key]
+
+    def __iter__(self):
+        return iter(self.record)
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    def __getattr__(self, name):
+        record = self.__dict__.get("record", {})
+        if name in record:
+            return record[name]
+        raise AttributeError(f"{type(self).__name__} has no {name!r} (its record holds: {', '.join(record)})")
+
+    def headline(self) -> list[tuple[str, str]]:
+        """(label, value) pairs of what the result is about."""
+        return []
+
+    def pictures(self) -> dict[str, str]:
+        """{caption: PNG path} of the pictures to show, the main one first."""
+        return {}
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{k} {v}" for k, v in self.headline()[:4])
+        return f"{type(self).__name__}({figures})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in self.headline())
+        figs = []
+        for caption, path in list(self.pictures().items())[:2]:
+            pic = pages.picture(path, Path(path).parent, caption) if path else {"missing": "not drawn"}
+            if pic.get("src"):
+                figs.append(f"<figure style='margin:0'><img src='{pic['src']}' style='max-width:640px'>"
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        return (f"<div><b>{html.escape(self.title)}</b><table>{rows}</table>{''.join(figs)}</div>")
+
+
+def _curves_png(log: list[dict]) -> str | None:
+    """Learning curves drawn from a run's log into a temporary PNG (for a notebook display)."""
+    if not log:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="mnistlab-")) / "curves.png"
+    return str(training_curves(log, out))
+
+
+class Run(Result):
+    """A finished training run: its summary, its directory, and its learning curves."""
+
+    title = "run"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.record["run_dir"])
+
+    @property
+    def accuracy(self) -> float | None:
+        """Test accuracy of the kept weights, as `evaluate` reproduces it."""
+        return self.record.get("test_acc")
+
+    @property
+    def errors(self) -> int | None:
+        return self.record.get("test_errors")
+
+    def headline(self):
+        r = self.record
+        out = [("run", str(self.run_dir)), ("model", r.get("model")), ("dataset", r.get("dataset")),
+               ("seed", r.get("seed")), ("test accuracy", _pct(r.get("test_acc"))),
+               ("test errors", r.get("test_errors")), ("best validation accuracy", _pct(r.get("val_acc"))),
+               ("epochs", r.get("epochs_run")), ("training seconds", f"{r.get('train_s') or 0:.1f}")]
+        return [(k, v) for k, v in out if v is not None]
+
+    def pictures(self):
+        curves = RunDir(self.run_dir).eval_dir / "curves.png"
+        if curves.is_file():
+            return {"learning curves": str(curves)}
+        path = _curves_png(RunDir(self.run_dir).epochs())
+        return {"learning curves": path} if path else {}
+
+
+class Runs(Result):
+    """Several seeds of one configuration: each run, and mean +- std over them."""
+
+    title = "runs over seeds"
+
+    def __init__(self, record: dict, runs: list[Run]):
+        super().__init__(record)
+        self.runs = runs
+
+    @property
+    def accuracy(self) -> float | None:
+        """Mean test accuracy over the seeds (`.record["test_acc"]` has std, min, max)."""
+        return (self.record.get("test_acc") or {}).get("mean")
+
+    def headline(self):
+        r = self.record
+        return [("runs", str(r["group_dir"])), ("seeds", ", ".join(map(str, r["seeds"]))),
+                ("test accuracy (%)", mean_pm_std(r.get("test_acc"), scale=100)),
+                ("validation accuracy (%)", mean_pm_std(r.get("val_acc"), scale=100))]
+
+    def pictures(self):
+        return self.runs[0].pictures() if self.runs else {}
+
+
+class Evaluation(Result):
+    """Every number `evaluate` gives: accuracy, errors, per-class table, confusion matrix, calibration."""
+
+    title = "evaluation"
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        return np.asarray(self.record["confusion_matrix"])
+
+    @property
+    def per_class_table(self):
+        """The per-class precision, recall, F1 and support as a pandas DataFrame (pandas needed)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.record["per_class"]).set_index("class")
+
+    def headline(self):
+        r = self.record
+        return [("model", r["source"]), ("split", f"{r['dataset']} {r['split']} ({r['n']} images)"),
+                ("accuracy", _pct(r["accuracy"])), ("errors", r["errors"]),
+                ("macro F1", f"{r['macro_avg']['f1']:.4f}"), ("ECE", f"{r['ece']:.4f}")]
+
+    def pictures(self):
+        pics = self.record.get("pictures") or {}
+        order = [("confusion matrix", "confusion"), ("mistakes", "mistakes"), ("per class", "per_class"),
+                 ("learning curves", "curves")]
+        return {caption: pics[key] for caption, key in order if key in pics}
+
+
+class AttackReport(Result):
+    """`attack` on a split of one or several models: robust accuracy per epsilon, the checks, pictures."""
+
+    title = "attack"
+
+    def __init__(self, record: dict, docs: list[dict]):
+        super().__init__(record)
+        self.docs = docs
+
+    @property
+    def accuracy(self) -> list[float]:
+        return self.docs[0]["robust_accuracy"]
+
+    def headline(self):
+        out = []
+        for d in self.docs:
+            figures = ", ".join(f"eps {e:g}: {100 * a:.1f}%" for e, a in zip(d["eps"], d["robust_accuracy"]))
+            checks = d.get("masking_checks")
+            verdict = "" if checks is None else ("; checks passed" if checks["passed"] else "; checks FAILED")
+            out.append((str(d["source"]), f"clean {100 * d['clean_accuracy']:.1f}%, {figures}{verdict}"))
+        return out
+
+    def pictures(self):
+        if self.record.get("compare"):
+            return {"robust accuracy against epsilon": self.record["compare"]}
+        p = self.docs[0]["pictures"]
+        return {"robust accuracy against epsilon": p["curve"], "gallery": p["gallery"]}
+
+
+class Audit(Result):
+    """A label audit: the ranked issues table (`.table`, pandas), counts, and the gallery."""
+
+    title = "label audit"
+
+    def __init__(self, record: dict, table=None):
+        super().__init__(record)
+        self.table = table
+
+    def headline(self):
+        r = self.record
+        return [("dataset", f"{r['dataset']} {r['split']} ({r['n']} images)"),
+                ("out-of-fold accuracy", _pct(r.get("oof_accuracy"))),
+                ("issues", ", ".join(f"{k} {v}" for k, v in (r.get("issues") or {}).items()) or "none")]
+
+    def pictures(self):
+        return {"top label issues": self.record["gallery"]} if self.record.get("gallery") else {}
+
+
+class Map(Result):
+    """A 2-D map of a split: coordinates, the 5-NN separation, the picture and the interactive page."""
+
+    title = "map"
+
+    @property
+    def coords(self) -> np.ndarray:
+        return np.load(self.record["files"]["npy"])
+
+    def headline(self):
+        r = self.record
+        return [("what", f"{r['method']} of {r['features']} ({r['n']:,} {r['split']} images, seed {r['seed']})"),
+                ("5-NN accuracy on the map", _pct(r.get("separation_5nn"))),
+                ("interactive page", r["files"]["html"])]
+
+    def pictures(self):
+        return {"map": self.record["files"]["png"]}
+
+
+class Inspection(Result):
+    """What a network learned: filters, feature maps, top images per unit, saliency."""
+
+    title = "inspect"
+
+    def headline(self):
+        r = self.record
+        return [("model", r["model"]), ("first layer", r["first_layer"]), ("units shown", len(r["units"]))]
+
+    def pictures(self):
+        p = self.record["pictures"]
+        order = [("first-layer filters", "filters"), ("saliency", "saliency"), ("top images per unit", "top-units")]
+        return {caption: p[key] for caption, key in order if key in p}
+
+
+class Study(Result):
+    """A hyperparameter search: the chosen trial, its test accuracy (read once), the recipe, the page."""
+
+    title = "study"
+
+    def headline(self):
+        r = self.record
+        test = r.get("test") or {}
+        return [("study", r["study"]), ("trials", ", ".join(f"{k} {v}" for k, v in r["trials"].items() if v)),
+                ("chosen", f"trial {r['chosen']['number']}: validation {_pct(r['chosen']['val_acc'])}"),
+                ("test accuracy (once)", _pct(test.get("accuracy"))), ("recipe", r["best_recipe"])]
+
+    def pictures(self):
+        out = Path(self.record["best_recipe"]).parent
+        pics = {"optimisation history": out / "study-history.png", "Pareto front": out / "study-pareto.png"}
+        return {k: str(v) for k, v in pics.items() if v.is_file()}
+
+
+class Curve(Result):
+    """A transfer curve: test accuracy against labels per class, three ways."""
+
+    title = "transfer curve"
+
+    def headline(self):
+        r = self.record
+        return [(f"{e['labels_per_class']} per class", ", ".join(
+            f"{m} {100 * e[m]['mean']:.2f} ± {100 * e[m]['std']:.2f}" for m in r["modes"])) for e in r["table"]]
+
+    def pictures(self):
+        return {"test accuracy against labels per class": self.record["picture"]}
+
+
+class SotaStudy(Result):
+    """An et al.'s study: one row per protocol and model or ensemble."""
+
+    title = "state-of-the-art study"
+
+    def headline(self):
+        return [(str(r.get("name")), _pct(r.get("test_acc_mean", r.get("test_acc")))) for r in self.record["rows"]]
+
+
+class Report(Result):
+    """The report's files."""
+
+    title = "report"
+
+    def headline(self):
+        return [("page", self.record["html"]), ("markdown", self.record["markdown"])]
+
+
+class Saved(Result):
+    """A file a verb wrote (an ONNX export, an ensemble), and what it holds."""
+
+    title = "saved"
+
+    def headline(self):
+        return [(k, v) for k, v in self.record.items() if isinstance(v, (str, int, float))]
