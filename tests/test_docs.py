@@ -36,3 +36,41 @@ def test_the_readme_is_an_entrance_whose_verbs_are_real():
     assert not missing, f"verbs the README's tour does not name: {sorted(missing)}"
     for page in (ROOT / "docs").glob("*.md"):  # each manual page is linked from the README
         assert f"docs/{page.name}" in text, page.name
+
+
+def _command_lines():
+    """Every `mnistlab ...` line in a fenced block of the README and docs/ (comments cut, `\\` joined)."""
+    import shlex
+
+    for page in PAGES:
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", page.read_text(), re.S)
+        for block in blocks:
+            joined = block.replace("\\\n", " ")
+            for line in joined.splitlines():
+                line = line.strip()
+                for start in ("mnistlab ", ".venv/bin/mnistlab "):
+                    if line.startswith(start):
+                        words = shlex.split(line.split(" #", 1)[0], comments=False)
+                        yield page.relative_to(ROOT), line, words[1:]
+
+
+def test_every_command_line_in_the_docs_parses_with_the_real_parser(capsys):
+    parser = build_parser()
+    bad, seen = [], 0
+    for page, line, args in _command_lines():
+        seen += 1
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            bad.append(f"{page}: {line}\n    {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert seen > 50 and not bad, "\n".join(bad)
+
+
+def test_the_readme_python_tour_runs(tmp_path):
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    tour = text.split("## Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", tour], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

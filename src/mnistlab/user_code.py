@@ -108,8 +108,8 @@ def resolve(ref: str, role: str) -> tuple[object, Code]:
         return _pinned.get()[ref]
     if ref in _live:
         return _live[ref]
-    if not is_reference(ref):
-        raise MnistlabError(f"{role} {ref!r}: expected path/to/file.py:Name or package.module:Name")
+    if not is_reference(ref) or "\0" in ref or len(ref) > 4096:
+        raise MnistlabError(f"{role} {ref[:200]!r}: expected path/to/file.py:Name or package.module:Name")
     where, name = ref.rsplit(":", 1)
     if "@" in name:
         raise MnistlabError(f"{role} {ref!r}: an object made in another Python session",
@@ -118,8 +118,12 @@ def resolve(ref: str, role: str) -> tuple[object, Code]:
         raise MnistlabError(f"{role} {ref!r}: {name} was defined in another Python session",
                             hint="pass the class itself from Python, or put it in a .py file and name that")
     if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where).expanduser().resolve()
-        if not path.is_file():
+        try:
+            path = Path(where).expanduser().resolve()
+            is_file = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long, a loop of links
+            raise MnistlabError(f"{role} {ref[:200]!r}: cannot look at {where[:200]!r} ({exc})") from None
+        if not is_file:
             raise MnistlabError(f"{role} {ref!r}: no file {path}")
         source = _read_source(path, role, ref)
         module = _run_source(source, str(path), role, ref)
@@ -174,6 +178,9 @@ def check_record(record, source: str, role: str) -> dict:
     if record["kind"] not in ("file", "module", "session", "instance") or not IDENTIFIER.match(record["name"]):
         raise MnistlabError(f"{source}: the record of its {role}'s code: kind {record['kind']!r} / name "
                             f"{record['name'][:80]!r} is not one mnistlab writes")
+    if any("\0" in record[k] for k in ("ref", "path", "name")) or len(record["path"]) > 4096:
+        raise MnistlabError(f"{source}: the record of its {role}'s code names an impossible path",
+                            hint="the file was altered; use one mnistlab wrote")
     if len(record["source"].encode("utf-8", "surrogatepass")) > MAX_SOURCE or len(record["ref"]) > 4096:
         raise MnistlabError(f"{source}: the recorded {role} source is over {MAX_SOURCE} bytes")
     if sha256_text(record["source"]) != record["sha256"]:
@@ -216,7 +223,11 @@ def _from_record(record: dict, source: str, role: str):
         except (ImportError, ValueError):
             found = None
         path = Path(found.origin) if found is not None and found.origin else path
-    if path is not None and path.is_file():
+    try:
+        present = path is not None and path.is_file()
+    except OSError:
+        present = False
+    if present:
         try:
             now = sha256_text(_read_source(path, role, ref))
         except MnistlabError:

@@ -153,7 +153,8 @@ def code_summary(records: dict[str, dict]) -> dict[str, dict]:
 def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
     """A new run directory (rank 0 creates it: config.json and the log's header line) with the header
     fields every run records (time, argv, environment, device, data, precision) and `header`'s own."""
-    run = rundir.new(cfg)
+    # rank 0 decides (and creates it); the others must not look for a free name: it is taken by then
+    run = rundir.new(cfg) if env.main else RunDir(os.path.join(cfg.out, rundir.name_for(cfg)))
     if env.main:
         run.path.mkdir(parents=True)
         run.write_json(RunDir.CONFIG, cfg.as_dict())
