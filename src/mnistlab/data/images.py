@@ -149,14 +149,19 @@ def to_pixels(value, name: str = "image", *, max_side: int = 4096) -> np.ndarray
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise MnistlabError(f"{name}: expected a 2-D array of numbers (rows of equal length)") from None
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         pass
     elif arr.ndim != 2:
         raise MnistlabError(f"{name}: array of shape {list(arr.shape)}, expected (H,W) or (H,W,C) with C 1, 3 or 4")
     if not (1 <= arr.shape[0] <= max_side and 1 <= arr.shape[1] <= max_side):
         raise MnistlabError(f"{name}: array of shape {list(arr.shape)}, expected sides of 1 to {max_side}")
+    return as_uint8(arr, name)
+
+
+def as_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
+    """The one rule for pixel values, for an array of any shape (see the module docstring)."""
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
     if arr.dtype == np.uint8:
         return arr
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MnistlabError
-from .images import open_image, to_pixels
+from .images import as_uint8, open_image
 
 MAX_IMAGES = 2_000_000  # per split, for a folder: the walk stops with an error past this
 MAX_SIDE = 512  # pixels a side, as a checkpoint may declare
@@ -39,9 +39,7 @@ def from_arrays(x, y, x_name: str = "images", y_name: str = "labels") -> tuple[n
     if not 1 <= len(x) <= MAX_IMAGES or not all(1 <= s <= MAX_SIDE for s in x.shape[-2:]):
         raise MnistlabError(f"{x_name}: shape {list(x.shape)}: expected 1 to {MAX_IMAGES:,} images of 1 to "
                             f"{MAX_SIDE} pixels a side")
-    if x.dtype != np.uint8:
-        flat = x.reshape(len(x), x.shape[-2], -1)  # one rule for pixel values: images.to_pixels'
-        x = to_pixels(flat.reshape(-1, flat.shape[-1]), x_name, max_side=max(flat.size, 1)).reshape(x.shape)
+    x = as_uint8(x, x_name)  # the one rule for pixel values, as predict's
     y = _as_numpy(y, y_name)
     if y.ndim != 1 or len(y) != len(x):
         raise MnistlabError(f"{y_name}: shape {list(y.shape)}, expected ({len(x)},): one label per image in {x_name}")

@@ -129,7 +129,10 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
         return train_classical(cfg, quiet)
     t_start = time.perf_counter()
     config_mod.validate(cfg)
-    with user_code.pinned(resumed_code(resume), str(resume or "")):  # a resumed run keeps its own code
+    # the code the run records is read once and pinned: a resumed run keeps its own, a new one what it began
+    # with (an edit to the file mid-run changes neither what runs nor what every checkpoint records)
+    recorded = resumed_code(resume) if resume is not None else setup.code_records(cfg)
+    with user_code.pinned(recorded, str(resume or cfg.model)):
         env = set_up(cfg, quiet)
         data = load_data(cfg, env)
         parts = build(cfg, data, env, initialise=resume is None)
@@ -486,8 +489,6 @@ def tensorboard_writer(run: RunDir):
 
 def resumed_code(resume) -> dict[str, dict]:
     """The user code a run being resumed recorded (checked when it is pinned), by role."""
-    if resume is None:
-        return {}
     return ckpt.read_header(RunDir(resume).last)[0].get("code", {})
 
 
