@@ -216,7 +216,9 @@ def test_every_recipe_resolves_and_fits_mnist(recipe):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["seed-mlp", "seed-cnn", "pytorch-example", "fast", "an2020-m5"])
+# an2020-m5 resolves and builds in test_every_recipe_resolves_and_fits_mnist; its dry run here cost 35 s,
+# nearly all of it the fp32 and bf16 passes over the 10,000 test images of a 1.1M-parameter model
+@pytest.mark.parametrize("recipe", ["seed-mlp", "seed-cnn", "pytorch-example", "fast"])
 def test_recipe_dry_runs_from_the_cli(recipe, tmp_path):
     out = run_cli("train", "--recipe", recipe, "--dry-run", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr

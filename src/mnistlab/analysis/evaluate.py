@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn import metrics as skm
 
 from .. import atomic
 from ..models.inference import EVALUATION, torch_threads
@@ -69,6 +68,9 @@ def member_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, 
 
 def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     """All metrics of `probs` (N,C) against int labels (N,), as a JSON-able dict."""
+    # imported here: scikit-learn costs every command 1.5 s of start-up
+    from sklearn import metrics as skm
+
     probs = probs.float().cpu()
     labels = labels.cpu()
     y, p = labels.numpy(), probs.numpy()

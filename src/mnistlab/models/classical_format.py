@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics.pairwise import pairwise_kernels
-from sklearn.utils.multiclass import _ovr_decision_function
 
 from ..errors import MnistlabError
 
@@ -246,6 +244,9 @@ def _check_trees(c: _Checker, offsets, left, right, feature, value) -> None:
 def _kernel(x: np.ndarray, basis: np.ndarray, kernel: str, gamma: float, coef0: float, degree: int) -> np.ndarray:
     params = {"rbf": {"gamma": gamma}, "poly": {"gamma": gamma, "coef0": coef0, "degree": degree},
               "sigmoid": {"gamma": gamma, "coef0": coef0}, "linear": {}}[kernel]
+    # imported here, not at the top: scikit-learn costs every command 1.5 s of start-up
+    from sklearn.metrics.pairwise import pairwise_kernels
+
     return pairwise_kernels(x, basis, metric=kernel, **params)
 
 
@@ -318,6 +319,9 @@ def svc_decision(arrays: dict, x: np.ndarray, kernel: str) -> np.ndarray:
             p += 1
     if n_cls == 2:
         return -dec[:, 0]
+    # imported here: see _kernel
+    from sklearn.utils.multiclass import _ovr_decision_function
+
     return _ovr_decision_function(dec < 0, -dec, n_cls)
 
 

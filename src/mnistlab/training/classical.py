@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
@@ -46,6 +45,9 @@ def features(model_args: dict, images_u8: torch.Tensor, norm, batch: int = 5000)
 
 def fit(cfg, x: np.ndarray, y: np.ndarray, num_classes: int, in_shape) -> tuple[ClassicalModel, float]:
     """(the fitted model, fit seconds) on feature matrix `x` (N, D) and labels `y` (N,)."""
+    # imported here: scikit-learn costs every command 1.5 s of start-up
+    from sklearn.exceptions import ConvergenceWarning
+
     args = resolved_args(cfg.model, cfg.model_args)
     if len(np.unique(y)) < 2:
         raise MnistlabError(f"{cfg.model}: the training examples hold {len(np.unique(y))} class(es); a classifier "
