@@ -87,6 +87,7 @@ class RunDir:
     INSPECT, INSPECT_FILE = "inspect", "inspect.json"
     MAPS, MAP_FILE = "maps", "map.json"
     TENSORBOARD = "tensorboard"
+    OOD = "ood.safetensors"  # the not-a-digit model (models/ood.py), fitted on first use
     CODE = "code"  # copies of the user code the run used (model, optimizer, loss), to read and for trust_code
     ATTACK_PREFIX = "attack-"  # eval/attack-METHOD-NORM.json
 

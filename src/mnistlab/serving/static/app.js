@@ -108,9 +108,10 @@ function show(r) {
   }
   digit.textContent = r.is_digit ? r.digit : "?";
   digit.dataset.digit = r.digit;
-  conf.textContent = `${(100 * r.probability).toFixed(1)}% sure it is ${r.digit}`;
+  conf.textContent = r.is_digit ? `${(100 * r.probability).toFixed(1)}% sure it is ${r.digit}`
+    : `not read as a digit (the nearest is ${r.digit}, ${(100 * r.probability).toFixed(1)}%)`;
   warn.hidden = r.is_digit;
-  warn.textContent = r.is_digit ? "" : `Probably not a single digit (score ${r.not_digit.toFixed(2)}): ${r.reasons.join("; ")}`;
+  warn.textContent = r.is_digit ? "" : `That doesn't look like a digit (score ${r.not_digit.toFixed(2)}): ${r.reasons.join("; ")}`;
   r.probabilities.forEach((p, i) => {
     const li = bars.children[i];
     li.classList.toggle("top", i === r.label);
