@@ -4,18 +4,22 @@
     table = mnistlab.audit("mnist", split="test")          # a pandas DataFrame, worst first
 
 1. Out-of-fold probabilities: the images are cut into K stratified folds; for each fold a model is
-   trained by mnistlab's own engine (`training.train.fit`, the recipe's settings) on the other folds
-   and scores the fold, so every image is scored by a model that never saw it. The probabilities,
-   the model's penultimate features and the folds are cached in the output directory (`oof.npz`,
-   keyed by dataset hash, split, folds, recipe and seed), so the cleanlab step re-runs in seconds.
+   trained by mnistlab's own engine (`training.train.fit`, the recipe's settings) on every other
+   labelled image the dataset has (the other folds, and when one split is audited, all of the other
+   split too) and scores the fold, so every image is scored by a model that never saw it, and as
+   strong as the data allows. `folds.json` records what each fold's model trained on. The
+   probabilities, the model's penultimate features and the folds are cached in the output directory
+   (`oof.npz`, keyed by dataset hash, split, folds, recipe and seed), so the cleanlab step re-runs in
+   seconds.
 2. Confident learning (cleanlab, Northcutt et al. 2021): `find_label_issues` on the out-of-fold
    probabilities flags labels the models contradict, ranked by self-confidence (the out-of-fold
    probability of the given label); Datalab finds outliers in the model's features and
    near-duplicates in pixel space.
    A flagged image whose given label still has >= 10% probability is called ambiguous (it reads as
    both), below that mislabeled.
-3. Outputs: `issues.csv` / `issues.json` (index, split, index in split, given and suggested label,
-   score, issue type), a gallery of the top-ranked label issues, counts per class, near-duplicate
+3. Outputs: `ranking.csv` (every image audited, worst first: its label-quality score, the
+   out-of-fold self-confidence, and its rank), `issues.csv` / `issues.json` (the flagged rows: index,
+   split, index in split, given and suggested label, score, issue type), a gallery of the top-ranked label issues, counts per class, near-duplicate
    pairs (those crossing train/test marked: leakage), and with `--clean-effect`, the validation
    accuracy of the recipe trained with the flagged training images kept, removed, or relabelled.
 """
@@ -32,6 +36,7 @@ import torch
 
 from .. import atomic, schema
 from ..data import load
+from ..data.files import sha256
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.default import DEFAULT_MODEL
@@ -60,9 +65,20 @@ class Pool:
 
 
 def pool(ds, split: str) -> Pool:
+    """The images under audit."""
     if split not in SPLITS:
         raise MnistlabError(f"--split {split!r}: expected train, test or all")
-    parts = [("train", ds.train), ("test", ds.test)] if split == "all" else [(split, getattr(ds, split))]
+    return _pool([("train", ds.train), ("test", ds.test)] if split == "all" else [(split, getattr(ds, split))])
+
+
+def rest_of(ds, split: str) -> Pool | None:
+    """The labelled images of the dataset outside the audited split: every fold's model trains on
+    them too (None when both splits are audited)."""
+    others = [name for name in ("train", "test") if split not in (name, "all")]
+    return _pool([(name, getattr(ds, name)) for name in others]) if others else None
+
+
+def _pool(parts) -> Pool:
     return Pool(torch.cat([p.images for _, p in parts]), torch.cat([p.labels for _, p in parts]),
                 np.concatenate([np.full(len(p), name) for name, p in parts]),
                 np.concatenate([np.arange(len(p)) for _, p in parts]))
@@ -89,12 +105,15 @@ def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndar
 
 
 def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides: dict | None = None,
-                cache: Path | None = None, quiet: bool = True) -> dict:
-    """Out-of-fold probabilities and features for every image of `data` (see the module docstring)."""
+                cache: Path | None = None, quiet: bool = True, rest: Pool | None = None) -> dict:
+    """Out-of-fold probabilities and features for every image of `data` (see the module docstring);
+    each fold's model trains on the other folds and on all of `rest`."""
 
     labels = data.labels.numpy()
+    rest_splits = sorted(set(rest.split)) if rest is not None else []
     key = {"dataset": ds.name, "dataset_hash": ds.content_hash, "n": len(labels), "splits": sorted(set(data.split)),
-           "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {}}
+           "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {},
+           "also_trained_on": {"splits": rest_splits, "n": len(rest.labels) if rest is not None else 0}}
     cached = read_cache(cache, key, ds.num_classes) if cache is not None else None
     if cached is not None:
         return cached
@@ -106,7 +125,10 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
     for k in range(folds):
         trained, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         trained_on.append(trained)
-        model, norm = fit(cfg, ds, data.images[trained], data.labels[trained], quiet=quiet)
+        images, targets = data.images[trained], data.labels[trained]
+        if rest is not None:
+            images, targets = torch.cat([images, rest.images]), torch.cat([targets, rest.labels])
+        model, norm = fit(cfg, ds, images, targets, quiet=quiet)
         p, f = score(model, norm, data.images[scored])
         probs[scored] = p
         if features is None:
@@ -119,7 +141,23 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
         with atomic.replacing(cache / "oof.npz") as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, probs=probs, features=features, fold=fold)
         atomic.write_text(cache / "oof.json", json.dumps(meta, indent=2))
+        atomic.write_text(cache / "folds.json", json.dumps(fold_record(data, fold, trained_on, rest), indent=1))
     return {"probs": probs, "features": features, "fold": fold, **meta, "cached": False, "trained_on": trained_on}
+
+
+def fold_record(data: Pool, fold: np.ndarray, trained_on: list[np.ndarray], rest: Pool | None) -> list[dict]:
+    """What each fold's model trained on and scored: counts per split and the SHA-256 of the audited
+    positions it trained on (sorted int64, little-endian), so a reader can check it never saw its fold."""
+    out = []
+    for k, trained in enumerate(trained_on):
+        scored = np.flatnonzero(fold == k)
+        seen = {str(name): int((data.split[trained] == name).sum()) for name in sorted(set(data.split))}
+        for name in sorted(set(rest.split)) if rest is not None else []:
+            seen[str(name)] = seen.get(str(name), 0) + int((rest.split == name).sum())
+        out.append({"fold": k, "scored": int(len(scored)), "trained_on": seen,
+                    "trained_on_audited_sha256": sha256(np.sort(trained).astype("<i8").tobytes()),
+                    "overlap_with_own_fold": int(np.intersect1d(trained, scored).size)})
+    return out
 
 
 def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
@@ -300,7 +338,7 @@ def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, dat
     ds = load(dataset, data_dir=data_dir)
     data = pool(ds, split)
     oof = out_of_fold(ds, data, folds=folds, recipe=recipe, seed=seed, overrides=overrides,
-                      cache=Path(out) if out else None, quiet=quiet)
+                      cache=Path(out) if out else None, quiet=quiet, rest=rest_of(ds, split))
     labels = data.labels.numpy()
     table, pairs = find_issues(labels, oof["probs"], oof["features"], list(ds.classes), data)
     table.attrs.update({"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe,
@@ -341,12 +379,17 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fas
     with atomic.replacing(out_dir / "issues.csv") as tmp:
         table.to_csv(tmp, index=False)
     atomic.write_text(out_dir / "issues.json", table.to_json(orient="records", indent=1))
+    ranked = ranking(data, oof["probs"], classes, table)
+    with atomic.replacing(out_dir / "ranking.csv") as tmp:
+        ranked.to_csv(tmp, index=False)
     picture = gallery(data, table, out_dir / "top-label-issues.png", top)
     summary["gallery"] = str(picture) if picture else None
+    picture = gallery(data, ranked, out_dir / "ranking-top.png", top)
+    summary["gallery_ranking"] = str(picture) if picture else None
     if "test" in set(data.split):  # the test set's own 20 worst: what caps every model's test accuracy
-        worst = lowest_self_confidence(data, oof["probs"], classes, "test", 20, set(label_issues["index"]))
-        picture = gallery(data, worst, out_dir / "test-top20.png", 20)
+        picture = gallery(data, ranked[ranked["split"] == "test"], out_dir / "test-top20.png", 20)
         summary["gallery_test"] = str(picture) if picture else None
+    summary["ranking"] = str(out_dir / "ranking.csv")
     atomic.write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     summary["out"] = str(out_dir)
     return summary, table
@@ -368,36 +411,39 @@ def _default_model_errors(ds, data: Pool, label_issues) -> dict | None:
             "errors_on_flagged_images": len(hits), "indices": hits}
 
 
-def lowest_self_confidence(data: Pool, probs: np.ndarray, classes, split: str, count: int, flagged: set):
-    """The `count` images of `split` whose given label the out-of-fold models believed least, in the
-    table's columns, with `issue` saying whether the audit flagged them."""
+def ranking(data: Pool, probs: np.ndarray, classes, table):
+    """Every audited image, worst label first: its label-quality score (the out-of-fold probability of
+    its given label, cleanlab's self-confidence), rank (1 = the label the models believed least), the
+    suggested label, and the issue the audit flagged it with, if any. Ties keep the pool's order."""
     import pandas as pd
 
     labels = data.labels.numpy()
-    idx = np.flatnonzero(data.split == split)
-    p_given = probs[idx, labels[idx]]
-    idx = idx[np.argsort(p_given, kind="stable")[:count]]
-    suggested = probs[idx].argmax(1)
-    return pd.DataFrame({"index": idx, "split": data.split[idx], "index_in_split": data.index[idx],
-                         "issue": ["flagged" if int(i) in flagged else "not flagged" for i in idx],
-                         "score": probs[idx, labels[idx]], "given_label": [classes[c] for c in labels[idx]],
-                         "suggested_label": [classes[c] for c in suggested], "p_given": probs[idx, labels[idx]],
-                         "p_suggested": probs[idx, suggested]})
+    quality = probs[np.arange(len(labels)), labels]
+    order = np.argsort(quality, kind="stable")
+    suggested = probs.argmax(1)
+    flagged = {}
+    for row in table.itertuples():  # the first (most serious) issue of each image, in the table's order
+        flagged.setdefault(int(row.index), row.issue)
+    return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "index": order, "split": data.split[order],
+                         "index_in_split": data.index[order], "given_label": [classes[c] for c in labels[order]],
+                         "suggested_label": [classes[c] for c in suggested[order]],
+                         "label_quality": quality[order], "p_suggested": probs[order, suggested[order]],
+                         "issue": [flagged.get(int(i), "") for i in order]})
 
 
 def gallery(data: Pool, table, out, top: int = 40):
-    """The first `top` label issues of `table` (or all its rows if it has no label-issue types): each
-    image with its split (when both are audited) and index, given > suggested label; * marks an image
-    the audit flagged, in a gallery of lowest self-confidence."""
+    """The first `top` label issues of `table`, or the first `top` rows of a `ranking`: each image
+    with its split (when both are audited) and index, given > suggested label; in a ranking, * marks
+    an image the audit flagged."""
 
-    ranked_by_confidence = set(table["issue"]) <= {"flagged", "not flagged"}
-    rows = table if ranked_by_confidence else table[table["issue"].isin(["mislabeled", "ambiguous"])]
+    ranked = "rank" in table.columns
+    rows = table if ranked else table[table["issue"].isin(["mislabeled", "ambiguous"])]
     rows = rows.head(top)
     if not len(rows):
         return None
     tiles = data.images[torch.from_numpy(rows["index"].to_numpy().copy())].numpy()
     prefix = len(set(data.split)) > 1  # "tr"/"te" only where both splits are audited
-    captions = [f"{r.split[:2] if prefix else ''}{r.index_in_split}{'*' if r.issue == 'flagged' else ''}: "
+    captions = [f"{r.split[:2] if prefix else ''}{r.index_in_split}{'*' if ranked and r.issue else ''}: "
                 f"{r.given_label}>{r.suggested_label}" for r in rows.itertuples()]
     return save_png(image_grid(tiles, captions, scale=4, cols=10), out)
 
