@@ -55,9 +55,13 @@ def is_head_key(key: str, heads: Sequence[str]) -> bool:
 
 
 def heads_of(model: nn.Module) -> tuple[str, ...]:
-    """The head modules of a model `create_model` built (it records the name, input shape and options)."""
-    return head_modules(model.mnistlab_name, model.mnistlab_in_shape, model.mnistlab_args,
-                        getattr(model, "mnistlab_entry", None))
+    """The head modules of a model `create_model` built (it records the name, input shape and options),
+    found once per model: finding them builds the model twice on the meta device (40 ms for `fast`,
+    which `predict` would pay per picture for its not-a-digit features)."""
+    if "_mnistlab_heads" not in model.__dict__:
+        model._mnistlab_heads = head_modules(model.mnistlab_name, model.mnistlab_in_shape, model.mnistlab_args,
+                                             getattr(model, "mnistlab_entry", None))
+    return model._mnistlab_heads
 
 
 def capture_features(model: nn.Module, store: list, heads: Sequence[str] | None = None):
