@@ -16,6 +16,7 @@ from ._version import __version__
 from .api import (
                   attack,
                   audit,
+                  check,
                   ensemble,
                   evaluate,
                   export,
@@ -34,6 +35,6 @@ from .data import Dataset, Split, load, load_data, prepare
 from .data.registry import get_spec, list_datasets
 from .errors import MnistlabError
 
-__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "ensemble", "evaluate", "export",
+__all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
            "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "predict", "prepare", "pretrain",
            "report", "serve", "sota", "train", "transfer_curve", "tune"]

@@ -21,6 +21,7 @@ from inspect import Parameter, signature
 from . import lists, names, user_code
 from .analysis import attack as attack_verb
 from .analysis import audit as audit_mod
+from .analysis import check as check_mod
 from .analysis import ensemble as ensemble_mod
 from .analysis import evaluate as evaluate_mod
 from .analysis import inspect as inspect_mod
@@ -34,6 +35,7 @@ from .reporting import report as report_mod
 from .results import (
     AttackReport,
     Audit,
+    Check,
     Curve,
     Evaluation,
     Inspection,
@@ -179,6 +181,19 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model:
     summary, table = audit_mod.run(dataset, split=split, folds=folds, recipe=recipe or model, seed=seed, out=out,
                                    clean_seeds=clean_seeds, top=top, data_dir=data_dir, quiet=quiet)
     return Audit(summary, table)
+
+
+def check(model="fast", *, seeds="0-2", quick: bool = False, learning: bool = True, out=None,
+          quiet: bool = False, **settings) -> Check:
+    """`mnistlab check`: does an implementation work? Mechanics checks in seconds, then the model trained
+    over `seeds` at a fixed budget beside references, and a verdict (`analysis/check.py`). `model` is a
+    zoo name, `file.py:Name` or an object; `optimizer=` or `loss=` of one's own checks those instead,
+    against Adam and SGD or cross-entropy on the same model."""
+    overrides = _settings({"model": model, **settings}, "check")
+    role = "loss" if "loss" in settings else "optimizer" if "optimizer" in settings else "model"
+    cfg = config_mod.resolve(None, overrides)
+    return Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=learning, out=out,
+                                 quiet=quiet))
 
 
 @_trusting

@@ -218,6 +218,30 @@ class Audit(Result):
         return {"top label issues": self.record["gallery"]} if self.record.get("gallery") else {}
 
 
+class Check(Result):
+    """`mnistlab check`: the verdict on a model, optimizer or loss, the checks behind it, and the
+    learning arms (`.findings`, `.yours`, `.references`)."""
+
+    title = "check"
+
+    def headline(self):
+        r = self.record
+        rows = [("verdict", r["verdict"])]
+        rows += [(f["name"], ("ok: " if f["ok"] else "FAIL: " if f["ok"] is False else "") + f["detail"])
+                 for f in r["findings"]]
+        for arm in ([r["yours"], *r["references"]] if r.get("yours") else []):
+            rows.append((arm["name"], mean_pm_std(stats_of(arm), 2, 100, "%")))
+        return rows
+
+    def __repr__(self) -> str:
+        return f"Check({self.record['verdict']})"
+
+
+def stats_of(arm: dict) -> dict | None:
+    accs = [r["val_acc"] for r in arm["runs"] if "val_acc" in r]
+    return {"mean": arm["mean"], "std": arm["std"], "n": len(accs)} if accs else None
+
+
 class Map(Result):
     """A 2-D map of a split: coordinates, the 5-NN separation, the picture and the interactive page."""
 

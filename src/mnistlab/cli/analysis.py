@@ -1,4 +1,4 @@
-"""The analysis verbs: evaluate, ensemble, attack, audit, inspect, map. Each parser sits beside its
+"""The analysis verbs: evaluate, ensemble, attack, audit, check, inspect, map. Each parser sits beside its
 handler, and each handler calls the library function of the verb's name (`mnistlab.evaluate`, ...)
 and prints what it returned."""
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from .. import api
 from ..analysis import attack as attack_verb
 from ..analysis import audit as audit_mod
+from ..analysis import check as check_mod
 from ..analysis import evaluate as evaluate_mod
 from ..tables import print_table
-from .common import add_trust_flag
+from ..training import config as config_mod
+from .common import add_set_flag, add_trust_flag
 
 
 def add_evaluate(verbs) -> None:
@@ -142,6 +144,35 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def add_check(verbs) -> None:
+    p = verbs.add_parser("check", help="does my implementation work? a verdict on a model, optimizer or loss, "
+                         "against the zoo", description="Mechanics checks in seconds (output, softmax, initial "
+                         "loss, gradients, dead units, nonlinearity, batch independence, optimizer, overfit one "
+                         "batch), then the model trained over seeds at a fixed budget on the validation split "
+                         "beside references (logistic regression, the MLP, the fast CNN; or Adam and SGD for "
+                         "your optimizer, cross-entropy for your loss), and a verdict.")
+    p.add_argument("model", help="a zoo name (`mnistlab models`) or your own: file.py:Name or package.module:Name")
+    p.add_argument("--seeds", default="0-2", help="seeds of the learning part (default: 0-2)")
+    p.add_argument("--quick", action="store_true", help="a smaller budget (1 epoch of 5,000 images)")
+    p.add_argument("--mechanics-only", action="store_true", help="the mechanics checks alone (seconds)")
+    p.add_argument("--optimizer", help="your optimizer (file.py:Name), checked against Adam and SGD on MODEL")
+    p.add_argument("--loss", help="your loss (file.py:name), checked against cross-entropy on MODEL")
+    p.add_argument("--out", help="write check.json here")
+    add_set_flag(p, "any other setting, e.g. lr=0.01 or dataset=fashion-mnist (repeatable)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    chosen = config_mod.parse_set(args.set or [])
+    chosen.update({k: v for k, v in (("optimizer", args.optimizer), ("loss", args.loss)) if v})
+    r = api.check(args.model, seeds=args.seeds, quick=args.quick, learning=not args.mechanics_only, out=args.out,
+                  **chosen)
+    print(check_mod.format_check(r.record))
+    if r.get("out"):
+        print(f"wrote {r['out']}/check.json")
+    return 0 if r["status"] == "works" else 1
+
+
 def add_inspect(verbs) -> None:
     p = verbs.add_parser("inspect", help="what a network learned: first-layer filters, feature maps, top images "
                          "per unit, saliency",
@@ -201,5 +232,5 @@ def cmd_map(args) -> int:
 
 
 def add(verbs) -> None:
-    for add_verb in (add_evaluate, add_ensemble, add_attack, add_audit, add_inspect, add_map):
+    for add_verb in (add_evaluate, add_ensemble, add_attack, add_audit, add_check, add_inspect, add_map):
         add_verb(verbs)

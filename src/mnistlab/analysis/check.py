@@ -1,0 +1,398 @@
+"""Does my implementation work? `mnistlab check MODEL`: a verdict on a model, an optimizer or a loss
+of one's own, against the zoo, with the usual bugs caught by name.
+
+    mnistlab check mynet.py:Net                          # a model of one's own (or a zoo name)
+    mnistlab check fast --set optimizer=opt.py:Lion      # an optimizer, on a zoo model
+    mnistlab.check(MyNet, loss=my_loss)                  # from Python: a class, a function, an nn.Module
+
+1. Mechanics, in seconds, before any real training: the checks practitioners do by hand (Karpathy,
+   "A Recipe for Training Neural Networks", 2019), each with a name a failure is reported under:
+   `output` (shape, dtype, finite), `softmax` (an output that is already a probability, which the
+   cross-entropy then softmaxes again), `initial loss` (about ln(classes) for balanced classes),
+   `gradients` (every parameter gets a finite, non-zero gradient; frozen ones are named), `dead
+   units` (a ReLU layer none of whose units is ever positive), `nonlinearity` (an output that is an
+   affine function of the input), `batch independence` (in eval mode, an image's output must not
+   depend on the other images of its batch), `train vs eval` (reported), `normalization` (what the
+   model is fed), `optimizer` (its first step changes the parameters), `overfit one batch` (32
+   images fitted to 100% within 200 steps), and speed and parameter count.
+2. Learning, in minutes: the model trained over 3 seeds at a fixed budget (2 epochs of 10,000
+   training images, the validation split of 5,000 held-out training images scored, never test),
+   beside references trained in the same process at the same budget: the zoo's logistic regression,
+   MLP and `fast` CNN for a model; Adam and SGD on the same model for an optimizer; cross-entropy on
+   the same model for a loss.
+3. The verdict: "works: ... between the MLP and the fast CNN", "something is wrong: ...", or
+   "unstable: ...", with the checks behind it; `check.json` in `out` holds everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .. import atomic, stats
+from ..data import load, preparation
+from ..data.normalization import Normalization, to_unit
+from ..errors import MnistlabError
+from ..models import create_model
+from ..models.registry import is_known
+from ..training import config as config_mod
+from ..training.losses import CROSS_ENTROPY, loss_function
+from ..training.optim import make_optimizer
+from ..training.train import fit
+
+BUDGET = {"epochs": 2, "train_images": 10_000, "validation": 5_000}
+QUICK_BUDGET = {"epochs": 1, "train_images": 5_000, "validation": 2_000}
+REFERENCE_MODELS = {"logreg": "logistic regression", "mlp": "the MLP", "fast": "the fast CNN"}
+OVERFIT_IMAGES, OVERFIT_STEPS = 32, 200
+CHANCE_FACTOR = 2.0  # mean accuracy under this many times chance is "chance level"
+UNSTABLE_STD = 0.03  # a std over seeds above 3 points
+# the failure a verdict names first: the most specific cause (dead units also zero the gradients and
+# make the output constant, hence "affine")
+PRIORITY = ["output", "softmax", "dead units", "batch independence", "optimizer", "nonlinearity", "gradients",
+            "initial loss", "overfit one batch", "normalization"]
+
+
+@dataclasses.dataclass
+class Finding:
+    """One check: its name, whether it passed (None: reported, not judged), and what it found."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Mechanics
+
+
+def _batch(ds, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n training images, balanced over the classes as far as they go, and their labels."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = ds.train.labels
+    per = max(1, n // ds.num_classes)
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:per] for c in range(ds.num_classes)])
+    idx = idx[torch.randperm(len(idx), generator=gen)][:n]
+    return ds.train.images[idx], labels[idx]
+
+
+def _inputs(images_u8: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    x = to_unit(images_u8)
+    return norm.apply(x[:, None] if x.dim() == 3 else x)
+
+
+def mechanics(cfg, ds) -> list[Finding]:
+    """The checks of part 1, on the CPU in fp32, on a copy of the model as training builds it."""
+    torch.manual_seed(cfg.seed)
+    in_shape = (ds.spec.channels, *ds.image_shape[-2:])
+    classes = ds.num_classes
+    model = create_model(cfg.model, in_shape, classes, **cfg.model_args).float()
+    mean, std = ds.stats
+    norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
+    loss_fn = loss_function(cfg, classes)
+    images, labels = _batch(ds, 256)
+    x = _inputs(images, norm)
+    out = []
+
+    model.eval()
+    with torch.no_grad():
+        y = model(x[:8])
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (8, classes) or not y.is_floating_point():
+        shape = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        return [Finding("output", False, f"for 8 images the model returns {shape}: expected float logits of "
+                                         f"shape [8, {classes}]")]
+    if not torch.isfinite(y).all():
+        return [Finding("output", False, "the output of 8 training images is not finite (NaN or inf)")]
+    out.append(Finding("output", True, f"[batch, {classes}] {str(y.dtype).removeprefix('torch.')} logits, finite"))
+    probs_like = bool((y >= 0).all() and (y <= 1).all() and torch.allclose(y.sum(1), torch.ones(8), atol=1e-3))
+    out.append(Finding("softmax", not probs_like,
+                       "every output row is already a probability distribution (non-negative, sums to 1): "
+                       "the model applies softmax, and the cross-entropy applies it again; return logits"
+                       if probs_like else "the output is logits (not already softmaxed)"))
+
+    model.train()
+    dead, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ReLU):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, name=name: dead.__setitem__(name, bool((o.reshape(len(o), -1) <= 0).all()))))
+    torch.manual_seed(cfg.seed)
+    logits = model(x)
+    for h in hooks:
+        h.remove()
+    loss = loss_fn(logits.float(), labels)
+    expected = math.log(classes)
+    value = loss.item()
+    ok = math.isfinite(value) and 0.5 * expected <= value <= 1.6 * expected
+    out.append(Finding("initial loss", ok, f"{value:.3f} at initialisation; about ln({classes}) = {expected:.3f} "
+                       "expected for balanced classes" + ("" if ok else ": the last layer starts with large weights, "
+                                                          "or the loss is not a mean cross-entropy")))
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    none = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    zero = [n for n, p in model.named_parameters() if p.grad is not None and not bool(p.grad.abs().sum() > 0)]
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    problems = ([f"frozen (requires_grad=False): {', '.join(frozen)}"] if frozen else []) + \
+               ([f"no gradient (not on the path to the loss): {', '.join(none)}"] if none else []) + \
+               ([f"a zero gradient: {', '.join(zero)}"] if zero else []) + \
+               ([f"a gradient that is not finite: {', '.join(bad)}"] if bad else [])
+    count = sum(1 for _ in model.parameters())
+    out.append(Finding("gradients", not problems, "; ".join(problems) if problems
+                       else f"all {count} parameter tensors get a finite, non-zero gradient"))
+    dead_layers = [n for n, d in dead.items() if d]
+    out.append(Finding("dead units", not dead_layers,
+                       f"ReLU layer(s) {', '.join(dead_layers)}: no unit is positive for any of 256 images "
+                       "(a large negative bias, or weights that drive every input below zero)" if dead_layers
+                       else f"{len(dead)} ReLU layer(s), each with units that fire" if dead
+                       else "no nn.ReLU modules to watch"))
+
+    model.eval()
+    with torch.no_grad():
+        a, b = x[:16], x[16:32]
+        fa, fb, fm = model(a), model(b), model((a + b) / 2)
+        scale = float((fa - fb).abs().max()) + 1e-12
+        affine = float((fm - (fa + fb) / 2).abs().max()) / scale
+        whole = model(x[:32])
+        alone = torch.cat([model(x[i:i + 1]) for i in range(4)])
+        leak = float((whole[:4] - alone).abs().max()) / (float(whole[:4].abs().max()) + 1e-12)
+        model.train()
+        torch.manual_seed(0)
+        trained_mode = model(x[:32])
+        model.eval()
+    layers = sum(1 for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv1d)))
+    if affine > 1e-3:
+        out.append(Finding("nonlinearity", True, "the output is not affine in the input"))
+    elif layers <= 1:  # logistic regression: linear by design
+        out.append(Finding("nonlinearity", None, "a linear model (one weighted layer): affine in its input by design"))
+    else:
+        out.append(Finding("nonlinearity", False, f"the output is an affine function of the input (f((a+b)/2) = "
+                           f"(f(a)+f(b))/2 to {affine:.1e}) though the model has {layers} weighted layers: there is "
+                           "no nonlinearity between them, so together they are one linear layer"))
+    out.append(Finding("batch independence", leak <= 1e-3,
+                       f"in eval mode an image's output depends on the other images of its batch (relative "
+                       f"difference {leak:.2g} alone vs in a batch of 32): statistics across the batch "
+                       "dimension leak into the forward pass" if leak > 1e-3
+                       else "in eval mode each image's output is its own"))
+    differs = float((trained_mode - whole).abs().max()) > 1e-5
+    out.append(Finding("train vs eval", None, "train() and eval() give different outputs (dropout or "
+                       "batch-norm, as expected if the model has them)" if differs
+                       else "train() and eval() give the same outputs"))
+    seen = x.float()
+    out.append(Finding("normalization", cfg.normalize != "none",
+                       f"normalize={cfg.normalize}: the model is fed mean {float(seen.mean()):.2f}, std "
+                       f"{float(seen.std()):.2f}" + (": raw pixel values, not normalised" if cfg.normalize == "none"
+                                                     else "")))
+
+    out += _overfit(cfg, model, images[:OVERFIT_IMAGES], labels[:OVERFIT_IMAGES], norm, loss_fn)
+    out.append(_speed(model, x[:128], labels[:128], loss_fn))
+    return out
+
+
+def _overfit(cfg, model, images, labels, norm, loss_fn) -> list[Finding]:
+    """`optimizer` (its first step changes the parameters) and `overfit one batch`."""
+    model = copy.deepcopy(model).train()
+    try:
+        opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    except MnistlabError as exc:
+        return [Finding("optimizer", False, str(exc))]
+    x = _inputs(images, norm)
+    before = [p.detach().clone() for p in model.parameters()]
+    first_loss, last_loss, steps, acc = None, None, 0, 0.0
+    for step in range(1, OVERFIT_STEPS + 1):
+        torch.manual_seed(step)
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss):
+            return [Finding("optimizer", True, "the first step changed the parameters"),
+                    Finding("overfit one batch", False, f"the loss became {loss.item()} at step {step} on "
+                            f"{len(x)} images: the learning rate (lr={cfg.lr:g}) is too high?")]
+        loss.backward()
+        opt.step()
+        if step == 1:
+            moved = any(not torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
+            first_loss = loss.item()
+            if not moved:
+                return [Finding("optimizer", False, f"the optimizer's step ({cfg.optimizer}, lr={cfg.lr:g}) changed "
+                                "no parameter"),
+                        Finding("overfit one batch", False, "nothing can be fitted while no parameter moves")]
+        last_loss = loss.item()
+        with torch.no_grad():
+            acc = float((model.eval()(x).argmax(1) == labels).float().mean())
+            model.train()
+        steps = step
+        if acc == 1.0:
+            break
+    findings = [Finding("optimizer", True, "its first step changed the parameters")]
+    if acc == 1.0:
+        findings.append(Finding("overfit one batch", True, f"{len(x)} images fitted to 100% in {steps} steps "
+                                f"(loss {first_loss:.3f} -> {last_loss:.4f})"))
+    else:
+        hint = (f": the loss rose from {first_loss:.3f} to {last_loss:.3f}, the learning rate (lr={cfg.lr:g}) is "
+                "too high?" if last_loss > first_loss else f" (loss {first_loss:.3f} -> {last_loss:.3f})")
+        findings.append(Finding("overfit one batch", False, f"{len(x)} images reach {acc:.0%} after {steps} steps, "
+                                f"not 100%{hint}"))
+    return findings
+
+
+def _speed(model, x, labels, loss_fn) -> Finding:
+    model = copy.deepcopy(model).train()
+    params = sum(p.numel() for p in model.parameters())
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x).float(), labels).backward()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    ms = (time.perf_counter() - t0) / 3 * 1000
+    return Finding("speed", None, f"{params:,} parameters; {ms:.0f} ms per forward+backward of {len(x)} images "
+                   f"on the CPU ({torch.get_num_threads()} threads, fp32)")
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Learning
+
+
+def _split(ds, budget: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, labels, validation images, labels): a stratified holdout (seed 0) and the first
+    `train_images` of the rest."""
+    val_idx = ds.train.validation_indices(budget["validation"], seed=0, stratified=True)
+    keep = torch.ones(len(ds.train), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep).flatten()[:budget["train_images"]]
+    return ds.train.images[train_idx], ds.train.labels[train_idx], ds.train.images[val_idx], ds.train.labels[val_idx]
+
+
+def _val_accuracy(cfg, ds, data, seed: int) -> dict:
+    xtr, ytr, xval, yval = data
+    run_cfg = dataclasses.replace(cfg, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        model, norm = fit(run_cfg, ds, xtr, ytr)
+    except MnistlabError as exc:
+        if "diverged" in str(exc):
+            return {"seed": seed, "diverged": str(exc), "seconds": time.perf_counter() - t0}
+        raise
+    with torch.no_grad():
+        pred = torch.cat([model(_inputs(xval[i:i + 1000], norm)).argmax(1) for i in range(0, len(xval), 1000)])
+    return {"seed": seed, "val_acc": float((pred == yval).float().mean()), "seconds": time.perf_counter() - t0}
+
+
+def _arm(name: str, cfg, ds, data, seeds) -> dict:
+    runs = [_val_accuracy(cfg, ds, data, s) for s in seeds]
+    accs = [r["val_acc"] for r in runs if "val_acc" in r]
+    stat = stats.over_seeds(accs)
+    mean, std = (stat["mean"], stat["std"]) if stat else (float("nan"), float("nan"))
+    return {"name": name, "model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "runs": runs,
+            "mean": mean, "std": std, "diverged": [r["seed"] for r in runs if "diverged" in r]}
+
+
+def references(cfg, role: str) -> dict[str, object]:
+    """The configs trained beside the one checked (see the module docstring)."""
+    if role == "optimizer":
+        return {f"{o} on the same model": dataclasses.replace(cfg, optimizer=o, optimizer_args={}, lr=lr)
+                for o, lr in (("adam", 1e-3), ("sgd", 0.05))}
+    if role == "loss":
+        return {"cross-entropy on the same model": dataclasses.replace(cfg, loss=CROSS_ENTROPY)}
+    return {label: dataclasses.replace(cfg, model=name, model_args={}, optimizer="adam", optimizer_args={}, lr=1e-3,
+                                       loss=CROSS_ENTROPY)
+            for name, label in REFERENCE_MODELS.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The verdict
+
+
+def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classes: int,
+            lr: float = float("nan")) -> tuple[str, str]:
+    """(status: works | something is wrong | unstable, the sentence)."""
+    failed = sorted((f for f in findings if f.ok is False), key=lambda f: PRIORITY.index(f.name)
+                    if f.name in PRIORITY else len(PRIORITY))
+    if failed:
+        return "something is wrong", f"{failed[0].name}: {failed[0].detail}"
+    if mine is None:
+        return "works", "the mechanics pass (learning not run)"
+    if mine["diverged"]:
+        return "something is wrong", f"training diverged for seed(s) {mine['diverged']}: lower the learning rate?"
+    mean, std = mine["mean"], mine["std"]
+    if mean < CHANCE_FACTOR / classes:
+        overfits = any(f.name == "overfit one batch" and f.ok for f in findings)
+        return "something is wrong", (f"{mean:.1%} on validation is chance level ({1 / classes:.0%})"
+                                      + (", though it fits one batch: are the labels shuffled against the images?"
+                                         if overfits else ""))
+    ranked = sorted((r for r in refs if r["mean"] == r["mean"]), key=lambda r: r["mean"])
+    below = [r for r in ranked if r["mean"] <= mean]
+    above = [r for r in ranked if r["mean"] > mean]
+    where = (f"between {below[-1]['name']} ({below[-1]['mean']:.1%}) and {above[0]['name']} ({above[0]['mean']:.1%})"
+             if below and above else f"above every reference (best: {ranked[-1]['name']}, {ranked[-1]['mean']:.1%})"
+             if below else f"below every reference (lowest: {ranked[0]['name']}, {ranked[0]['mean']:.1%})"
+             if ranked else "")
+    if ranked and not below and ranked[0]["mean"] - mean > 0.02:
+        return "something is wrong", (f"{mean:.1%} +- {std:.1%}, {where}: it learns, but worse than the simplest "
+                                      f"reference at the same budget; check the learning rate (lr={lr:g})"
+                                      + (" and the seeds' spread" if std > UNSTABLE_STD else ""))
+    if std > UNSTABLE_STD:
+        return "unstable", f"{mean:.1%} +- {std:.1%}: the accuracy varies by {std * 100:.1f} points across seeds"
+    return "works", f"{mean:.1%} +- {std:.1%}, {where}"
+
+
+def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, learning: bool = True,
+          out=None, quiet: bool = True) -> dict:
+    """`mnistlab check`: the findings, the learning arms and the verdict (see the module docstring)."""
+    if role not in ("model", "optimizer", "loss"):
+        raise MnistlabError(f"role {role!r}: expected model, optimizer or loss")
+    if not is_known(cfg.model):
+        raise MnistlabError(f"model {cfg.model!r}: not a zoo model or a reference like file.py:Name")
+    ds = load(cfg.dataset)
+    budget = QUICK_BUDGET if quick else BUDGET
+    cfg = dataclasses.replace(cfg, epochs=budget["epochs"], validation=0, train_subset=0, progress=False,
+                              label_smoothing=0.0, early_stopping=0)
+    config_mod.validate(cfg)
+    t0 = time.perf_counter()
+    findings = mechanics(cfg, ds)
+    mechanics_s = time.perf_counter() - t0
+    mine, refs = None, []
+    if learning and not any(f.ok is False for f in findings):
+        data = _split(ds, budget)
+        mine = _arm("yours", cfg, ds, data, list(seeds))
+        refs = [_arm(name, ref_cfg, ds, data, list(seeds)) for name, ref_cfg in references(cfg, role).items()]
+    status, sentence = verdict(findings, mine, refs, ds.num_classes, cfg.lr)
+    result = {"model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "role": role, "dataset": ds.name,
+              "status": status, "verdict": f"{status}: {sentence}", "findings": [f.as_dict() for f in findings],
+              "mechanics_s": mechanics_s, "budget": budget, "seeds": list(seeds), "yours": mine, "references": refs,
+              "seconds": time.perf_counter() - t0, "split": "validation (held-out training images; test never read)"}
+    if out is not None:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(path / "check.json", json.dumps(result, indent=2, default=float))
+        result["out"] = str(path)
+    return result
+
+
+def format_check(r: dict) -> str:
+    """What `mnistlab check` prints."""
+    mark = {True: "ok  ", False: "FAIL", None: "    "}
+    lines = [f"check of {r['model']} (optimizer {r['optimizer']}, loss {r['loss']}) on {r['dataset']}"]
+    lines += [f"  {mark[f['ok']]} {f['name']:<20} {f['detail']}" for f in r["findings"]]
+    if r["yours"]:
+        b = r["budget"]
+        lines.append(f"learning ({b['epochs']} epochs of {b['train_images']:,} training images, validation accuracy "
+                     f"on {b['validation']:,} held-out images, seeds {r['seeds']}):")
+        for arm in [r["yours"], *r["references"]]:
+            lines.append(f"  {arm['name']:<34} {arm['mean']:.2%} +- {arm['std']:.2%}"
+                         + (f"  diverged: seeds {arm['diverged']}" if arm["diverged"] else ""))
+    lines.append(f"verdict: {r['verdict']}")
+    return "\n".join(lines)
+

@@ -1,0 +1,79 @@
+"""`mnistlab check` (issue 32): deliberately broken models, an optimizer and a learning rate, each
+caught by the check it names; the zoo's models and a correct model of one's own pass; the command
+prints a verdict and writes check.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mnistlab
+
+BROKEN = Path(__file__).resolve().parent / "user_code" / "broken.py"
+
+
+def ref(name: str) -> str:
+    return f"{BROKEN}:{name}"
+
+
+def failed(result) -> set[str]:
+    return {f["name"] for f in result.findings if f["ok"] is False}
+
+
+@pytest.mark.parametrize("name, check", [("NoNonlinearity", "nonlinearity"), ("SoftmaxOutput", "softmax"),
+                                         ("FrozenLayer", "gradients"), ("BatchDependent", "batch independence"),
+                                         ("DeadReLU", "dead units")])
+def test_a_broken_model_is_caught_by_the_check_it_names(name, check):
+    r = mnistlab.check(ref(name), learning=False)
+    assert r.status == "something is wrong" and check in failed(r), (r.verdict, failed(r))
+    assert r.verdict.startswith(f"something is wrong: {check}:")  # the most specific cause, named first
+
+
+def test_an_optimizer_whose_step_does_nothing_is_caught():
+    r = mnistlab.check("mlp", optimizer=ref("DoesNothing"), learning=False)
+    assert failed(r) >= {"optimizer", "overfit one batch"} and "changed no parameter" in r.verdict
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp", "keras-cnn", "lenet5", "fast", "rnn", ref("Correct")])
+def test_the_zoo_and_a_correct_model_pass_the_mechanics(model):
+    r = mnistlab.check(model, learning=False)
+    assert not failed(r), r.verdict
+    names = [f["name"] for f in r.findings]
+    assert names[:3] == ["output", "softmax", "initial loss"] and "overfit one batch" in names and "speed" in names
+
+
+@pytest.mark.slow
+def test_a_correct_model_works_between_the_references_and_broken_learning_is_named(tmp_path):
+    good = mnistlab.check(ref("Correct"), quick=True, out=tmp_path / "good")
+    assert good.status == "works", good.verdict
+    assert {a["name"] for a in good.references} == {"logistic regression", "the MLP", "the fast CNN"}
+    assert len(good.yours["runs"]) == 3 and good.yours["mean"] > 0.85
+    saved = json.loads((tmp_path / "good" / "check.json").read_text())
+    assert saved["verdict"] == good.verdict and "test never read" in saved["split"]
+    # a learning rate 100x too high: Adam at 0.1 instead of 1e-3
+    hot = mnistlab.check("mlp", lr=0.1, quick=True)
+    assert hot.status == "something is wrong" and "learning rate (lr=0.1)" in hot.verdict, hot.verdict
+    # labels shuffled against the images: it fits one batch, and learns nothing
+    mnist = mnistlab.load("mnist")
+    rng = np.random.default_rng(0)
+    shuffled = mnistlab.Dataset.from_arrays(mnist.train.images.numpy(), rng.permutation(mnist.train.labels.numpy()),
+                                            mnist.test.images.numpy(), mnist.test.labels.numpy(), name="shuffled")
+    noise = mnistlab.check("mlp", dataset=shuffled, quick=True)
+    assert noise.status == "something is wrong" and "chance level" in noise.verdict, noise.verdict
+    assert "shuffled" in noise.verdict
+
+
+@pytest.mark.slow
+def test_the_command_prints_a_verdict_and_exits_by_it(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "check", ref("SoftmaxOutput"), "--mechanics-only",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "verdict: something is wrong: softmax" in done.stdout, done.stderr
+    assert json.loads((tmp_path / "check.json").read_text())["status"] == "something is wrong"
+    bad = subprocess.run([sys.executable, "-m", "mnistlab", "check", "nope"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
