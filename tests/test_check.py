@@ -29,19 +29,19 @@ def failed(result) -> set[str]:
                                          ("FrozenLayer", "gradients"), ("BatchDependent", "batch independence"),
                                          ("DeadReLU", "dead units")])
 def test_a_broken_model_is_caught_by_the_check_it_names(name, check):
-    r = mnistlab.check(ref(name), learning=False)
+    r = mnistlab.check(ref(name), mechanics_only=True)
     assert r.status == "something is wrong" and check in failed(r), (r.verdict, failed(r))
     assert r.verdict.startswith(f"something is wrong: {check}:")  # the most specific cause, named first
 
 
 def test_an_optimizer_whose_step_does_nothing_is_caught():
-    r = mnistlab.check("mlp", optimizer=ref("DoesNothing"), learning=False)
+    r = mnistlab.check("mlp", optimizer=ref("DoesNothing"), mechanics_only=True)
     assert failed(r) >= {"optimizer", "overfit one batch"} and "changed no parameter" in r.verdict
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp", "keras-cnn", "lenet5", "fast", "rnn", ref("Correct")])
 def test_the_zoo_and_a_correct_model_pass_the_mechanics(model):
-    r = mnistlab.check(model, learning=False)
+    r = mnistlab.check(model, mechanics_only=True)
     assert not failed(r), r.verdict
     names = [f["name"] for f in r.findings]
     assert names[:3] == ["output", "softmax", "initial loss"] and "overfit one batch" in names and "speed" in names

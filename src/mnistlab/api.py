@@ -172,7 +172,7 @@ def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0
     return AttackReport(done, done["docs"])
 
 
-def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model: str = "fast", seed: int = 0,
+def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model: str = "audit", seed: int = 0,
           clean_seeds: int = 0, top: int = 40, out=None, data_dir=None, quiet: bool = False,
           recipe: str | None = None) -> Audit:
     """`mnistlab audit`: label issues, near-duplicates and outliers of a split, from out-of-fold scores
@@ -183,17 +183,18 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model:
     return Audit(summary, table)
 
 
-def check(model="fast", *, seeds="0-2", quick: bool = False, learning: bool = True, out=None,
-          quiet: bool = False, **settings) -> Check:
+def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool = False, mechanics_only: bool = False,
+          out=None, quiet: bool = False, **settings) -> Check:
     """`mnistlab check`: does an implementation work? Mechanics checks in seconds, then the model trained
     over `seeds` at a fixed budget beside references, and a verdict (`analysis/check.py`). `model` is a
-    zoo name, `file.py:Name` or an object; `optimizer=` or `loss=` of one's own checks those instead,
+    zoo name, `file.py:Name` or an object; an `optimizer` or a `loss` of one's own is checked instead,
     against Adam and SGD or cross-entropy on the same model."""
-    overrides = _settings({"model": model, **settings}, "check")
-    role = "loss" if "loss" in settings else "optimizer" if "optimizer" in settings else "model"
+    chosen = {"model": model, **{k: v for k, v in (("optimizer", optimizer), ("loss", loss)) if v is not None}}
+    overrides = _settings({**chosen, **settings}, "check")
+    role = "loss" if loss is not None else "optimizer" if optimizer is not None else "model"
     cfg = config_mod.resolve(None, overrides)
-    return Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=learning, out=out,
-                                 quiet=quiet))
+    return Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
+                                 out=out, quiet=quiet))
 
 
 @_trusting

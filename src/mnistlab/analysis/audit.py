@@ -322,7 +322,7 @@ def clean_effect(ds, table, *, recipe: str, seeds: list[int], overrides: dict | 
     return out
 
 
-def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0,
+def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe: str = "audit", seed: int = 0,
           overrides: dict | None = None, out=None, data_dir=None, quiet: bool = True):
     """The ranked issues table as a pandas DataFrame (see the module docstring); with `out`, the
     out-of-fold scores are cached there. `table.attrs` holds the run's facts and near-duplicate pairs."""
@@ -347,7 +347,7 @@ def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, dat
     return table, oof, data, ds
 
 
-def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fast", seed: int = 0, out=None,
+def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "audit", seed: int = 0, out=None,
         clean_seeds: int = 0, top: int = 40, data_dir=None, quiet: bool = False) -> tuple[dict, object]:
     """`mnistlab audit`: (its summary, the ranked issues table); the table as CSV and JSON, a gallery of the top label issues, counts per class,
     near-duplicate pairs, the default model's test errors that are label issues, and (clean_seeds > 0)
@@ -355,6 +355,8 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fas
     for name, value, low in (("--top", top, 1), ("--clean-seeds", clean_seeds, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
             raise MnistlabError(f"{name} {value!r}: expected a whole number from {low}")
+    if clean_seeds and split == "test":  # refused before any training, not after it
+        raise MnistlabError("--clean-seeds needs the training images in the audit", hint="use --split train or all")
     out_dir = Path(out or f"audit-{dataset}-{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     table, oof, data, ds = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
@@ -368,12 +370,11 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "fas
                "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"], "cached": oof["cached"],
                "issues": {k: int(v) for k, v in table["issue"].value_counts().items()},
                "label_issue_rate": len(label_issues) / len(labels), "per_class": counts,
+               "disagreements": int((oof["probs"].argmax(1) != labels).sum()),
                "near_duplicate_pairs": table.attrs["near_duplicate_pairs"],
                "cross_split_pairs": sum(p["crosses_splits"] for p in table.attrs["near_duplicate_pairs"])}
     summary["default_model"] = _default_model_errors(ds, data, label_issues)
     if clean_seeds:
-        if "train" not in set(data.split):
-            raise MnistlabError("--clean-seeds needs the training images in the audit", hint="use --split train or all")
         summary["cleaning"] = clean_effect(ds, table, recipe=recipe, seeds=list(range(clean_seeds)))
     table.attrs.clear()
     with atomic.replacing(out_dir / "issues.csv") as tmp:
@@ -457,6 +458,10 @@ def format_summary(s: dict) -> str:
              f"label issues (mislabeled + ambiguous): {s['label_issue_rate']:.2%} of the images; per class: "
              + ", ".join(f"{c} {v['label_issues']}" for c, v in s["per_class"].items()),
              f"near-duplicate pairs: {len(s['near_duplicate_pairs'])}, crossing train/test: {s['cross_split_pairs']}"]
+    if not s["label_issue_rate"] and s.get("disagreements"):
+        lines.append(f"confident learning flagged no label: the out-of-fold models are so sure of most images that "
+                     f"its per-class thresholds exclude the {s['disagreements']} images whose given label they "
+                     "disagree with; ranking.csv lists every image, worst first (its top ones: test-top20.png)")
     d = s.get("default_model")
     if d:
         lines.append(f"the default model's test errors: {d['test_errors']} ({d['test_error_rate']:.2%}); of them "

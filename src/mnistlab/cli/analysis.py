@@ -124,7 +124,8 @@ def add_audit(verbs) -> None:
     p.add_argument("dataset", help="dataset name (`mnistlab data list`)")
     p.add_argument("--split", default="test", choices=["train", "test", "all"], help="which images (default: test)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
-    p.add_argument("--model", default="fast", help="the recipe each fold trains (default: fast)")
+    p.add_argument("--model", default="audit", help="the recipe each fold trains (default: audit, the packaged "
+                   "model's recipe: 99.41%% out-of-fold on MNIST test; fast: 99.15%% in an eighth of the time)")
     p.add_argument("--seed", type=int, default=0, help="seeds the folds and the models (default: 0)")
     p.add_argument("--clean-seeds", type=int, default=0,
                    help="also train the recipe with the flagged training images kept, removed and relabelled, "
@@ -163,10 +164,8 @@ def add_check(verbs) -> None:
 
 
 def cmd_check(args) -> int:
-    chosen = config_mod.parse_set(args.set or [])
-    chosen.update({k: v for k, v in (("optimizer", args.optimizer), ("loss", args.loss)) if v})
-    r = api.check(args.model, seeds=args.seeds, quick=args.quick, learning=not args.mechanics_only, out=args.out,
-                  **chosen)
+    r = api.check(args.model, optimizer=args.optimizer, loss=args.loss, seeds=args.seeds, quick=args.quick,
+                  mechanics_only=args.mechanics_only, out=args.out, **config_mod.parse_set(args.set or []))
     print(check_mod.format_check(r.record))
     if r.get("out"):
         print(f"wrote {r['out']}/check.json")
