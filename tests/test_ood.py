@@ -120,3 +120,12 @@ def test_bench_ood_meets_the_goals_and_beats_the_top_probability():
     for r in rows.values():
         if r["kind"] == "not digits":
             assert r["auroc_now"] >= GOAL_AUROC - 0.02 and r["auroc_now"] > r["auroc_before"], r
+
+
+def test_evaluate_reports_the_share_flagged_when_asked(tmp_path, capsys):
+    from mnistlab.cli import main as cli_main
+
+    ev = mnistlab.evaluate(DEFAULT_MODEL, out=tmp_path, pictures=False, not_digit=True)
+    assert ev.record["not_digit"]["images"] == 2000 and ev.record["not_digit"]["flagged"] <= 0.03
+    assert cli_main(["evaluate", str(DEFAULT_MODEL), "--out", str(tmp_path), "--no-pictures", "--not-digit"]) == 0
+    assert "not a digit:" in capsys.readouterr().out

@@ -128,12 +128,13 @@ def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: str = "con
 
 @_trusting
 def evaluate(model, *, split: str = "test", dataset: str | None = None, tta: bool = False, out=None,
-             pictures: bool = True, data_dir=None) -> Evaluation:
+             pictures: bool = True, data_dir=None, not_digit: bool = False) -> Evaluation:
     """`mnistlab evaluate`: accuracy, top-k, per-class precision/recall/F1, confusion matrix, calibration
-    and pictures of a run directory, checkpoint or ensemble file, measured as its run measured it."""
+    and pictures of a run directory, checkpoint or ensemble file, measured as its run measured it; the
+    share its not-a-digit score flags when the model has one (`not_digit=True` fits it if missing)."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     return Evaluation(evaluate_mod.evaluate(model, split=split, dataset=dataset, tta=tta, out=out, pictures=pictures,
-                                            data_dir=data_dir))
+                                            data_dir=data_dir, not_digit=not_digit))
 
 
 @_trusting

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import atomic
+from ..models import ood
 from ..models.inference import EVALUATION, torch_threads
 from ..models.predictor import Predictor, combine, load_predictor
 from ..rundir import RunDir
@@ -111,7 +112,7 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
 
 def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | None = None, tta: bool = False,
              out: str | os.PathLike | None = None, pictures: bool = True, data_dir=None,
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, not_digit: bool = False) -> dict:
     """Evaluate a run directory, checkpoint or ensemble; write `<out>/<split>.json` and pictures.
 
     A run's model is measured as the run measured it (`models.inference`: fp32, its evaluation batch
@@ -137,6 +138,9 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     if isinstance(reported, int) and not tta and ds.content_hash == summary.get("dataset_hash"):
         result["run_reported"] = {"errors": reported, "same": reported == result["errors"],
                                   "run_evaluation": recorded or None}
+    flagged = not_digit_rate(predictor, part.images, fit_missing=not_digit)
+    if flagged is not None:  # the not-a-digit model's share of this split flagged (1% of validation by design)
+        result["not_digit"] = flagged
     robust = robust_figures(source) if split == "test" else []
     if robust:  # what the run's attacks found, next to the clean figure
         result["robust"] = robust
@@ -164,6 +168,18 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     atomic.write_text(out_dir / f"{name}.json", json.dumps(result, indent=2))
     result["json"] = str(out_dir / f"{name}.json")
     return result
+
+
+NOT_DIGIT_SAMPLE = 2000  # images of the split scored: the kNN over 10,000 references costs ~1 ms each
+
+
+def not_digit_rate(predictor: Predictor, images: torch.Tensor, *, fit_missing: bool) -> dict | None:
+    """The share of (the first 2,000 of) a split's images the model's not-a-digit score flags, or None
+    where it has none stored (and `fit_missing` is off) or cannot have one (an ensemble, classical)."""
+    if not ood.not_digit_model(predictor, fit_missing=fit_missing):
+        return None
+    scores = ood.scores_of(predictor, images[:NOT_DIGIT_SAMPLE])
+    return {"images": int(len(scores)), "flagged": float((scores >= 0.5).double().mean())}
 
 
 def run_of(source) -> RunDir | None:
@@ -194,6 +210,10 @@ def format_table(result: dict) -> str:
                      f"NOTE: `train` reported {reported['errors']} errors; measured here under other settings "
                      f"({result['evaluation']}) than the run's ({reported['run_evaluation']})")
     lines.append(f"cross-entropy {result['cross_entropy']:.4f}, ECE {result['ece']:.4f}")
+    if result.get("not_digit"):
+        nd = result["not_digit"]
+        lines.append(f"not a digit: {nd['flagged']:.2%} of {nd['images']} images flagged (the score is calibrated "
+                     "to flag 1% of validation digits)")
     if "member_accuracy" in result:
         lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))
     if result.get("robust"):

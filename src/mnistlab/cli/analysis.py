@@ -27,6 +27,8 @@ def add_evaluate(verbs) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 1-pixel shifts")
     p.add_argument("--out", help="directory for the JSON and pictures")
     p.add_argument("--no-pictures", dest="pictures", action="store_false", help="only the numbers")
+    p.add_argument("--not-digit", action="store_true", help="also report the share of the split the model's "
+                   "not-a-digit score flags, fitting that score first if the model has none (a few seconds)")
     p.add_argument("--data-dir", help="directory to look for data in first")
     add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
@@ -34,7 +36,8 @@ def add_evaluate(verbs) -> None:
 
 def cmd_evaluate(args) -> int:
     result = api.evaluate(args.model, split=args.split, dataset=args.dataset, tta=args.tta, out=args.out,
-                          pictures=args.pictures, data_dir=args.data_dir, trust_code=args.trust_code)
+                          pictures=args.pictures, data_dir=args.data_dir, not_digit=args.not_digit,
+                          trust_code=args.trust_code)
     print(evaluate_mod.format_table(result.record))
     print(f"\nwrote {result['json']}" + (f" and {len(result.get('pictures', {}))} pictures" if args.pictures else ""))
     return 0
