@@ -37,9 +37,10 @@ import torch
 
 from .. import atomic, stats
 from ..data import load, preparation
-from ..data.normalization import Normalization, to_unit
+from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import create_model
+from ..models.features import as_input
 from ..models.registry import is_known
 from ..training import config as config_mod
 from ..training.losses import CROSS_ENTROPY, loss_function
@@ -84,11 +85,6 @@ def _batch(ds, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.train.images[idx], labels[idx]
 
 
-def _inputs(images_u8: torch.Tensor, norm: Normalization) -> torch.Tensor:
-    x = to_unit(images_u8)
-    return norm.apply(x[:, None] if x.dim() == 3 else x)
-
-
 def mechanics(cfg, ds) -> list[Finding]:
     """The checks of part 1, on the CPU in fp32, on a copy of the model as training builds it."""
     torch.manual_seed(cfg.seed)
@@ -99,7 +95,7 @@ def mechanics(cfg, ds) -> list[Finding]:
     norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
     loss_fn = loss_function(cfg, classes)
     images, labels = _batch(ds, 256)
-    x = _inputs(images, norm)
+    x = as_input(images, norm)
     out = []
 
     model.eval()
@@ -204,7 +200,7 @@ def _overfit(cfg, model, images, labels, norm, loss_fn) -> list[Finding]:
         opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     except MnistlabError as exc:
         return [Finding("optimizer", False, str(exc))]
-    x = _inputs(images, norm)
+    x = as_input(images, norm)
     before = [p.detach().clone() for p in model.parameters()]
     first_loss, last_loss, steps, acc = None, None, 0, 0.0
     for step in range(1, OVERFIT_STEPS + 1):
@@ -286,7 +282,7 @@ def _val_accuracy(cfg, ds, data, seed: int) -> dict:
             return {"seed": seed, "diverged": str(exc), "seconds": time.perf_counter() - t0}
         raise
     with torch.no_grad():
-        pred = torch.cat([model(_inputs(xval[i:i + 1000], norm)).argmax(1) for i in range(0, len(xval), 1000)])
+        pred = torch.cat([model(as_input(xval[i:i + 1000], norm)).argmax(1) for i in range(0, len(xval), 1000)])
     return {"seed": seed, "val_acc": float((pred == yval).float().mean()), "seconds": time.perf_counter() - t0}
 
 

@@ -11,7 +11,8 @@ from ..data.normalization import Normalization, to_unit
 from .heads import capture_features
 
 
-def _as_input(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+def as_input(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """A model's input from uint8 images (N,H,W) or (N,C,H,W) (or floats in [0,1]): scaled and normalised."""
     x = to_unit(images) if images.dtype == torch.uint8 else images.float()
     return norm.apply(x[:, None] if x.dim() == 3 else x)
 
@@ -28,7 +29,7 @@ def features_and_probs(model: nn.Module, images: torch.Tensor, norm: Normalizati
     hook = capture_features(model, feats)
     try:
         for start in range(0, len(images), batch_size):
-            x = _as_input(images[start:start + batch_size], norm)
+            x = as_input(images[start:start + batch_size], norm)
             probs.append(torch.softmax(model(x).float(), dim=1))
     finally:
         hook.remove()
