@@ -55,6 +55,10 @@ def test_a_correct_model_works_between_the_references_and_broken_learning_is_nam
     assert len(good.yours["runs"]) == 3 and good.yours["mean"] > 0.85
     saved = json.loads((tmp_path / "good" / "check.json").read_text())
     assert saved["verdict"] == good.verdict and "test never read" in saved["split"]
+    assert all(len(r["curve"]) == 1 and r["curve"][-1] == r["val_acc"] for r in good.yours["runs"])  # 1 epoch
+    for name in ("curves", "confusion", "mistakes"):  # its figures next to the field's, in a notebook too
+        assert (tmp_path / "good" / f"{name}.png").stat().st_size > 1000
+    assert len(good.pictures()) == 3 and "<img" in good._repr_html_()
     # a learning rate 100x too high: Adam at 0.1 instead of 1e-3
     hot = mnistlab.check("mlp", lr=0.1, quick=True)
     assert hot.status == "something is wrong" and "learning rate (lr=0.1)" in hot.verdict, hot.verdict

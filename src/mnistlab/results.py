@@ -233,6 +233,12 @@ class Check(Result):
             rows.append((arm["name"], mean_pm_std(stats_of(arm), 2, 100, "%")))
         return rows
 
+    def pictures(self):
+        files = self.record.get("pictures") or {}
+        return {caption: files[key] for key, caption in (("curves", "learning curves against the references"),
+                                                         ("confusion", "confusion matrix (validation)"),
+                                                         ("mistakes", "mistakes (validation)")) if key in files}
+
     def __repr__(self) -> str:
         return f"Check({self.record['verdict']})"
 

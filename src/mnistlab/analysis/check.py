@@ -30,9 +30,11 @@ import copy
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import atomic, stats
@@ -42,10 +44,13 @@ from ..errors import MnistlabError
 from ..models import create_model
 from ..models.features import as_input
 from ..models.registry import is_known
+from ..pictures import figure, save_figure
 from ..training import config as config_mod
 from ..training.losses import CROSS_ENTROPY, loss_function
 from ..training.optim import make_optimizer
 from ..training.train import fit
+from .evaluate import compute_metrics
+from .plots import confusion_heatmap, mistakes_gallery
 
 BUDGET = {"epochs": 2, "train_images": 10_000, "validation": 5_000}
 QUICK_BUDGET = {"epochs": 1, "train_images": 5_000, "validation": 2_000}
@@ -271,19 +276,32 @@ def _split(ds, budget: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
     return ds.train.images[train_idx], ds.train.labels[train_idx], ds.train.images[val_idx], ds.train.labels[val_idx]
 
 
+def _val_probs(model, norm, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([torch.softmax(model(as_input(images[i:i + 1000], norm)).float(), 1)
+                          for i in range(0, len(images), 1000)])
+
+
 def _val_accuracy(cfg, ds, data, seed: int) -> dict:
+    """One seed: validation accuracy after each epoch (the curve) and at the end, and the final
+    validation probabilities (for the confusion matrix and the mistakes)."""
     xtr, ytr, xval, yval = data
     run_cfg = dataclasses.replace(cfg, seed=seed)
+    curve = []
+
+    def after_epoch(epoch, model, norm):
+        curve.append(float((_val_probs(model, norm, xval).argmax(1) == yval).float().mean()))
+
     t0 = time.perf_counter()
     try:
-        model, norm = fit(run_cfg, ds, xtr, ytr)
+        model, norm = fit(run_cfg, ds, xtr, ytr, after_epoch=after_epoch)
     except MnistlabError as exc:
         if "diverged" in str(exc):
-            return {"seed": seed, "diverged": str(exc), "seconds": time.perf_counter() - t0}
+            return {"seed": seed, "diverged": str(exc), "seconds": time.perf_counter() - t0, "curve": curve}
         raise
-    with torch.no_grad():
-        pred = torch.cat([model(as_input(xval[i:i + 1000], norm)).argmax(1) for i in range(0, len(xval), 1000)])
-    return {"seed": seed, "val_acc": float((pred == yval).float().mean()), "seconds": time.perf_counter() - t0}
+    probs = _val_probs(model, norm, xval)
+    return {"seed": seed, "val_acc": curve[-1], "curve": curve, "seconds": time.perf_counter() - t0,
+            "_probs": probs}
 
 
 def _arm(name: str, cfg, ds, data, seeds) -> dict:
@@ -291,8 +309,39 @@ def _arm(name: str, cfg, ds, data, seeds) -> dict:
     accs = [r["val_acc"] for r in runs if "val_acc" in r]
     stat = stats.over_seeds(accs)
     mean, std = (stat["mean"], stat["std"]) if stat else (float("nan"), float("nan"))
+    probs = next((r.pop("_probs") for r in runs if "_probs" in r), None)
+    for r in runs:
+        r.pop("_probs", None)
     return {"name": name, "model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "runs": runs,
-            "mean": mean, "std": std, "diverged": [r["seed"] for r in runs if "diverged" in r]}
+            "mean": mean, "std": std, "diverged": [r["seed"] for r in runs if "diverged" in r], "_probs": probs}
+
+
+def pictures(mine: dict, refs: list[dict], data, classes, out: Path) -> dict[str, str]:
+    """The learning curves (validation accuracy per epoch, mean over seeds) against the references,
+    and the confusion matrix and mistakes of the first seed's model of yours, as PNGs in `out`."""
+    _, fig, ax = figure(6, 3.6)
+    for arm in [mine, *refs]:
+        curves = [r["curve"] for r in arm["runs"] if r.get("curve")]
+        if curves:
+            width = min(len(c) for c in curves)
+            mean = np.mean([c[:width] for c in curves], axis=0)
+            ax.plot(range(1, width + 1), 100 * mean, marker="o", lw=2.5 if arm is mine else 1.2, label=arm["name"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy, mean over seeds (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"curves": str(save_figure(fig, out / "curves.png"))}
+    if mine.get("_probs") is not None:
+        _, _, xval, yval = data
+        metrics = compute_metrics(mine["_probs"], yval, list(classes))
+        files["confusion"] = str(confusion_heatmap(metrics["confusion_matrix"], list(classes), out / "confusion.png",
+                                                   title="yours, seed %d: validation confusion matrix"
+                                                   % mine["runs"][0]["seed"]))
+        gallery = mistakes_gallery(xval, yval, mine["_probs"], list(classes), out / "mistakes.png")
+        if gallery is not None:
+            files["mistakes"] = str(gallery)
+    return files
 
 
 def references(cfg, role: str) -> dict[str, object]:
@@ -365,10 +414,17 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
         mine = _arm("yours", cfg, ds, data, list(seeds))
         refs = [_arm(name, ref_cfg, ds, data, list(seeds)) for name, ref_cfg in references(cfg, role).items()]
     status, sentence = verdict(findings, mine, refs, ds.num_classes, cfg.lr)
+    drawn = {}
+    if mine is not None:
+        where = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mnistlab-check-"))
+        drawn = pictures(mine, refs, data, ds.classes, where)
+        for arm in [mine, *refs]:
+            arm.pop("_probs", None)
     result = {"model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "role": role, "dataset": ds.name,
               "status": status, "verdict": f"{status}: {sentence}", "findings": [f.as_dict() for f in findings],
               "mechanics_s": mechanics_s, "budget": budget, "seeds": list(seeds), "yours": mine, "references": refs,
-              "seconds": time.perf_counter() - t0, "split": "validation (held-out training images; test never read)"}
+              "seconds": time.perf_counter() - t0, "split": "validation (held-out training images; test never read)",
+              "pictures": drawn}
     if out is not None:
         path = Path(out)
         path.mkdir(parents=True, exist_ok=True)

@@ -448,11 +448,13 @@ def robust_accuracy(cfg, data: Data, parts: Parts) -> dict:
 
 
 def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
-        quiet: bool = True) -> tuple[torch.nn.Module, Normalization]:
+        quiet: bool = True, after_epoch=None) -> tuple[torch.nn.Module, Normalization]:
     """Train `cfg`'s model on the given examples with the engine's own steps (augmentation, precision,
     schedule, seeds), without a run directory, a validation split or a test pass: for procedures that
     train many models on parts of the data (cross-validation, cleaning experiments). Returns the model
-    in eval mode and its normalisation (the dataset's training statistics, as every run uses)."""
+    in eval mode and its normalisation (the dataset's training statistics, as every run uses).
+    `after_epoch(epoch, model, norm)` is called after each epoch (the model in eval mode; training
+    mode is put back after), for learning curves."""
     config_mod.validate(cfg)
     if is_classical(cfg.model):
         raise MnistlabError(f"fit trains networks; {cfg.model} is a scikit-learn model",
@@ -471,6 +473,11 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
     step = make_step(cfg, data, parts, env)
     for epoch in range(1, cfg.epochs + 1):
         train_epoch(cfg, epoch, step, data, parts, env, None)
+        if after_epoch is not None:
+            model = parts.eval_model
+            was_training = model.training
+            after_epoch(epoch, model.eval(), data.norm)
+            model.train(was_training)
     return parts.eval_model.eval(), data.norm
 
 
