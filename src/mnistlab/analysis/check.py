@@ -326,6 +326,7 @@ def pictures(mine: dict, refs: list[dict], data, classes, out: Path) -> dict[str
             width = min(len(c) for c in curves)
             mean = np.mean([c[:width] for c in curves], axis=0)
             ax.plot(range(1, width + 1), 100 * mean, marker="o", lw=2.5 if arm is mine else 1.2, label=arm["name"])
+    ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy, mean over seeds (%)")
     ax.legend(fontsize=8)
