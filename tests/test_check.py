@@ -81,3 +81,15 @@ def test_the_command_prints_a_verdict_and_exits_by_it(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mnistlab", "check", "nope"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_an_optimizer_and_a_loss_of_ones_own_are_checked_against_the_standard_ones():
+    opt = mnistlab.check("mlp", optimizer=ref("HandSGD"), lr=0.05, quick=True, seeds="0-1")
+    assert opt.role == "optimizer" and opt.status == "works", opt.verdict
+    assert {a["name"] for a in opt.references} == {"adam on the same model", "sgd on the same model"}
+    loss = mnistlab.check("mlp", loss=ref("hand_cross_entropy"), quick=True, seeds="0-1")
+    assert loss.role == "loss" and loss.status == "works", loss.verdict
+    assert [a["name"] for a in loss.references] == ["cross-entropy on the same model"]
+    # the same numbers as the built-in cross-entropy: the hand-written one computes the same loss
+    assert abs(loss.yours["mean"] - loss.references[0]["mean"]) < 0.01
