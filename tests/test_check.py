@@ -59,6 +59,8 @@ def test_a_correct_model_works_between_the_references_and_broken_learning_is_nam
     for name in ("curves", "confusion", "mistakes"):  # its figures next to the field's, in a notebook too
         assert (tmp_path / "good" / f"{name}.png").stat().st_size > 1000
     assert len(good.pictures()) == 3 and "<img" in good._repr_html_()
+    page = (tmp_path / "good" / "check.html").read_text()
+    assert "works:" in page and page.count("<img src='data:image/png;base64,") >= 2 and "<script" not in page
     # a learning rate 100x too high: Adam at 0.1 instead of 1e-3
     hot = mnistlab.check("mlp", lr=0.1, quick=True)
     assert hot.status == "something is wrong" and "learning rate (lr=0.1)" in hot.verdict, hot.verdict

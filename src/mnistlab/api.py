@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from inspect import Parameter, signature
+from pathlib import Path
 
 from . import lists, names, user_code
 from .analysis import attack as attack_verb
@@ -194,8 +195,11 @@ def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool =
     overrides = _settings({**chosen, **settings}, "check")
     role = "loss" if loss is not None else "optimizer" if optimizer is not None else "model"
     cfg = config_mod.resolve(None, overrides)
-    return Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
-                                 out=out, quiet=quiet))
+    result = Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
+                                   out=out, quiet=quiet))
+    if out is not None:  # the verdict as a page beside check.json and the pictures
+        result.record["page"] = str(result.save_page(Path(out) / "check.html"))
+    return result
 
 
 @_trusting

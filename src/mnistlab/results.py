@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pages
+from . import atomic, pages
 from .analysis.plots import training_curves
 from .rundir import RunDir
 from .stats import mean_pm_std
@@ -73,6 +73,14 @@ class Result(Mapping):
                 figs.append(f"<figure style='margin:0'><img src='{pic['src']}' style='max-width:640px'>"
                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         return (f"<div><b>{html.escape(self.title)}</b><table>{rows}</table>{''.join(figs)}</div>")
+
+    def save_page(self, path) -> Path:
+        """The notebook display as a page of its own (values escaped, pictures embedded, nothing
+        else allowed by its Content-Security-Policy), written atomically."""
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
+                f"content=\"{pages.csp()}\"><title>mnistlab {html.escape(self.title)}</title></head>"
+                f"<body>{self._repr_html_()}</body></html>\n")
+        return atomic.write_text(Path(path), page)
 
 
 def _curves_png(log: list[dict]) -> str | None:

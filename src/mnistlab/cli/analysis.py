@@ -171,7 +171,7 @@ def cmd_check(args) -> int:
                   mechanics_only=args.mechanics_only, out=args.out, **config_mod.parse_set(args.set or []))
     print(check_mod.format_check(r.record))
     if r.get("out"):
-        print(f"wrote {r['out']}/check.json")
+        print(f"wrote {r['out']}/check.json, check.html and its pictures")
     return 0 if r["status"] == "works" else 1
 
 
