@@ -40,18 +40,19 @@ def other_writers() -> list[Image.Image]:
             for im in load_digits().images]
 
 
-def test_images(name: str, n: int) -> list | None:
+def split_images(name: str, n: int) -> list | None:
+    """The first n test images of a dataset that is installed (HWC for CIFAR-10's colour), else None."""
     try:
-        return list(load(name, download=False).test.images[:n].numpy().transpose(0, 2, 3, 1)
-                    if name == "cifar10" else load(name, download=False).test.images[:n].numpy())
+        images = load(name, download=False).test.images[:n].numpy()
     except MnistlabError:
         return None
+    return list(images.transpose(0, 2, 3, 1) if images.ndim == 4 else images)
 
 
 def sets(quick: bool) -> list[tuple[str, bool, list]]:
     """(name, is a digit, pictures) of every set present."""
     f = 5 if quick else 1
-    out = [("MNIST test digits", True, test_images("mnist", 10000 // f)),
+    out = [("MNIST test digits", True, split_images("mnist", 10000 // f)),
            ("other writers (UCI 8x8, upscaled)", True, other_writers()[:1797 // f]),
            ("digits drawn on the canvas", True, drawn.digits(1000 // f, seed=1)[0]),
            ("capital letters, drawn", False, drawn.letters(1600 // f, seed=2)),
@@ -59,7 +60,7 @@ def sets(quick: bool) -> list[tuple[str, bool, list]]:
            ("shapes", False, drawn.shapes(800 // f, seed=4)),
            ("noise", False, list(drawn.noise(600 // f, seed=5)))]
     for name, label in (("fashion-mnist", "Fashion-MNIST test"), ("kmnist", "KMNIST test"), ("cifar10", "CIFAR-10 test")):
-        images = test_images(name, 2000 // f)
+        images = split_images(name, 2000 // f)
         if images is not None:
             out.append((label, False, images))
     return out

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -119,9 +120,7 @@ def fit(model, norm, dataset, holdout: Holdout | None, *, per_class: int = PER_C
     return nd
 
 
-def _as_pil(img: np.ndarray):
-    from PIL import Image
-
+def _as_pil(img: np.ndarray) -> Image.Image:
     return Image.fromarray(img if img.ndim == 2 else img[0])
 
 
