@@ -9,6 +9,11 @@ import os
 # with the default spin-wait, two processes of 2 threads each on 2 cores ran 3.6x slower than with
 # one thread each (a sota study pair: 95 s against 26 s), and a process alone is as fast either way.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist the cores are shared out among the workers (and the processes their tests start,
+# which inherit this), so N workers on N cores do not run N x N threads.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import socket
 import subprocess
@@ -159,10 +164,27 @@ def server(running):
     return running.url
 
 
+FUZZ_CASES: dict[str, int] = {}  # surface -> cases, summed over the xdist workers
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its fuzz counts to the controller, which prints the summary."""
+    fuzz = sys.modules.get("test_fuzz")
+    if hasattr(session.config, "workeroutput") and fuzz is not None:
+        session.config.workeroutput["fuzz_cases"] = dict(fuzz.CASES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for surface, n in getattr(node, "workeroutput", {}).get("fuzz_cases", {}).items():
+        FUZZ_CASES[surface] = FUZZ_CASES.get(surface, 0) + n
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many generated cases the fuzz tests ran (tests/test_fuzz.py)."""
     fuzz = sys.modules.get("test_fuzz")
-    if fuzz is not None and fuzz.CASES:
-        total = sum(fuzz.CASES.values())
-        parts = ", ".join(f"{surface} {n:,}" for surface, n in fuzz.CASES.items())
-        terminalreporter.write_line(f"fuzz: {total:,} generated cases across {len(fuzz.CASES)} surfaces ({parts})")
+    cases = FUZZ_CASES or (fuzz.CASES if fuzz is not None else {})
+    if cases:
+        total = sum(cases.values())
+        parts = ", ".join(f"{surface} {n:,}" for surface, n in cases.items())
+        terminalreporter.write_line(f"fuzz: {total:,} generated cases across {len(cases)} surfaces ({parts})")
