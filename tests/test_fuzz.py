@@ -7,9 +7,8 @@ the server), never another exception; a hang or a runaway allocation would fail 
 Inputs are mutations of valid seeds (bytes flipped, set to boundary values, inserted, deleted,
 duplicated, cut) and structure-aware cases (IDX headers with random dimensions, JSON documents and
 metadata trees with random values). Hypothesis is derandomised, so CI runs the same cases every
-time, and a larger budget explores further (MNISTLAB_FUZZ_EXAMPLES=15000: five times the cases of the
-default, which is sized for CI's time budget). $MNISTLAB_FUZZ_EXAMPLES sets the examples per surface;
-the session summary prints the total.
+time, and a larger budget explores further. $MNISTLAB_FUZZ_EXAMPLES sets the examples per surface
+(default below); the session summary prints the total.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from mnistlab.models.predictor import predictor_from
 from mnistlab.serving import requests
 from mnistlab.serving.predict import DEFAULT_MODEL, predict, to_mnist
 
-EXAMPLES = int(os.environ.get("MNISTLAB_FUZZ_EXAMPLES", "3000"))
+EXAMPLES = int(os.environ.get("MNISTLAB_FUZZ_EXAMPLES", "6000"))
 CASES: dict[str, int] = {}  # surface -> cases run, for the session summary
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("optuna")
 
+import mnistlab  # noqa: E402
 from mnistlab.cli import main  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
 from mnistlab.rundir import RunDir  # noqa: E402
@@ -50,36 +52,51 @@ def tiny_space(tmp_path):
     return path
 
 
-class Tripwire:
-    """Stands in for the test split: any use of it during the search fails the test."""
+class WatchedSplit:
+    """A dataset's test split that records where every read of it came from (the call stack's
+    function names): the search must leave it alone, and only the study's one test evaluation of the
+    chosen trial may read it."""
+
+    def __init__(self, split):
+        self._split, self.reads = split, []
+
+    def _record(self):
+        self.reads.append({frame.name for frame in traceback.extract_stack()})
 
     def __getattr__(self, name):
-        raise AssertionError(f"the search read the test split (.{name})")
+        self._record()
+        return getattr(self._split, name)
 
     def __len__(self):
-        raise AssertionError("the search read the test split (len)")
+        self._record()
+        return len(self._split)
+
+
+@pytest.fixture
+def watched_mnist(mnist):
+    """MNIST as a dataset of one's own (the public `Dataset.from_arrays`), its test split watched."""
+    ds = mnistlab.Dataset.from_arrays(mnist.train.images.numpy(), mnist.train.labels.numpy(),
+                                      mnist.test.images.numpy(), mnist.test.labels.numpy(), name="mnist-watched")
+    real = ds.test
+    ds.test = WatchedSplit(real)
+    yield ds
+    ds.test = real
 
 
 @pytest.mark.slow
-def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(tiny_space, tmp_path, monkeypatch, capsys):
-    import mnistlab.training.setup as train_mod
+def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(watched_mnist, tmp_path, capsys):
+    space = tmp_path / "space.toml"
+    space.write_text(TINY.replace("[fixed]\n", '[fixed]\ndataset = "mnist-watched"\n'))
 
-    real_load = train_mod.load
-
-    def load_without_test(*args, **kwargs):
-        ds = real_load(*args, **kwargs)
-        ds.test = Tripwire()  # every trial's dataset: the test split is a tripwire
-        return ds
-
-    monkeypatch.setattr(train_mod, "load", load_without_test)
-
-    s = study_mod.tune("seed-mlp", str(tiny_space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"))
-    study_dir = tmp_path / "t" / "seed-mlp-mnist-space"
+    s = study_mod.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"))
+    study_dir = tmp_path / "t" / "seed-mlp-mnist-watched-space"
     assert s["trials"]["complete"] + s["trials"]["pruned"] == 8
     assert s["trials"]["pruned"] >= 1 and s["trials"]["fail"] == 0
+    # the test set: read after the search, by the study's one evaluation of the chosen trial, and nowhere else
+    reads = watched_mnist.test.reads
+    assert reads and all("test_once" in stack for stack in reads), [sorted(r) for r in reads if "test_once" not in r]
     # trial 0 is the recipe's own values
     assert s["baseline"]["number"] == 0 and s["baseline"]["params"] == {"lr": 0.001, "model_args.dropout": 0.2}
-    # the test set: read once, after the search, for the chosen trial (the trials' loads were tripwires)
     assert Path(s["test"]["run_dir"]) == Path(s["chosen"]["run_dir"])
     assert s["test"]["evaluations"] == 1 and 0.5 < s["test"]["accuracy"] <= 1
     trial_dirs = sorted((study_dir / "trials").iterdir())
@@ -103,7 +120,6 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(tiny_spa
     assert not list(study_dir.rglob("*.part"))
 
     # the recipe trains, and reproduces the chosen trial's validation accuracy exactly (same seed, CPU)
-    monkeypatch.setattr(train_mod, "load", real_load)
     capsys.readouterr()
     assert main(["train", "--recipe", str(study_dir / "best.toml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     (again,) = [RunDir(p).read_summary() for p in (tmp_path / "r").iterdir()]
@@ -111,18 +127,18 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(tiny_spa
     assert again["test_acc"] == s["test"]["accuracy"]
 
     # running the command again continues the study: nothing new to do, the test set not read again
-    s2 = study_mod.tune("seed-mlp", str(tiny_space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"),
+    s2 = study_mod.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"),
                         quiet=True)
     assert s2["trials"] == s["trials"] and s2["test"]["evaluations"] == 1
     # ...and more trials extend it
-    s3 = study_mod.tune("seed-mlp", str(tiny_space), trials=10, sampler="random", seed=0, out=str(tmp_path / "t"),
+    s3 = study_mod.tune("seed-mlp", str(space), trials=10, sampler="random", seed=0, out=str(tmp_path / "t"),
                         quiet=True)
     assert s3["trials"]["complete"] + s3["trials"]["pruned"] == 10
 
     # a trial of the study shows its study in `mnistlab report`
     assert main(["report", s["chosen"]["run_dir"], "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "A trial of study <code>seed-mlp-mnist-space</code>" in page and "study.html" in page
+    assert "A trial of study <code>seed-mlp-mnist-watched-space</code>" in page and "study.html" in page
 
 
 def _tune_command(space, out, trials, *extra):
