@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from mnistlab import MnistlabError
 from mnistlab.analysis import ensemble
@@ -58,4 +59,30 @@ def test_mean_ensemble_exports_as_one_graph(mnist, tmp_path):
         export(vote, out=tmp_path / "vote.onnx")
     with pytest.raises(MnistlabError, match="expected a file name ending in .onnx"):
         export(path, out=tmp_path / "two.pt")
-    assert not (tmp_path / "vote.onnx").exists()
+    with pytest.raises(MnistlabError, match="an ensemble has no one feature space"):
+        export(path, out=tmp_path / "two-score.onnx", not_digit=True)
+    assert not (tmp_path / "vote.onnx").exists() and not (tmp_path / "two-score.onnx").exists()
+
+
+@pytest.mark.slow
+def test_the_not_digit_score_goes_into_the_graph_and_matches_predict(mnist, tmp_path, capsys):
+    from mnistlab.data.drawn import letters
+    from mnistlab.data.mnist_form import to_mnist
+    from mnistlab.models.ood import scores_of
+
+    out = tmp_path / "with-score.onnx"
+    assert cli_main(["export", str(DEFAULT_MODEL), "--not-digit", "--out", str(out)]) == 0
+    model = onnx.load(out)
+    assert [o.name for o in model.graph.output] == ["probabilities", "not_digit_score"]
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["not_digit"])
+    assert meta["flag_above"] == 0.5 and meta["k"] == 5
+    predictor = load_predictor(DEFAULT_MODEL)
+    drawn = torch.stack([torch.from_numpy(to_mnist(img)[0]) for img in letters(100, seed=1)])
+    images = torch.cat([mnist.test.images[:300], drawn])  # digits, then letters drawn as on the page
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs, score = session.run(None, {"images": (images.float() / 255).unsqueeze(1).numpy()})
+    np.testing.assert_allclose(probs, predictor.probs(images).numpy(), atol=1e-5)
+    expected = scores_of(predictor, images).numpy()
+    np.testing.assert_allclose(score, expected, atol=2e-3)  # fp16 reference in the graph, fp16 in the file
+    # at the calibrated threshold: few digits flagged, most letters (bench ood: AUROC 0.99 for letters)
+    assert (score[:300] > 0.5).mean() <= 0.05 and (score[300:] > 0.5).mean() >= 0.6

@@ -264,10 +264,11 @@ def report(runs, *, out: str = "report", title: str = "mnistlab report") -> Repo
 
 
 @_trusting
-def export(model, *, format: str = "onnx", out=None) -> Saved:  # noqa: A002
-    """`mnistlab export`: a model or mean ensemble as ONNX, its normalisation inside."""
-    path = export_mod.export(model, format=format, out=out)
-    return Saved({"model": str(model), "format": format, "file": str(path)})
+def export(model, *, format: str = "onnx", out=None, not_digit: bool = False) -> Saved:  # noqa: A002
+    """`mnistlab export`: a model or mean ensemble as ONNX, its normalisation inside; `not_digit`
+    adds the not-a-digit score as a second output (one network)."""
+    path = export_mod.export(model, format=format, out=out, not_digit=not_digit)
+    return Saved({"model": str(model), "format": format, "file": str(path), "not_digit": bool(not_digit)})
 
 
 @_trusting

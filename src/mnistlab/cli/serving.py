@@ -70,12 +70,15 @@ def add_export(verbs) -> None:
     p.add_argument("model", help="run directory, checkpoint or ensemble file")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
     p.add_argument("--out", help="output file (default: NAME.onnx)")
+    p.add_argument("--not-digit", action="store_true",
+                   help="a second output, not_digit_score (above 0.5: not a digit); the file grows by the "
+                        "reference features (47 MB for the packaged model)")
     add_trust_flag(p)
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
-    r = api.export(args.model, format=args.format, out=args.out, trust_code=args.trust_code)
+    r = api.export(args.model, format=args.format, out=args.out, not_digit=args.not_digit, trust_code=args.trust_code)
     print(f"wrote {r['file']}")
     return 0
 
