@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -13,6 +14,13 @@ from .registry import register_model
 
 
 def _flat_size(features: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """The number of features `features` gives for one image. A skeleton built on the meta device
+    (checkpoint loading checks shapes that way) is measured on an uninitialised CPU copy: a meta
+    forward through batch norm imports torch._dynamo, 1.3 s of every process's start. A real model
+    is measured as it always was (in training mode: its batch-norm statistics see the zeros once)."""
+    if any(p.is_meta for p in features.parameters()):
+        with torch.no_grad(), torch.device("cpu"):
+            return copy.deepcopy(features).to_empty(device="cpu")(torch.zeros(1, *in_shape)).numel()
     with torch.no_grad():
         return features(torch.zeros(1, *in_shape)).numel()
 
