@@ -417,7 +417,7 @@ READER_SEEDS = {
 }
 
 
-@fuzz(share=0.3)
+@fuzz(share=0.1)
 @given(st.data())
 def test_run_and_study_json_readers(tmp_path_factory, data):
     case("run and study JSON readers")

@@ -345,6 +345,19 @@ def pictures(mine: dict, refs: list[dict], data, classes, out: Path) -> dict[str
     return files
 
 
+# Reference arms already trained in this process, by everything that decides their numbers: checking
+# a model again after a fix (in a notebook, say) trains only the model checked.
+_REFERENCE_ARMS: dict[tuple, dict] = {}
+
+
+def _reference_arm(name: str, cfg, ds, data, seeds) -> dict:
+    key = (name, ds.name, ds.content_hash, repr(cfg), tuple(seeds), len(data[0]), len(data[2]),
+           torch.get_num_threads(), torch.__version__)
+    if key not in _REFERENCE_ARMS:
+        _REFERENCE_ARMS[key] = _arm(name, cfg, ds, data, seeds)
+    return copy.deepcopy(_REFERENCE_ARMS[key])  # the caller pops what it draws from
+
+
 def references(cfg, role: str) -> dict[str, object]:
     """The configs trained beside the one checked (see the module docstring)."""
     if role == "optimizer":
@@ -413,7 +426,7 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
     if learning and not any(f.ok is False for f in findings):
         data = _split(ds, budget)
         mine = _arm("yours", cfg, ds, data, list(seeds))
-        refs = [_arm(name, ref_cfg, ds, data, list(seeds)) for name, ref_cfg in references(cfg, role).items()]
+        refs = [_reference_arm(name, ref_cfg, ds, data, list(seeds)) for name, ref_cfg in references(cfg, role).items()]
     status, sentence = verdict(findings, mine, refs, ds.num_classes, cfg.lr)
     drawn = {}
     if mine is not None:
