@@ -53,8 +53,14 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
-    """Never touch the user's real cache; one cache shared by the session keeps MNIST loads warm."""
-    cache = tmp_path_factory.mktemp("cache")
+    """Never touch the user's real cache; one cache shared by the session keeps MNIST loads warm. Under
+    pytest-xdist the workers share it too (the cache's writes are atomic, made for concurrent users),
+    so the decoded MNIST and the packaged model's not-a-digit reference are built once per run."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        cache = tmp_path_factory.getbasetemp().parent / "shared-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
     saved = {k: os.environ.get(k) for k in ("MNISTLAB_CACHE_DIR", "MNISTLAB_DATA_DIR", "MNISTLAB_MIRROR")}
     os.environ["MNISTLAB_CACHE_DIR"] = str(cache)
     os.environ.pop("MNISTLAB_DATA_DIR", None)

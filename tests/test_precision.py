@@ -86,7 +86,7 @@ def test_auto_decides_by_the_cpu_features_and_evaluate_reproduces_the_errors(fea
 def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, tmp_path):
     """In a new process, as a user runs it, for each precision path (bf16 is emulated on AVX2 CPUs)."""
     common = [sys.executable, "-m", "mnistlab"]
-    args = ["train", "--model", model, "--train-subset", "3000", "--validation", "500", "--epochs", "1",
+    args = ["train", "--model", model, "--train-subset", "1000", "--validation", "500", "--epochs", "1",
             "--precision", precision, "--out", str(tmp_path), "--name", "r", "--no-progress"]
     if model != "mlp":
         args.append("--channels-last")
