@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic, stats
+from .. import atomic, precision, stats
 from ..data import load, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
@@ -352,7 +352,7 @@ _REFERENCE_ARMS: dict[tuple, dict] = {}
 
 def _reference_arm(name: str, cfg, ds, data, seeds) -> dict:
     key = (name, ds.name, ds.content_hash, repr(cfg), tuple(seeds), len(data[0]), len(data[2]),
-           torch.get_num_threads(), torch.__version__)
+           torch.get_num_threads(), torch.__version__, precision.native_bf16(torch.device("cpu"))[0])
     if key not in _REFERENCE_ARMS:
         _REFERENCE_ARMS[key] = _arm(name, cfg, ds, data, seeds)
     return copy.deepcopy(_REFERENCE_ARMS[key])  # the caller pops what it draws from

@@ -71,15 +71,24 @@ class NotDigitModel:
         if feats.shape[1] != self.reference.shape[1]:
             raise MnistlabError(f"not-a-digit model: {self.reference.shape[1]} features per image, the model gives "
                                 f"{feats.shape[1]}", hint="it was fitted for another model: delete it to refit")
-        q = F.normalize(feats.float(), dim=1)
         k = min(self.k, len(self.reference))
-        out = [1 - (q[s:s + chunk] @ self.reference.T).topk(k, dim=1).values[:, -1] for s in range(0, len(q), chunk)]
-        return torch.cat(out).clamp_min(0) if out else torch.empty(0)
+        out = [knn_distance(feats[s:s + chunk], self.reference, k) for s in range(0, len(feats), chunk)]
+        return torch.cat(out) if out else torch.empty(0)
 
     def score(self, feats: torch.Tensor) -> torch.Tensor:
         """(N,) in [0, 1): d / (d + threshold), so 0.5 exactly at the threshold."""
-        d = self.distance(feats)
-        return d / (d + self.threshold)
+        return score_of_distance(self.distance(feats), self.threshold)
+
+
+def knn_distance(feats: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,) 1 - cosine similarity of each row of `feats` to its k-th nearest row of `reference`
+    (L2-normalised rows). Plain tensor ops: the ONNX export traces this same function into its graph."""
+    q = F.normalize(feats.float(), dim=1)
+    return (1 - (q @ reference.float().T).topk(k, dim=1).values[:, -1]).clamp_min(0)
+
+
+def score_of_distance(distance: torch.Tensor, threshold: float) -> torch.Tensor:
+    return distance / (distance + threshold)
 
 
 def fit(model, norm, dataset, holdout: Holdout | None, *, per_class: int = PER_CLASS, k: int = K,

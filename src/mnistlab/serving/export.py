@@ -29,7 +29,7 @@ from ..errors import MnistlabError
 from ..models.classical import refuse_classical
 from ..models.heads import capture_features
 from ..models.inference import NormalizedModel
-from ..models.ood import not_digit_model
+from ..models.ood import knn_distance, not_digit_model, score_of_distance
 from ..models.predictor import load_predictor
 
 
@@ -46,7 +46,7 @@ class Exported(nn.Module):
 
 class ExportedWithNotDigit(nn.Module):
     """One network: [0,1] images -> (softmax probabilities, not-a-digit score), one forward pass; the
-    score is NotDigitModel.score written with graph ops (matmul, top-k), its reference a buffer."""
+    score is NotDigitModel.score's own functions traced into the graph, its reference a buffer."""
 
     def __init__(self, predictor, nd):
         super().__init__()
@@ -59,9 +59,7 @@ class ExportedWithNotDigit(nn.Module):
     def forward(self, images):
         self._features.clear()
         probs = torch.softmax(self.member(images), dim=1)
-        q = nn.functional.normalize(self._features[0].float(), dim=1)
-        distance = (1 - (q @ self.reference.float().T).topk(self.k, dim=1).values[:, -1]).clamp_min(0)
-        return probs, distance / (distance + self.threshold)
+        return probs, score_of_distance(knn_distance(self._features[0], self.reference, self.k), self.threshold)
 
 
 def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.PathLike | None = None,
