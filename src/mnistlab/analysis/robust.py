@@ -27,7 +27,9 @@ def robust_figures(source) -> list[dict]:
     for file, doc in run.attack_results():  # each checked against RunDir's ATTACK_SPEC
         for e, a in zip(doc["eps"], doc["robust_accuracy"]):
             checks = doc.get("masking_checks")
-            rows.append({"attack": describe(doc) + (f", targeted at {doc['target']}" if doc["targeted"] else ""),
+            target = "" if not doc["targeted"] else (", targeted" if doc.get("target") is None  # (optional in the spec)
+                                                      else f", targeted at {doc['target']}")
+            rows.append({"attack": describe(doc) + target,
                          "eps": e, "accuracy": a, "n": doc["n"], "split": doc["split"],
                          "clean_accuracy": doc["clean_accuracy"],
                          "checks_passed": None if checks is None else checks.get("passed"), "file": str(file)})
