@@ -24,6 +24,7 @@ from mnistlab.analysis.evaluate import (
 )
 from mnistlab.cli import main as cli_main
 from mnistlab.data import registry as datasets
+from mnistlab.models.inference import BATCH_SIZE, UNRECORDED_BATCH_SIZE
 from mnistlab.training import config as config_mod
 from mnistlab.training.train import train
 
@@ -91,6 +92,24 @@ def test_evaluate_writes_json_table_and_pictures(seed_runs, capsys):
         assert img.format == "PNG" and img.width >= 400 and oct(os.stat(path).st_mode)[-3:] != "600"
     val = evaluate(runs[0], split="val", tta=True, pictures=False)
     assert val["n"] == 1000 and val["tta"] is True
+
+
+def test_evaluate_measures_in_the_batches_the_run_recorded(seed_runs, tmp_path):
+    """New runs evaluate in batches of 256; a run that recorded 2,000 (as runs did before) or nothing is
+    measured in batches of 2,000, so every run's own number is the one `evaluate` reproduces."""
+    _, runs = seed_runs
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["evaluation"]["batch_size"] == BATCH_SIZE == 256
+    assert evaluate(runs[0], pictures=False)["evaluation"]["batch_size"] == BATCH_SIZE
+    old = tmp_path / "old-run"
+    old.mkdir()
+    for name in ("best.safetensors", "config.json"):
+        (old / name).write_bytes((runs[0] / name).read_bytes())
+    for recorded in ({**summary["evaluation"], "batch_size": 2000}, None):
+        (old / "summary.json").write_text(json.dumps({**summary, "evaluation": recorded}))
+        e = evaluate(old, pictures=False, out=tmp_path / "eval")
+        assert e["evaluation"]["batch_size"] == UNRECORDED_BATCH_SIZE == 2000
+        assert e["errors"] == summary["test_errors"] and e["run_reported"]["same"]
 
 
 def test_evaluate_bad_inputs(seed_runs, tmp_path, registered, empty_cache):

@@ -41,6 +41,7 @@ from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.default import DEFAULT_MODEL
 from ..models.features import features_and_probs
+from ..models.inference import BATCH_SIZE
 from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
 from ..training.config import resolve
@@ -105,7 +106,7 @@ def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def score(model, norm, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def score(model, norm, images: torch.Tensor, batch: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, penultimate features: what Datalab compares) of `model` on uint8 images."""
     feats, probs = features_and_probs(model, images, norm, batch_size=batch)
     return probs.numpy(), feats.numpy()

@@ -19,7 +19,12 @@ import torch
 
 from .. import atomic
 from ..models import ood
-from ..models.inference import EVALUATION, torch_threads
+from ..models.inference import (
+    BATCH_SIZE,
+    EVALUATION,
+    UNRECORDED_BATCH_SIZE,
+    torch_threads,
+)
 from ..models.predictor import Predictor, combine, load_predictor
 from ..rundir import RunDir
 from . import plots
@@ -60,7 +65,7 @@ def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the original and four one-pixel shifts
 
 
-def member_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, batch_size: int = 2000):
+def member_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, batch_size: int = BATCH_SIZE):
     """(members, N, classes) probabilities, averaged over the TTA views when `tta`."""
     views = TTA_SHIFTS if tta else [(0, 0)]
     return torch.stack([predictor.member_probs(shifted(images, dx, dy) if (dx, dy) != (0, 0) else images,
@@ -124,7 +129,7 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     run = run_of(source)
     summary = (run.read_summary() or {}) if run is not None else {}
     recorded = summary.get("evaluation") if isinstance(summary.get("evaluation"), dict) else {}
-    batch_size = batch_size or _positive_int(recorded.get("batch_size")) or 2000
+    batch_size = batch_size or _positive_int(recorded.get("batch_size")) or UNRECORDED_BATCH_SIZE
     threads = _positive_int(recorded.get("threads"))
     with torch_threads(threads):  # a matrix product's sums depend on how many threads share them
         members = member_probs(predictor, part.images, tta=tta, batch_size=batch_size)  # each member runs once

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data.normalization import Normalization, to_unit
 from .heads import capture_features
+from .inference import BATCH_SIZE
 
 
 def as_input(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
@@ -19,7 +20,7 @@ def as_input(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
 
 @torch.no_grad()
 def features_and_probs(model: nn.Module, images: torch.Tensor, norm: Normalization, *,
-                       batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+                       batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D), class probabilities (N, C)), float32, of uint8 images (N,H,W) or (N,C,H,W)
     through `model` in eval mode (its training mode is put back after)."""
     was_training = model.training
@@ -38,6 +39,6 @@ def features_and_probs(model: nn.Module, images: torch.Tensor, norm: Normalizati
     return (torch.cat(feats).float() if feats else torch.empty(0, dim)), (torch.cat(probs) if probs else torch.empty(0))
 
 
-def features(model: nn.Module, images: torch.Tensor, norm: Normalization, *, batch_size: int = 2000) -> torch.Tensor:
+def features(model: nn.Module, images: torch.Tensor, norm: Normalization, *, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """(N, D) penultimate features of uint8 images (see `features_and_probs`)."""
     return features_and_probs(model, images, norm, batch_size=batch_size)[0]

@@ -18,7 +18,7 @@ from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..rundir import RunDir
 from . import checkpoint
-from .inference import batched_logits
+from .inference import BATCH_SIZE, batched_logits
 
 ENSEMBLE = "ensemble"  # the `kind` of an ensemble file
 
@@ -54,12 +54,12 @@ class Predictor:
         self.models = [m.to(device) for m in self.models]
         return self
 
-    def member_probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    def member_probs(self, images_u8: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
         """(members, N, classes) softmax probabilities of each member."""
         return torch.stack([F.softmax(batched_logits(m, images_u8, n, batch_size=batch_size, channels_last=cl), dim=1)
                             for m, n, cl in zip(self.models, self.norms, self.channels_last)])
 
-    def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    def probs(self, images_u8: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
         """(N, classes) probabilities; for "vote", the share of members voting for each class."""
         return combine(self.member_probs(images_u8, batch_size), self.method)
 
@@ -70,7 +70,7 @@ def convolutional(model: torch.nn.Module) -> bool:
 
 
 def reference_probs(model: torch.nn.Module, images_u8: torch.Tensor, norm: Normalization, *,
-                    batch_size: int = 2000) -> torch.Tensor:
+                    batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """(N, classes) probabilities of `model` exactly as `evaluate` computes them from its checkpoint: a
     Predictor's fp32, channels-last path (see `inference`), on a copy where the layout would change
     the model itself. What training's validation and test figures come from."""

@@ -18,6 +18,7 @@ import torch
 
 from ..data.normalization import to_unit
 from ..models.classical import classical_members
+from ..models.inference import BATCH_SIZE
 from .export import Exported
 
 logger = logging.getLogger("uvicorn.error.mnistlab")
@@ -37,7 +38,7 @@ class OnnxPredictor:
     def classes(self) -> list[str]:
         return self.torch_predictor.classes
 
-    def probs(self, images_u8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    def probs(self, images_u8: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
         x = to_unit(images_u8).numpy()
         if x.ndim == 3:
             x = x[:, None]

@@ -23,6 +23,7 @@ from ..errors import MnistlabError
 from ..models import MODELS
 from ..models.classical import CLASSICAL
 from ..models.classical import validate_config as validate_classical
+from ..models.inference import BATCH_SIZE
 from ..models.registry import is_known
 from ..names import check_name
 from ..precision import CHOICES as PRECISIONS
@@ -122,7 +123,7 @@ class TrainConfig:
                                 "SGD/Adam/AdamW, EMA) as one CUDA graph (one CUDA process)")
     deterministic: bool = setting(False, "GPU: cuDNN's deterministic algorithms and no autotuning, so a rerun or a "
                                   "resumed run gives bit-identical weights (slower); CPU runs are deterministic anyway")
-    eval_batch_size: int = setting(2000, "examples per evaluation batch")
+    eval_batch_size: int = setting(BATCH_SIZE, "examples per evaluation batch (validation, test)")
     threads: int = setting(0, "torch CPU threads; 0 = torch's default")
     evaluate_test: bool = setting(True, "evaluate the test set once at the end; false leaves it unread (what "
                                   "`mnistlab tune` does for every trial)")
