@@ -100,7 +100,7 @@ def test_evaluate_measures_in_the_batches_the_run_recorded(seed_runs, tmp_path):
     _, runs = seed_runs
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["evaluation"]["batch_size"] == BATCH_SIZE == 256
-    assert evaluate(runs[0], pictures=False)["evaluation"]["batch_size"] == BATCH_SIZE
+    assert evaluate(runs[0], pictures=False, out=tmp_path / "eval")["evaluation"]["batch_size"] == BATCH_SIZE
     old = tmp_path / "old-run"
     old.mkdir()
     for name in ("best.safetensors", "config.json"):
