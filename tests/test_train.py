@@ -216,15 +216,14 @@ def test_every_recipe_resolves_and_fits_mnist(recipe):
 
 
 @pytest.mark.slow
-# an2020-m5 resolves and builds in test_every_recipe_resolves_and_fits_mnist; its dry run here cost 35 s,
-# nearly all of it the fp32 and bf16 passes over the 10,000 test images of a 1.1M-parameter model
+# an2020-m5 resolves and builds in test_every_recipe_resolves_and_fits_mnist (its dry run here cost 35 s)
 @pytest.mark.parametrize("recipe", ["seed-mlp", "seed-cnn", "pytorch-example", "fast"])
 def test_recipe_dry_runs_from_the_cli(recipe, tmp_path):
     out = run_cli("train", "--recipe", recipe, "--dry-run", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert "test accuracy" in out.stdout
+    assert "best val" in out.stdout and "test set not evaluated" in out.stdout  # a smoke run leaves it unread
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
-    assert summary["recipe"] == recipe and summary["epochs_run"] == 1
+    assert summary["recipe"] == recipe and summary["epochs_run"] == 1 and summary["test_evaluated"] is False
 
 
 # ---------- runs that go wrong ----------

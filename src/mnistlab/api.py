@@ -103,8 +103,9 @@ def train(recipe: str | None = None, *, seeds=None, resume: str | os.PathLike | 
     `model_args={"width": 32}`, ...); `seeds` (a list, or "0-4") trains one run per seed under one group
     directory; `resume` continues an interrupted run. Returns the `Run` (or `Runs` over seeds)."""
     overrides = _settings(settings, "train")
-    if dry_run:  # a smoke run: one short epoch on a slice of the data
-        overrides.update({"epochs": 1, "train_subset": 1024, "validation": 512, "progress": False})
+    if dry_run:  # a smoke run: one short epoch on a slice of the data; no final number, so no test set
+        overrides.update({"epochs": 1, "train_subset": 1024, "validation": 512, "progress": False,
+                          "evaluate_test": False})
     if resume is not None:
         return Run(train_mod.resume(resume, overrides, quiet=quiet))
     cfg = config_mod.resolve(recipe, overrides)

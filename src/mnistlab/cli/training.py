@@ -23,7 +23,7 @@ def add_train(verbs) -> None:
     p.add_argument("--seeds", help="train one run per seed, e.g. 0-4 or 0,1,2, and summarise mean/std/min/max")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_set_flag(p)
-    p.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch on 1024 examples")
+    p.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch on 1024 examples, 512 validation images, the test set left unread")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_config_flags(p)
     add_trust_flag(p)
