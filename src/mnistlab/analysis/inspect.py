@@ -18,9 +18,9 @@ inspect.json lists the pictures; `mnistlab report RUN` shows them.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +31,7 @@ from ..errors import MnistlabError
 from ..models.classical import ClassicalModel
 from ..models.features import features
 from ..models.predictor import load_model, resolve_checkpoint
-from ..pictures import pyplot, save_figure
+from ..pictures import coloured, mosaic_figure, save_figure
 from ..rundir import RunDir
 
 MAX_IMAGES = 16
@@ -92,8 +92,16 @@ def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
                         "to draw")
 
 
+CELL = 56  # pixels per tile: 28x28 images at 2x
+
+
+def gray(image_u8: torch.Tensor) -> np.ndarray:
+    """A uint8 image (H, W) or (C, H, W) as an (H, W, 3) picture."""
+    img = image_u8.numpy()
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else np.ascontiguousarray(img.transpose(1, 2, 0))
+
+
 def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
-    plt = pyplot()
     name, layer = _first_layer(model)
     w = layer.weight.detach().float()
     if isinstance(layer, nn.Linear):  # a template per unit over the input image
@@ -101,20 +109,18 @@ def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
     w = w[:, 0] if w.shape[1] == 1 else w.mean(1)  # colour inputs: the mean over channels
     n = len(w)
     cols = min(8, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            lim = float(w[k].abs().max()) or 1.0
-            ax.imshow(w[k].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"first layer ({name}: {type(layer).__name__}, {n} {'kernels' if isinstance(layer, nn.Conv2d) else 'units'})",
-                 fontsize=9)
+    tiles = []
+    for k in range(n):
+        lim = float(w[k].abs().max()) or 1.0  # each kernel on its own symmetric scale: red +, blue -
+        tiles.append(coloured(w[k].numpy(), "RdBu_r", -lim, lim))
+    rows = [tiles[i:i + cols] for i in range(0, n, cols)]
+    kind = "kernels" if isinstance(layer, nn.Conv2d) else "units"
+    fig, _ = mosaic_figure(rows, cell=CELL, inches_per_cell=1.1,
+                           title=f"first layer ({name}: {type(layer).__name__}, {n} {kind})")
     return save_figure(fig, path)
 
 
 def draw_feature_maps(model, convs, x, image_u8, path: Path, per_layer: int = 16) -> Path:
-    plt = pyplot()
     maps = {}
     hooks = [m.register_forward_hook(lambda mod, a, out, n=n: maps.__setitem__(n, out.detach()[0]))
              for n, m in convs]
@@ -124,33 +130,22 @@ def draw_feature_maps(model, convs, x, image_u8, path: Path, per_layer: int = 16
     finally:
         for h in hooks:
             h.remove()
-    rows = len(convs) + 1
-    fig, axes = plt.subplots(rows, per_layer, figsize=(per_layer * 0.8, rows * 0.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    img = image_u8.numpy()
-    axes[0][0].imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
-    axes[0][0].set_title("input", fontsize=7)
-    for r, (n, _) in enumerate(convs, start=1):
+    rows, labels = [[gray(image_u8)]], ["input"]
+    for n, _ in convs:
         fm = maps[n]
-        for c in range(min(per_layer, fm.shape[0])):
-            axes[r][c].imshow(fm[c].numpy(), cmap="viridis")
-        axes[r][0].set_title(f"{n} ({fm.shape[0]}x{fm.shape[1]}x{fm.shape[2]})", fontsize=7, loc="left")
+        rows.append([coloured(fm[c].float().numpy(), "viridis") for c in range(min(per_layer, fm.shape[0]))])
+        labels.append(f"{n} ({fm.shape[0]}x{fm.shape[1]}x{fm.shape[2]})")
+    rows[0] += [None] * (max(len(r) for r in rows) - 1)  # the input alone on the first row
+    fig, _ = mosaic_figure(rows, cell=CELL, labels=[[label] for label in labels], inches_per_cell=0.8,
+                           title="feature maps: each convolution's output channels for this image")
     return save_figure(fig, path)
 
 
 def draw_top_units(images_u8, units, tops, feats, path: Path) -> Path:
-    plt = pyplot()
     n_units, k = tops.shape
-    fig, axes = plt.subplots(n_units, k, figsize=(k * 0.8, n_units * 0.85), squeeze=False)
-    for r in range(n_units):
-        for c in range(k):
-            ax = axes[r][c]
-            ax.axis("off")
-            img = images_u8[int(tops[r, c])].numpy()
-            ax.imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
-        axes[r][0].set_title(f"unit {int(units[r])}", fontsize=7, loc="left")
-    fig.suptitle("penultimate units of highest variance: the images that excite each most", fontsize=9)
+    rows = [[gray(images_u8[int(tops[r, c])]) for c in range(k)] for r in range(n_units)]
+    fig, _ = mosaic_figure(rows, cell=CELL, labels=[[f"unit {int(u)}"] for u in units[:n_units]],
+                           title="penultimate units of highest variance: the images that excite each most")
     return save_figure(fig, path)
 
 
@@ -164,18 +159,12 @@ def saliency(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def draw_saliency(model, x, images_u8, labels, classes, path: Path) -> Path:
-    plt = pyplot()
     grad, pred = saliency(model, x)
     n = len(x)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.7), squeeze=False)
-    for i in range(n):
-        img = images_u8[i].numpy()
-        axes[0][i].imshow(img if img.ndim == 2 else img.transpose(1, 2, 0), cmap="gray")
-        axes[0][i].set_title(f"{classes[int(labels[i])]}>{classes[int(pred[i])]}", fontsize=8)
-        axes[1][i].imshow(grad[i].numpy(), cmap="hot")
-        for ax in (axes[0][i], axes[1][i]):
-            ax.axis("off")
-    fig.suptitle("saliency: |gradient of the predicted logit| per pixel (label>prediction)", fontsize=9)
+    rows = [[gray(images_u8[i]) for i in range(n)], [coloured(grad[i].numpy(), "hot") for i in range(n)]]
+    said = [f"{classes[int(labels[i])]}>{classes[int(pred[i])]}" for i in range(n)]  # label>prediction
+    fig, _ = mosaic_figure(rows, cell=CELL, labels=[said], inches_per_cell=1.2,
+                           title="saliency: |gradient of the predicted logit| per pixel (label>prediction)")
     return save_figure(fig, path)
 
 
