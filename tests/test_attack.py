@@ -67,7 +67,8 @@ def test_pgd_stays_in_the_epsilon_ball_and_in_0_1_exactly(mnist, norm, eps):
 @pytest.mark.slow
 def test_a_targeted_attack_reaches_its_target_and_accuracy_falls_with_epsilon(mnist):
     images, labels = mnist.test.images[:200], mnist.test.labels[:200]
-    r = mnistlab.attack(default_predictor(), images, labels, method="pgd", eps=[0.1, 0.3], target=3, steps=20)
+    r = mnistlab.attack(default_predictor(), images, labels, method="pgd", eps=[0.1, 0.3], target=3, steps=20,
+                        checks=False)  # the masking checks have their own test
     assert r.success[0] < r.success[1] and r.success[1] > 0.9
     assert r.accuracy[1] < 0.1 and r.clean_accuracy > 0.98
 
@@ -75,16 +76,18 @@ def test_a_targeted_attack_reaches_its_target_and_accuracy_falls_with_epsilon(mn
 @pytest.mark.slow
 def test_checks_against_gradient_masking_on_the_trained_model(mnist):
     """Accuracy falls monotonically with epsilon; PGD is never weaker than FGSM; an unbounded epsilon
-    leaves nothing standing; the same seed gives the same numbers."""
+    leaves nothing standing; the same seed gives the same numbers. (By hand, here: the built-in
+    checks, which run these and a gradient-free attack, have their own test below.)"""
     images, labels = mnist.test.images[:200], mnist.test.labels[:200]
     eps = [0.0, 0.02, 0.05, 0.1, 0.2]
-    f = mnistlab.attack(DEFAULT_MODEL, images, labels, method="fgsm", eps=eps)
-    p = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=10, seed=1)
+    f = mnistlab.attack(DEFAULT_MODEL, images, labels, method="fgsm", eps=eps, checks=False)
+    p = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=10, seed=1, checks=False)
     assert f.accuracy[0] == p.accuracy[0] == f.clean_accuracy
     assert all(a >= b for a, b in zip(p.accuracy, p.accuracy[1:])), p.accuracy
     assert all(pa <= fa for pa, fa in zip(p.accuracy, f.accuracy)), (p.accuracy, f.accuracy)
-    assert mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=1.0, steps=10).accuracy[0] < 0.01
-    again = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=10, seed=1)
+    assert mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=1.0, steps=10,
+                           checks=False).accuracy[0] < 0.01
+    again = mnistlab.attack(DEFAULT_MODEL, images, labels, method="pgd", eps=eps, steps=10, seed=1, checks=False)
     assert again.accuracy == p.accuracy
 
 
@@ -123,7 +126,7 @@ def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--eps '0.1,x'" in bad.stderr and "Traceback" not in bad.stderr
     two = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(DEFAULT_MODEL), str(DEFAULT_MODEL),
-                          "--method", "fgsm", "--eps", "0.1,0.2", "--n", "20", "--out", str(tmp_path / "two")],
+                          "--method", "fgsm", "--eps", "0.1,0.2", "--n", "20", "--no-checks", "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     assert (tmp_path / "two" / "compare-fgsm-linf.png").stat().st_size > 1000
