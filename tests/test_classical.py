@@ -333,6 +333,16 @@ def test_options_the_arrays_cannot_serve_are_refused(knn_run, tmp_path):
             load_predictor(path)
 
 
+def test_stored_values_that_overflow_to_inf_are_a_clear_error_not_scikit_learns():
+    """Found by the fuzz below: arrays scaled by 1e30 are finite when loaded, and the images' features
+    they make overflow to inf, which scikit-learn's kernels refused with a ValueError."""
+    from mnistlab.models.classical_format import _kernel
+
+    with pytest.raises(MnistlabError, match="not finite"):
+        _kernel(np.array([[np.inf, 1e30]]), np.zeros((2, 2)), "rbf", 0.5, 0.0, 3)
+    assert _kernel(np.ones((1, 2)), np.ones((3, 2)), "rbf", 0.5, 0.0, 3).shape == (1, 3)
+
+
 @pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())

@@ -244,6 +244,10 @@ def _check_trees(c: _Checker, offsets, left, right, feature, value) -> None:
 def _kernel(x: np.ndarray, basis: np.ndarray, kernel: str, gamma: float, coef0: float, degree: int) -> np.ndarray:
     params = {"rbf": {"gamma": gamma}, "poly": {"gamma": gamma, "coef0": coef0, "degree": degree},
               "sigmoid": {"gamma": gamma, "coef0": coef0}, "linear": {}}[kernel]
+    if not (np.isfinite(x).all() and np.isfinite(basis).all()):  # finite but huge stored values overflow
+        raise MnistlabError("classical model: its stored arrays turn these images into values that are not finite "
+                            "(inf or nan) before the kernel", hint="the checkpoint is damaged or was edited: retrain "
+                            "it, or load one you trust")
     # imported here, not at the top: scikit-learn costs every command 1.5 s of start-up
     from sklearn.metrics.pairwise import pairwise_kernels
 
