@@ -23,11 +23,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings
 
 import mnistlab
 from mnistlab.data import registry as datasets
 from mnistlab.training import config as config_mod
 from mnistlab.training.train import train_seeds
+
+# Every property test draws the same cases on every run (a test's own @settings change only what
+# they name): CI fails on a change, not on the luck of the draw. Explore further with
+# `pytest --hypothesis-seed=N` or a larger MNISTLAB_FUZZ_EXAMPLES.
+settings.register_profile("mnistlab", derandomize=True, database=None)
+settings.load_profile("mnistlab")
 
 
 def pytest_configure(config):
