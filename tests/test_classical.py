@@ -344,8 +344,7 @@ def test_stored_values_that_overflow_to_inf_are_a_clear_error_not_scikit_learns(
 
 
 @pytest.mark.slow
-@settings(max_examples=120, deadline=None, derandomize=True, database=None,  # CI runs the same cases every time
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_classical_arrays_load_and_run_or_get_a_clear_error(knn_run, svm_run, forest_run, tmp_path, data):
     run = data.draw(st.sampled_from([knn_run, svm_run, forest_run]))["run_dir"]

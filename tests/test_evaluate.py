@@ -95,8 +95,9 @@ def test_evaluate_writes_json_table_and_pictures(seed_runs, capsys):
 
 
 def test_evaluate_measures_in_the_batches_the_run_recorded(seed_runs, tmp_path):
-    """New runs evaluate in batches of 256; a run that recorded 2,000 (as runs did before) or nothing is
-    measured in batches of 2,000, so every run's own number is the one `evaluate` reproduces."""
+    """New runs evaluate in batches of 256; a run that recorded another size (runs before recorded
+    2,000) is measured in its own, and one that recorded nothing in 2,000: every run's own number is
+    the one `evaluate` reproduces."""
     _, runs = seed_runs
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["evaluation"]["batch_size"] == BATCH_SIZE == 256
@@ -105,10 +106,10 @@ def test_evaluate_measures_in_the_batches_the_run_recorded(seed_runs, tmp_path):
     old.mkdir()
     for name in ("best.safetensors", "config.json"):
         (old / name).write_bytes((runs[0] / name).read_bytes())
-    for recorded in ({**summary["evaluation"], "batch_size": 2000}, None):
+    for recorded, used in (({**summary["evaluation"], "batch_size": 500}, 500), (None, UNRECORDED_BATCH_SIZE)):
         (old / "summary.json").write_text(json.dumps({**summary, "evaluation": recorded}))
         e = evaluate(old, pictures=False, out=tmp_path / "eval")
-        assert e["evaluation"]["batch_size"] == UNRECORDED_BATCH_SIZE == 2000
+        assert e["evaluation"]["batch_size"] == used and UNRECORDED_BATCH_SIZE == 2000
         assert e["errors"] == summary["test_errors"] and e["run_reported"]["same"]
 
 

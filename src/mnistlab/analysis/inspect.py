@@ -96,8 +96,9 @@ CELL = 56  # pixels per tile: 28x28 images at 2x
 
 
 def gray(image_u8: torch.Tensor) -> np.ndarray:
-    """A uint8 image (H, W) or (C, H, W) as an (H, W, 3) picture."""
+    """A uint8 image (H, W), (1, H, W) or (3, H, W) as an (H, W, 3) picture."""
     img = image_u8.numpy()
+    img = img[0] if img.ndim == 3 and img.shape[0] == 1 else img
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else np.ascontiguousarray(img.transpose(1, 2, 0))
 
 

@@ -22,8 +22,8 @@ from ..data.normalization import Normalization, to_unit
 
 EVALUATION = {"precision": "fp32", "layout": "channels-last weights and inputs for convolutional models"}
 # Images per inference batch. On a CPU a conv net's activations for 256 images stay in cache where
-# 2,000 images' spill to memory: evaluation 1.5-2.4x faster (`mnistlab bench infer`); on one thread
-# the logits are bit-identical either way.
+# 2,000 images' spill to memory: the packaged model over the test set 1.9x faster with AVX2, 3.1x
+# with AMX (`mnistlab bench infer`, docs/speed.md); on one thread the logits are bit-identical.
 BATCH_SIZE = 256
 UNRECORDED_BATCH_SIZE = 2000  # what runs used before their summary recorded it (and loose checkpoints)
 
