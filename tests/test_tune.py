@@ -214,7 +214,7 @@ def test_two_workers_on_two_machines_share_a_postgresql_study_and_retry_a_killed
     space.write_text(TINY.replace("train_subset = 2000", "train_subset = 6000").replace("batch_size = 64",
                                                                                         "batch_size = 16")
                      .replace("epochs = 3", "epochs = 4"))
-    trials = 5
+    trials = 3  # finished: the killed trial's retry and two more
 
     def worker(machine):
         return subprocess.Popen(_tune_command(space, tmp_path / machine, trials, "--storage", postgres.url, "--study",
