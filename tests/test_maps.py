@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,12 @@ def test_map_of_clustered_data_separates_the_clusters_and_repeats(method):
     assert not np.array_equal(coords, embed(x, method, seed=1)[0])
     # the measure itself can fail: shuffled labels do not separate
     assert separation(coords, np.random.default_rng(0).permutation(y)) < 0.6
+    if method == "umap":  # umap-learn's kernels went to numba's disk cache: the next process loads them
+        import umap.umap_
+
+        stats = umap.umap_.smooth_knn_dist.stats
+        assert stats.cache_path and sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0
+        assert list(Path(stats.cache_path).glob("umap_.smooth_knn_dist-*.nbi"))
 
 
 @pytest.mark.slow

@@ -56,6 +56,31 @@ def _need(module: str):
                             hint="pip install 'mnistlab[maps]' (umap-learn and openTSNE)") from None
 
 
+def cache_umap_kernels() -> int:
+    """Let numba keep umap-learn's compiled kernels on disk (beside its source, or numba's user cache
+    when that is read-only), which umap-learn does not ask for: every new process compiled them again
+    before its first map, 10-25 s on 2 AVX2 cores. numba checks the source's timestamp and the
+    argument types before reusing a kernel. Returns how many kernels it enabled (once per process)."""
+    if _UMAP_CACHING:
+        return 0
+    import umap.layouts
+    import umap.umap_
+    from numba.core.registry import CPUDispatcher
+
+    for module in (umap.umap_, umap.layouts):
+        for kernel in vars(module).values():
+            if isinstance(kernel, CPUDispatcher):
+                try:
+                    kernel.enable_caching()
+                except RuntimeError:  # nowhere numba may write: compiled in each process, as before
+                    continue
+                _UMAP_CACHING.append(kernel)
+    return len(_UMAP_CACHING)
+
+
+_UMAP_CACHING: list = []  # the kernels cache_umap_kernels enabled
+
+
 def embed(features: np.ndarray, method: str, seed: int, *, verbose: bool = False,
           threads: int = 0) -> tuple[np.ndarray, dict]:
     """(N, 2) float32 coordinates of `features` (N, D) and the settings used; the same seed, the same map.
@@ -72,6 +97,8 @@ def embed(features: np.ndarray, method: str, seed: int, *, verbose: bool = False
         _need("umap")
         import umap
         from sklearn.neighbors import NearestNeighbors
+
+        cache_umap_kernels()
 
         settings.update({"n_neighbors": min(15, len(features) - 1), "min_dist": 0.1, "metric": "euclidean"})
         # Exact neighbours (scikit-learn, BLAS, every core) in place of UMAP's approximate search: as
