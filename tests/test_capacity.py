@@ -20,6 +20,7 @@ from PIL import Image
 from test_predict import drawn
 
 from mnistlab.bench.loadgen import constant_rate, http_request
+from mnistlab.cli import main
 from mnistlab.serving.backend import OnnxPredictor, accelerate
 from mnistlab.serving.predict import classify, default_predictor, preprocess
 from mnistlab.serving.serve import is_quick
@@ -148,19 +149,19 @@ def test_two_worker_processes_share_the_port_and_stop_together(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_worker_counts_are_clear_errors():
+def test_bad_worker_counts_are_clear_errors(capsys):
     for flags, words in ((["--workers", "0"], "--workers 0: expected 1 to 64"),
                          (["--workers", "2", "--port", "0"], "--workers > 1 needs a fixed --port")):
-        done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", *flags], capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+        assert main(["serve", *flags]) == 2  # refused before anything listens
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
 
 
 @pytest.mark.slow
-def test_the_shed_limits_are_flags_and_must_be_positive():
-    done = subprocess.run([sys.executable, "-m", "mnistlab", "serve", "--max-wait", "0"], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 2 and "--max-wait 0" in done.stderr and "positive" in done.stderr
+def test_the_shed_limits_are_flags_and_must_be_positive(capsys):
+    assert main(["serve", "--max-wait", "0"]) == 2  # refused before anything listens
+    err = capsys.readouterr().err
+    assert "--max-wait 0" in err and "positive" in err
 
 
 def _call(app, headers: dict, body: bytes, waited: float) -> tuple[int, dict]:
