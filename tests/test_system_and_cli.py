@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import mnistlab
+from mnistlab.cli import main
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 IN_CI = os.environ.get("CI") == "true"
@@ -41,29 +42,29 @@ def run_cli(*args, cwd=None, env_extra=None):
 
 
 @pytest.mark.slow
-def test_cli_data_list_info_show_verify(tmp_path):
-    out = run_cli("data", "list")
+def test_cli_data_list_info_show_verify(tmp_path, capsys):
+    out = run_cli("data", "list")  # the installed command, in a new process
     assert out.returncode == 0, out.stderr
     assert "mnist " in out.stdout and "bundled" in out.stdout and "cifar10" in out.stdout
 
-    out = run_cli("data", "info", "mnist", "--json")
-    assert out.returncode == 0, out.stderr
-    info = json.loads(out.stdout)
+    def cli(*args) -> str:  # the other subcommands through the same entry point, in this process
+        capsys.readouterr()
+        assert main(list(args)) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    info = json.loads(cli("data", "info", "mnist", "--json"))
     assert info["splits"]["train"]["class_counts"][:3] == [5923, 6742, 5958]
     assert round(info["pixel_mean"][0], 4) == 0.1307
     assert all(f["verified"] == "sha256" for f in info["files"])
 
-    out = run_cli("data", "info", "mnist")
-    assert out.returncode == 0 and "pixel mean 0.1307, std 0.3081" in out.stdout
+    assert "pixel mean 0.1307, std 0.3081" in cli("data", "info", "mnist")
 
     png = tmp_path / "first25.png"
-    out = run_cli("data", "show", "mnist", "--split", "train", "--count", "25", "--out", str(png))
-    assert out.returncode == 0, out.stderr
+    cli("data", "show", "mnist", "--split", "train", "--count", "25", "--out", str(png))
     image = Image.open(png)
     assert image.format == "PNG" and image.width > 5 * 28 * 3 and image.height > 5 * 28 * 3
 
-    out = run_cli("data", "verify", "mnist")
-    assert out.returncode == 0 and out.stdout.count(" ok ") == 4
+    assert cli("data", "verify", "mnist").count(" ok ") == 4
 
 
 @pytest.mark.slow
