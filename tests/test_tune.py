@@ -179,14 +179,14 @@ def test_study_resumes_after_sigkill_and_the_killed_trial_resumes_its_run(tmp_pa
 
 @pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study(tiny_space, tmp_path):
-    done = subprocess.run(_tune_command(tiny_space, tmp_path / "t", 6, "--workers", "2"), capture_output=True,
+    done = subprocess.run(_tune_command(tiny_space, tmp_path / "t", 4, "--workers", "2"), capture_output=True,
                           text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     optuna = pytest.importorskip("optuna")
     study = optuna.load_study(study_name="seed-mlp-mnist-space",
                               storage=f"sqlite:///{tmp_path / 't' / 'seed-mlp-mnist-space' / 'study.db'}")
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert 6 <= len(finished) <= 7  # a second worker may finish the trial it had started
+    assert 4 <= len(finished) <= 5  # a second worker may finish the trial it had started
     assert len({t.user_attrs["pid"] for t in finished}) == 2  # both processes took trials
     configs = [json.loads(Path(t.user_attrs["run_dir"], RunDir.CONFIG).read_text()) for t in finished]
     assert {c["threads"] for c in configs} == {max(1, (os.cpu_count() or 1) // 2)}
