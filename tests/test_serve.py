@@ -186,8 +186,8 @@ def closed_by_peer(sock: socket.socket, wait: float) -> bool:
 def strict(tmp_path_factory):
     """A server with short timeouts and small connection limits, so the tests run in seconds; one for
     the module (each test leaves it as it found it: every connection it opened closed)."""
-    server = Server(tmp_path_factory.mktemp("strict") / "strict.log", "--header-timeout", "2", "--body-timeout", "2", "--max-per-client", "20",
-                    "--max-connections", "900")
+    server = Server(tmp_path_factory.mktemp("strict") / "strict.log", "--header-timeout", "2", "--body-timeout", "2",
+                    "--max-per-client", "20", "--max-connections", "900")
     yield server
     server.stop()
     assert "Traceback" not in server.log.read_text()
