@@ -58,6 +58,42 @@ def test_metrics_match_hand_counts():
     assert m["cross_entropy"] == pytest.approx(nll, rel=1e-4)
 
 
+@pytest.mark.parametrize("case", ["ten classes", "a class never predicted and one never present", "ties"])
+def test_metrics_match_scikit_learn(case):
+    """The counts evaluate makes with numpy against scikit-learn's own functions, edge cases included."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(len(case))
+    n, k = 2000, 10
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 3.0 * np.eye(k)[labels] * (rng.random(n) > 0.4)[:, None]
+    if case != "ten classes":
+        labels[labels == 9] = 8  # class 9 never present
+        logits[:, 7] = -50.0  # class 7 never predicted
+    if case == "ties":
+        logits = np.round(logits)  # many equal scores: top-k must break them as scikit-learn does
+    probs = torch.softmax(torch.tensor(logits), 1).float()
+    m = compute_metrics(probs, torch.tensor(labels), [str(c) for c in range(k)])
+    y, p = labels, probs.numpy()
+    pred = p.argmax(1)
+    idx = list(range(k))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
+    for c in idx:
+        assert m["per_class"][c]["precision"] == pytest.approx(precision[c], abs=1e-12)
+        assert m["per_class"][c]["recall"] == pytest.approx(recall[c], abs=1e-12)
+        assert m["per_class"][c]["f1"] == pytest.approx(f1[c], abs=1e-12)
+        assert m["per_class"][c]["support"] == support[c]
+    for avg in ("macro", "weighted"):
+        pr, rc, f, _ = skm.precision_recall_fscore_support(y, pred, labels=idx, average=avg, zero_division=0)
+        assert m[f"{avg}_avg"] == pytest.approx({"precision": pr, "recall": rc, "f1": f}, abs=1e-12)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=idx).tolist()
+    for t in (1, 2, 3, 5):
+        assert m[f"top{t}"] == pytest.approx(skm.top_k_accuracy_score(y, p, k=t, labels=idx), abs=1e-12)
+    clipped = np.clip(p, 1e-12, 1)
+    assert m["cross_entropy"] == pytest.approx(skm.log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=idx),
+                                               rel=1e-6)
+
+
 def test_ece_on_a_known_case():
     # 4 predictions at confidence 0.9 of which 2 are right (gap 0.4), 6 at 0.6 all right (gap 0.4): ECE 0.4
     probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 6)
