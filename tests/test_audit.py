@@ -4,8 +4,6 @@ fed out-of-fold probabilities, the command's files and cache, and clear errors f
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -151,10 +149,9 @@ def test_the_command_writes_its_files_and_refuses_bad_arguments(tmp_path, capsys
             (folder / split / str(int(part.labels[i]))).mkdir(parents=True, exist_ok=True)
             Image.fromarray(part.images[i].numpy()).save(folder / split / str(int(part.labels[i])) / f"{i}.png")
     out = tmp_path / "audit"
-    done = subprocess.run([sys.executable, "-m", "mnistlab", "audit", str(folder), "--split", "test", "--folds", "2",
-                           "--top", "10", "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr
-    assert "out-of-fold accuracy" in done.stdout
+    # the command's parser and handler, in this process (a new one costs ~4 s of start-up)
+    assert cli_main(["audit", str(folder), "--split", "test", "--folds", "2", "--top", "10", "--out", str(out)]) == 0
+    assert "out-of-fold accuracy" in capsys.readouterr().out
     rows = json.loads((out / "issues.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["issues"].values()) == len(rows) == len((out / "issues.csv").read_text().splitlines()) - 1
@@ -204,14 +201,15 @@ def test_cleaning_effect_trains_with_the_flagged_images_kept_removed_and_relabel
 @pytest.mark.slow
 def test_fifty_flipped_test_labels_are_found_at_the_top_of_the_ranking(mnist, tmp_path):
     """Issue 30's check: 50 labels of MNIST test moved to another class; the audit of the test split
-    (each fold's model trained on all 60,000 training images and the other fold) ranks at least 45 of
-    them among its first 100 of 10,000."""
+    (each fold's model trained on the first 15,000 training images and the other fold) ranks at
+    least 45 of them among its first 100 of 10,000 (49 when measured; a quarter of the training
+    images keeps the test's cost down, and weaker fold models only make the property harder)."""
     rng = np.random.default_rng(30)
     labels = mnist.test.labels.clone()
     where = rng.choice(len(labels), 50, replace=False)
     for i in where:
         labels[i] = int((labels[i] + rng.integers(1, 10)) % 10)
-    ds = mnistlab.Dataset.from_arrays(mnist.train.images.numpy(), mnist.train.labels.numpy(),
+    ds = mnistlab.Dataset.from_arrays(mnist.train.images[:15_000].numpy(), mnist.train.labels[:15_000].numpy(),
                                       mnist.test.images.numpy(), labels.numpy(), name="mnist-flipped")
     result = mnistlab.audit(ds, split="test", folds=2, model="fast", out=tmp_path, quiet=True)
     import pandas as pd

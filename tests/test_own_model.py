@@ -102,17 +102,17 @@ def test_every_verb_loads_the_run_in_a_new_process(own_run, tmp_path):
     root, seeds = own_run
     run = seeds["runs"][0]
     summary = json.loads((Path(run) / "summary.json").read_text())
-    done = cli("evaluate", run, "--no-pictures")
-    assert done.returncode == 0, done.stderr
-    assert f"the same {summary['test_errors']} errors" in done.stdout
-    # the other verbs as a notebook calls them, in one more new process (a start costs ~4 s)
-    verbs = (f"import mnistlab\nrun = {run!r}\n"
+    # the command line's evaluate, then the other verbs as a notebook calls them, in one new process
+    # (a start costs ~4 s)
+    verbs = (f"import mnistlab\nfrom mnistlab.cli import main\nrun = {run!r}\n"
+             "assert main(['evaluate', run, '--no-pictures']) == 0\n"
              "mnistlab.attack(run, method='pgd', eps=[0.1], n=20, steps=5, checks=False)\n"
              "mnistlab.map(run, method='tsne', n=40, quiet=True)\n"
              "mnistlab.inspect(run, images='0', units=2, top=2)\n"
              f"mnistlab.export(run, out={str(tmp_path / 'own.onnx')!r})\n")
     done = subprocess.run([sys.executable, "-c", verbs], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert f"the same {summary['test_errors']} errors" in done.stdout
     assert json.loads((Path(run) / "eval" / "attack-pgd-linf.json").read_text())["robust_accuracy"]
     rd = RunDir(run)
     assert (rd.inspect_dir / RunDir.INSPECT_FILE).is_file() and list(rd.maps_dir.glob(f"*/{RunDir.MAP_FILE}"))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mnistlab import MnistlabError, machine
+from mnistlab.cli import main
 from mnistlab.precision import choose
 from mnistlab.training.config import resolve, validate
 
@@ -83,21 +84,21 @@ def test_auto_decides_by_the_cpu_features_and_evaluate_reproduces_the_errors(fea
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, precision", [("mlp", "bf16"), ("fast", "bf16"), ("keras-cnn", "fp32")])
-def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, tmp_path):
-    """In a new process, as a user runs it, for each precision path (bf16 is emulated on AVX2 CPUs)."""
-    common = [sys.executable, "-m", "mnistlab"]
+def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, tmp_path, capsys):
+    """`evaluate` in a new process, as a user runs it, reproduces what `train` printed (trained here,
+    through the same command line), for each precision path (bf16 is emulated on AVX2 CPUs)."""
     args = ["train", "--model", model, "--train-subset", "1000", "--validation", "500", "--epochs", "1",
             "--precision", precision, "--out", str(tmp_path), "--name", "r", "--no-progress"]
     if model != "mlp":
         args.append("--channels-last")
     if model == "fast":  # a narrow one: bf16 is emulated, and slow, on AVX2 CPUs
         args += ["--set", "model_args={width = 8}"]
-    trained = subprocess.run([*common, *args], capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr
+    assert main(args) == 0
+    trained = capsys.readouterr()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert f"({summary['test_errors']} errors in 10000, fp32 inference" in trained.stdout
-    evaluated = subprocess.run([*common, "evaluate", str(tmp_path / "r"), "--no-pictures"], capture_output=True,
-                               text=True, timeout=300)
+    assert f"({summary['test_errors']} errors in 10000, fp32 inference" in trained.out
+    evaluated = subprocess.run([sys.executable, "-m", "mnistlab", "evaluate", str(tmp_path / "r"), "--no-pictures"],
+                               capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"({summary['test_errors']} errors)" in evaluated.stdout
     assert f"the same {summary['test_errors']} errors `train` reported" in evaluated.stdout

@@ -125,7 +125,7 @@ def test_several_seeds_are_summarised(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tmp_path):
-    args = ["--model", "mlp", "--train-subset", "20000", "--validation", "2000", "--epochs", "2",
+    args = ["--model", "mlp", "--train-subset", "8000", "--validation", "1000", "--epochs", "2",
             "--batch-size", "128", "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--threads", "1",
             "--precision", "fp32"]  # summation order differs between 1 and 2 processes: keep it out of bf16's
     one = run_cli("train", *args, "--name", "one")
@@ -137,7 +137,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["world_size"] == 1
-    assert s1["test_acc"] > 0.92 and abs(s1["test_acc"] - s2["test_acc"]) < 0.005  # identical when written
+    assert s1["test_acc"] > 0.9 and abs(s1["test_acc"] - s2["test_acc"]) < 0.005  # identical when written
     # rank 0 alone wrote the run: one log header, one line per epoch
     log = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
     assert len(log) == 3 and json.loads(log[0])["world_size"] == 2
