@@ -93,17 +93,22 @@ EVIL = ['<img src=x onerror="window.__xss = 1">', "<script>window.__xss = 2</scr
 def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
     """A checkpoint anyone can write names the classes; the page once built its bars with innerHTML."""
     import json
+    import shutil
 
     from conftest import Server
     from safetensors import safe_open
     from test_checkpoints import rewritten
 
-    from mnistlab.serving.predict import DEFAULT_MODEL
+    from mnistlab.models import ood
+    from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
 
     with safe_open(DEFAULT_MODEL, "pt") as f:
         meta = json.loads(f.metadata()["mnistlab"])
     meta["classes"] = EVIL + list("3456789")
     evil = rewritten(DEFAULT_MODEL, tmp_path / "evil.safetensors", meta=meta)
+    # the same weights, so the same not-a-digit model: the packaged one's, not fitted again by the server
+    ood.not_digit_model(default_predictor())
+    shutil.copyfile(ood.file_for(DEFAULT_MODEL), ood.file_for(evil))
     server = Server(tmp_path / "evil.log", "--model", str(evil))
     try:
         page = browser.new_page()
