@@ -40,10 +40,11 @@ def per_seed(study: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
-    """One study run straight through, and one SIGKILLed in its first run after that run's first
-    checkpoint, then run again with the same command."""
+    """A study SIGKILLed in its first run after that run's first checkpoint, then run again with the
+    same command ("cut", the whole study the other tests read); beside it, uninterrupted, the killed
+    run's own study (fast, seed 0, both protocols: "whole"), the numbers the resumed one must repeat.
+    Every other run of "cut" trained from scratch after the kill, as in any study."""
     base = tmp_path_factory.mktemp("sota")
-    whole = sota_cli(base / "whole")
     cut = sota_cli(base / "cut")
     first = base / "cut" / "runs" / "paper" / "fast" / "seed-0"
     deadline = time.time() + 300
@@ -53,27 +54,33 @@ def studies(tmp_path_factory):
     cut.wait()
     killed_before_summary = not (first / "summary.json").exists()
     again = sota_cli(base / "cut")
+    # the reference in this process while the resumed study runs in its own
+    assert main(["sota", "--out", str(base / "whole"), *SMALL, "--models", "fast", "--seeds", "0"]) == 0
     out_again, err_again = again.communicate(timeout=900)
-    out_whole, err_whole = whole.communicate(timeout=900)
-    assert whole.returncode == 0, err_whole
     assert again.returncode == 0, err_again
     return {"whole": base / "whole", "cut": base / "cut", "again_stdout": out_again,
-            "killed_before_summary": killed_before_summary, "whole_stdout": out_whole}
+            "killed_before_summary": killed_before_summary}
 
 
 @pytest.mark.slow
 def test_an_interrupted_study_finishes_with_the_numbers_of_an_uninterrupted_one(studies):
     assert studies["killed_before_summary"], "the kill came after the run had finished: nothing was resumed"
     assert "paper fast seed 0: resuming" in studies["again_stdout"]
-    a, b = per_seed(studies["whole"]), per_seed(studies["cut"])
-    assert len(a) == 2 * 2 * 2 and a == b  # 2 protocols x 2 models x 2 seeds, bit-identical on the CPU
-    for study in (studies["whole"], studies["cut"]):
-        for name in ("plan.json", "study.json", "table.md", "report.md"):
-            assert (study / name).is_file()
-    table = (studies["whole"] / "table.md").read_text()
+    whole, cut = per_seed(studies["whole"]), per_seed(studies["cut"])
+    assert len(cut) == 2 * 2 * 2 and len(whole) == 2  # 2 protocols x 2 models x 2 seeds; the reference's 2
+    assert all(cut[key] == whole[key] for key in whole)  # bit-identical on the CPU
+    for protocol in ("paper", "val"):  # the resumed run's weights and outputs, byte for byte
+        for name in ("last.safetensors", OUTPUTS):
+            a, b = (studies[s] / "runs" / protocol / "fast" / "seed-0" / name for s in ("whole", "cut"))
+            ta, tb = load_file(str(a)), load_file(str(b))
+            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta if not k.startswith("rng/"))
+    study = studies["cut"]
+    for name in ("plan.json", "study.json", "table.md", "report.md"):
+        assert (study / name).is_file()
+    table = (study / "table.md").read_text()
     assert "| paper | two-level: fast+mlp, every seed (vote)" in table
     assert "| val | two-level, chosen on val (mean)" in table
-    report = (studies["whole"] / "report.md").read_text()
+    report = (study / "report.md").read_text()
     assert "paper protocol: all 60,000 train" in report and "| val | mlp | 1 |" in report
 
 
@@ -81,7 +88,7 @@ def test_an_interrupted_study_finishes_with_the_numbers_of_an_uninterrupted_one(
 def test_the_outputs_are_the_runs_own_numbers(studies):
     """Each run's saved test probabilities give the accuracy its summary reported (the same weights:
     last-epoch for the paper protocol, best-on-validation for ours), and the paper runs saw no holdout."""
-    study = studies["whole"]
+    study = studies["cut"]
     for protocol in ("paper", "val"):
         for seed in range(2):
             run = study / "runs" / protocol / "fast" / f"seed-{seed}"
@@ -102,7 +109,7 @@ def test_ensemble_selection_never_reads_a_test_output(studies, tmp_path):
     import shutil
 
     study = tmp_path / "study"
-    shutil.copytree(studies["whole"], study)
+    shutil.copytree(studies["cut"], study)
     plan = Plan(**json.loads((study / "study.json").read_text())["plan"])
     before = summarise(plan, study)["protocols"]["val"]
     chosen = {m: set(c["members"]) for m, c in before["selection"]["per_model"].items()}
@@ -138,12 +145,12 @@ def test_a_study_in_parts_summarises_what_it_is_asked_for(studies, tmp_path):
     import shutil
 
     study = tmp_path / "study"
-    shutil.copytree(studies["whole"], study)
+    shutil.copytree(studies["cut"], study)
     part = Plan(models=["mlp"], seeds=[1], overrides={"epochs": "2", "train_subset": "800", "ema": "0.9"})
     results = run_study(study, part, quiet=True, throughput_steps=0)
     assert {r["seed"] for r in results["protocols"]["paper"]["singles"]["mlp"]["per_seed"]} == {1}
     assert list(results["protocols"]["val"]["singles"]) == ["mlp"]
-    assert per_seed(studies["whole"])[("val", "mlp", 1)] == (
+    assert per_seed(studies["cut"])[("val", "mlp", 1)] == (
         results["protocols"]["val"]["singles"]["mlp"]["per_seed"][0]["test_acc"],
         results["protocols"]["val"]["singles"]["mlp"]["per_seed"][0]["val_acc"])
 
