@@ -29,16 +29,6 @@ def test_graph_against_eager_compares_accuracy_and_time_per_arm():
     assert row["passed"] == (row["agree"] and row["graph_faster"])
 
 
-@pytest.mark.slow
-def test_kill_and_resume_finds_a_resumed_run_bit_identical_to_an_uninterrupted_one():
-    settings = {"model": "fast", "epochs": 2, "train_subset": 1000, "validation": 500, "batch_size": 32,
-                "ema": 0.99, "grad_clip": 1.0, "augment": "seed", "precision": "fp32", "device": "cpu"}
-    row = gpu_bench.kill_and_resume(settings)
-    assert "error" not in row, row.get("error")
-    assert row["bit_identical"] is True and row["max_abs_diff"] == 0 and row["passed"] is True
-    assert row["whole_test_acc"] == row["resumed_test_acc"] and "killed after epoch" in row["name"]
-
-
 def test_the_precision_suite_pairs_both_precisions_per_seed():
     calls = []
 

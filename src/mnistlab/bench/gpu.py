@@ -19,6 +19,7 @@ Without CUDA the suite says so in one row and runs nothing. The harness itself i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -66,12 +67,13 @@ def _train_command(out: Path, name: str, settings: dict) -> list[str]:
             *sets]
 
 
-def kill_and_resume(settings: dict, *, timeout: float = 600) -> dict:
+def kill_and_resume(settings: dict, *, timeout: float = 600, out: str | os.PathLike | None = None) -> dict:
     """Train `settings` (TrainConfig keys, at least 2 epochs) whole in one process, and in another
-    killed after its first checkpoint and resumed in a third; compare their final state bit for bit."""
+    killed after its first checkpoint and resumed in a third; compare their final state bit for bit.
+    The two runs ("whole", "killed") are kept under `out` when given, else in a removed temporary folder."""
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(out) if out is not None else tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
         whole = subprocess.run(_train_command(out, "whole", settings), capture_output=True, text=True,
