@@ -149,9 +149,8 @@ def _tune_command(space, out, trials, *extra):
 @pytest.mark.slow
 def test_study_resumes_after_sigkill_and_the_killed_trial_resumes_its_run(tmp_path):
     space = tmp_path / "space.toml"
-    # slower trials, so the kill lands inside one: 3 epochs of 4,000 images at batch 16
-    space.write_text(TINY.replace("train_subset = 2000", "train_subset = 4000").replace("batch_size = 64",
-                                                                                        "batch_size = 16"))
+    # slower steps, so the kill lands inside a trial: 3 epochs of 2,000 images at batch 16
+    space.write_text(TINY.replace("batch_size = 64", "batch_size = 16"))
     out = tmp_path / "t"
     study_dir = out / "seed-mlp-mnist-space"
     proc = subprocess.Popen(_tune_command(space, out, 2, "--workers", "1"), stdout=subprocess.DEVNULL,
@@ -178,8 +177,10 @@ def test_study_resumes_after_sigkill_and_the_killed_trial_resumes_its_run(tmp_pa
 
 
 @pytest.mark.slow
-def test_two_worker_processes_share_one_sqlite_study(tiny_space, tmp_path):
-    done = subprocess.run(_tune_command(tiny_space, tmp_path / "t", 4, "--workers", "2"), capture_output=True,
+def test_two_worker_processes_share_one_sqlite_study(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text(TINY.replace("epochs = 3", "epochs = 1"))  # what is shared is the study, not the training
+    done = subprocess.run(_tune_command(space, tmp_path / "t", 4, "--workers", "2"), capture_output=True,
                           text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     optuna = pytest.importorskip("optuna")
