@@ -166,20 +166,21 @@ def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, caps
 
     source = run(tmp_path, "src", labels_per_class=50)
     out = tmp_path / "curve"
-    curve = transfer_curve(source["run_dir"], "mnist", [1, 3], [0, 1], steps=4, out=str(out), quiet=True,
+    # one seed: that another seed draws other images is test_a_run_records_its_labelled_examples'
+    curve = transfer_curve(source["run_dir"], "mnist", [1, 3], [0], steps=4, out=str(out), quiet=True,
                            overrides={"threads": "1"})
     assert [e["labels_per_class"] for e in curve["table"]] == [1, 3]
-    assert {r["mode"] for r in curve["runs"]} == {"scratch", "probe", "finetune"} and len(curve["runs"]) == 12
+    assert {r["mode"] for r in curve["runs"]} == {"scratch", "probe", "finetune"} and len(curve["runs"]) == 6
     by = {(r["mode"], r["labels_per_class"], r["seed"]): RunDir(r["run_dir"]).read_summary() for r in curve["runs"]}
     assert by[("scratch", 1, 0)]["transfer"] is None
     assert by[("probe", 1, 0)]["transfer"]["frozen"] == 9
-    assert by[("finetune", 3, 1)]["transfer"]["frozen"] == 0
+    assert by[("finetune", 3, 0)]["transfer"]["frozen"] == 0
     assert by[("probe", 3, 0)]["labelled"]["sha256"] == by[("scratch", 3, 0)]["labelled"]["sha256"]  # same images
-    assert by[("probe", 3, 0)]["labelled"]["sha256"] != by[("probe", 3, 1)]["labelled"]["sha256"]
+    assert by[("probe", 3, 0)]["labelled"]["sha256"] != by[("probe", 1, 0)]["labelled"]["sha256"]
     assert (out / "curve.png").stat().st_size > 5000
     assert json.loads((out / "curve.json").read_text())["table"] == curve["table"]
     stamp = (out / "runs" / "probe-n1-s0" / "summary.json").stat().st_mtime_ns
-    again = transfer_curve(source["run_dir"], "mnist", [1, 3], [0, 1], steps=4, out=str(out), quiet=True,
+    again = transfer_curve(source["run_dir"], "mnist", [1, 3], [0], steps=4, out=str(out), quiet=True,
                            overrides={"threads": "1"})  # finished runs are kept
     assert again["table"] == curve["table"]
     assert (out / "runs" / "probe-n1-s0" / "summary.json").stat().st_mtime_ns == stamp
