@@ -66,11 +66,8 @@ def test_every_command_line_in_the_docs_parses_with_the_real_parser(capsys):
     assert seen > 50 and not bad, "\n".join(bad)
 
 
-def test_the_readme_python_tour_runs(tmp_path):
-    import subprocess
-    import sys
-
+def test_the_readme_python_tour_runs(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     tour = text.split("## Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    done = subprocess.run([sys.executable, "-c", tour], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)  # as a script of its own, in this process
+    exec(compile(tour, "README.md (the Python tour)", "exec"), {"__name__": "__main__"})
