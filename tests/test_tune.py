@@ -23,6 +23,7 @@ from mnistlab.cli import main  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
 from mnistlab.rundir import RunDir  # noqa: E402
 from mnistlab.studies.tuning import study as study_mod  # noqa: E402
+from mnistlab.studies.tuning.report import IMPORTANCE_TRIALS  # noqa: E402
 from mnistlab.studies.tuning.space import parse_space, read_space  # noqa: E402
 
 # A small, quick space: the seed MLP on 2,000 training images, 3 epochs, a learning rate wide enough
@@ -115,6 +116,9 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(watched_
     assert s["chosen"]["val_acc"] == pytest.approx(best_val)
     for name in ("best.toml", "summary.json", "trials.csv", "study.html", "study-history.png", "study-slices.png"):
         assert (study_dir / name).is_file(), name
+    # fANOVA's importances only from enough complete trials to mean something (the count depends on
+    # pruning, so on the machine's precision: each way is checked where it lands)
+    assert (study_dir / "study-importances.png").exists() == (s["trials"]["complete"] >= IMPORTANCE_TRIALS)
     html = (study_dir / "study.html").read_text()
     assert "data:image/png;base64" in html and "http" not in html.split("<main>")[1].split("Machine")[0]
     assert not list(study_dir.rglob("*.part"))
@@ -134,6 +138,7 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(watched_
     s3 = study_mod.tune("seed-mlp", str(space), trials=10, sampler="random", seed=0, out=str(tmp_path / "t"),
                         quiet=True)
     assert s3["trials"]["complete"] + s3["trials"]["pruned"] == 10
+    assert (study_dir / "study-importances.png").exists() == (s3["trials"]["complete"] >= IMPORTANCE_TRIALS)
 
     # a trial of the study shows its study in `mnistlab report`
     assert main(["report", s["chosen"]["run_dir"], "--out", str(tmp_path / "rep")]) == 0

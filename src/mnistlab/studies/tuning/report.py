@@ -16,9 +16,14 @@ from ... import atomic, pages
 from ..._version import __version__
 from ...pictures import pyplot, save_figure
 
+# fANOVA fits a random forest to the complete trials: on a handful it draws noise as if it were a
+# finding (and importing scikit-learn for it cost each small study's process 1.5 s), so below this many
+# complete trials the picture is left out.
+IMPORTANCE_TRIALS = 5
+
 PICTURES = {
     "history": "optimisation history: validation accuracy of each trial and the best so far",
-    "importances": "parameter importances (fANOVA on the finished trials)",
+    "importances": f"parameter importances (fANOVA on the complete trials, drawn from {IMPORTANCE_TRIALS} on)",
     "slices": "validation accuracy against each parameter",
     "intermediate": "validation accuracy per epoch of each trial (what the pruner compared)",
     "pareto": "Pareto front: validation accuracy vs training seconds",
@@ -32,11 +37,10 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
 
     single = len(summary["objectives"]) == 1
     acc = {"target": None if single else (lambda t: t.values[0]), "target_name": "validation accuracy"}
-    draw = {
-        "history": lambda: ovm.plot_optimization_history(study, **acc),
-        "importances": lambda: ovm.plot_param_importances(study, **acc),
-        "slices": lambda: ovm.plot_slice(study, **acc),
-    }
+    draw = {"history": lambda: ovm.plot_optimization_history(study, **acc)}
+    if complete_trials(study) >= IMPORTANCE_TRIALS:
+        draw["importances"] = lambda: ovm.plot_param_importances(study, **acc)
+    draw["slices"] = lambda: ovm.plot_slice(study, **acc)
     if single:
         draw["intermediate"] = lambda: ovm.plot_intermediate_values(study)
     else:
@@ -59,6 +63,10 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
             _mark_baseline(axes[0], study)
         written[key] = save_figure(fig, out / f"study-{key}.png", dpi=90, crop=True)
     return written
+
+
+def complete_trials(study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
 
 
 def _mark_baseline(ax, study) -> None:
