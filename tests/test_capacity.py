@@ -4,6 +4,7 @@ generator the benchmark uses measures a real server correctly."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from conftest import Server, free_port
 from PIL import Image
 from test_predict import drawn
@@ -43,6 +45,39 @@ def test_onnx_runtime_backend_reads_what_pytorch_reads(mnist):
     assert (a.argmax(1) == mnist.test.labels[:500]).float().mean() > 0.98
     pics, facts = preprocess([drawn("4", stroke=3), drawn("7", stroke=3)])
     assert [p.digit for p in classify(fast, pics, facts)] == [p.digit for p in classify(torch_predictor, pics, facts)]
+
+
+def test_the_exported_graph_is_cached_and_one_that_is_damaged_or_foreign_is_exported_again(empty_cache, mnist):
+    """The next start of the same model reads its graph from the user cache (no export, no `onnx`
+    import); a cached file that does not load, or is another model's, is exported again and replaced."""
+    pytest.importorskip("onnxruntime")
+    from mnistlab.models.default import DEFAULT_MODEL
+    from mnistlab.models.predictor import load_predictor
+    from mnistlab.serving.backend import graph_file
+
+    predictor = load_predictor(DEFAULT_MODEL)
+    images = mnist.test.images[:200]
+    first = accelerate(predictor)
+    cached = graph_file(predictor)
+    assert isinstance(first, OnnxPredictor) and list((empty_cache / "onnx").iterdir()) == [cached]
+    graph, stamp = cached.read_bytes(), cached.stat().st_mtime_ns
+    again = accelerate(predictor)
+    assert isinstance(again, OnnxPredictor) and cached.stat().st_mtime_ns == stamp  # read, not written
+    assert torch.equal(again.probs(images), first.probs(images))
+    # another model's graph (a copy with other last-layer weights: another key)
+    other = copy.deepcopy(predictor)
+    with torch.no_grad():
+        next(reversed(list(other.models[0].parameters()))).mul_(-1.0)
+    assert graph_file(other) != cached
+    foreign = graph_file(other)
+    for bad in (b"not an ONNX graph", None):
+        if bad is None:  # a valid graph, of the other model, under this model's name
+            accelerate(other)
+            bad = foreign.read_bytes()
+        cached.write_bytes(bad)
+        fixed = accelerate(predictor)
+        assert isinstance(fixed, OnnxPredictor) and torch.equal(fixed.probs(images), first.probs(images))
+        assert cached.read_bytes() == graph  # exported again (the export is deterministic) and replaced
 
 
 def test_only_small_raw_images_are_served_in_the_event_loop():
