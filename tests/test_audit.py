@@ -135,8 +135,12 @@ def test_knn_graph_is_exact_and_finds_a_planted_duplicate():
     assert g.shape == (300, 300) and g.nnz == 900
     assert g[7].indices[0] == 123 and g[7].data[0] < 1e-6
     unit = x / x.norm(dim=1, keepdim=True)
-    brute = (1 - unit @ unit.T).fill_diagonal_(float("inf")).topk(3, largest=False)
+    brute = (1 - unit @ unit.T).clamp_min(0).fill_diagonal_(float("inf")).topk(3, largest=False)
     assert np.array_equal(g.indices.reshape(300, 3), brute.indices.numpy())
+    assert np.allclose(g.data.reshape(300, 3), brute.values.numpy(), atol=1e-6)
+    dense = g.toarray()  # each pair's distance computed once: the same both ways where both are kept
+    both = (dense > 0) & (dense.T > 0)
+    assert both.any() and np.array_equal(dense[both], dense.T[both])
 
 
 @pytest.mark.slow
