@@ -5,8 +5,6 @@ and clear errors for bad arguments."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -271,7 +269,7 @@ def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(m
 
 
 @pytest.mark.slow
-def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path):
+def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path, capsys):
     """An adversarially trained run, attacked with the strongest evaluation: the figure, the attack's
     name and the checks' verdict reach `evaluate` and `report`."""
     from mnistlab.analysis.evaluate import evaluate, format_table
@@ -284,12 +282,12 @@ def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path)
     summary = train(cfg, quiet=True)
     run = tmp_path / "adv-fgsm-rs-mnist-s0"
     assert summary["robust"]["masking_checks"]["checks"]  # the training's own figure carries its checks
-    done = subprocess.run([sys.executable, "-m", "mnistlab", "attack", str(run), "--method", "autoattack",
-                           "--eps", "0.1", "--n", "40", "--steps", "10", "--targets", "2", "--queries", "50",
-                           "--check-n", "20"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    capsys.readouterr()
+    assert main(["attack", str(run), "--method", "autoattack", "--eps", "0.1", "--n", "40", "--steps", "10",
+                 "--targets", "2", "--queries", "50", "--check-n", "20"]) == 0
+    printed = capsys.readouterr().out
     assert "AutoAttack-style minimum over APGD-CE (10 steps) + APGD-T (10 steps, 2 targets) + Square (50 queries)" \
-        in done.stdout and "checks against gradient masking" in done.stdout
+        in printed and "checks against gradient masking" in printed
     doc = json.loads((run / "eval" / "attack-autoattack-linf.json").read_text())
     assert doc["masking_checks"]["checks"] and sum(doc["broken_by"][0].values()) == round(
         (1 - doc["robust_accuracy"][0]) * 40)
