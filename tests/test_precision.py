@@ -82,26 +82,49 @@ def test_auto_decides_by_the_cpu_features_and_evaluate_reproduces_the_errors(fea
         assert extra is None
 
 
+EVALUATE_PATHS = [("mlp", "bf16"), ("fast", "bf16"), ("keras-cnn", "fp32")]
+
+
+@pytest.fixture(scope="module")
+def trained_and_evaluated(tmp_path_factory):
+    """Each path trained here through the command line, what `train` printed, and what `evaluate`
+    printed for each, all three in one new process (a start costs seconds; the point is that it is
+    not the process that trained)."""
+    import contextlib
+    import io
+
+    out, printed = tmp_path_factory.mktemp("paths"), {}
+    for model, precision in EVALUATE_PATHS:
+        args = ["train", "--model", model, "--train-subset", "1000", "--validation", "500", "--epochs", "1",
+                "--precision", precision, "--out", str(out), "--name", f"{model}-{precision}", "--no-progress"]
+        if model != "mlp":
+            args.append("--channels-last")
+        if model == "fast":  # a narrow one: bf16 is emulated, and slow, on AVX2 CPUs
+            args += ["--set", "model_args={width = 8}"]
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            assert main(args) == 0
+        printed[model, precision] = said.getvalue()
+    runs = [str(out / f"{m}-{p}") for m, p in EVALUATE_PATHS]
+    script = ("import sys\nfrom mnistlab.cli import main\nfor run in sys.argv[1:]:\n"
+              "    print('=== ' + run, flush=True)\n    assert main(['evaluate', run, '--no-pictures']) == 0\n")
+    done = subprocess.run([sys.executable, "-c", script, *runs], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = dict(zip(EVALUATE_PATHS, done.stdout.split("=== ")[1:]))
+    return out, printed, evaluated
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model, precision", [("mlp", "bf16"), ("fast", "bf16"), ("keras-cnn", "fp32")])
-def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, tmp_path, capsys):
+@pytest.mark.parametrize("model, precision", EVALUATE_PATHS)
+def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, trained_and_evaluated):
     """`evaluate` in a new process, as a user runs it, reproduces what `train` printed (trained here,
     through the same command line), for each precision path (bf16 is emulated on AVX2 CPUs)."""
-    args = ["train", "--model", model, "--train-subset", "1000", "--validation", "500", "--epochs", "1",
-            "--precision", precision, "--out", str(tmp_path), "--name", "r", "--no-progress"]
-    if model != "mlp":
-        args.append("--channels-last")
-    if model == "fast":  # a narrow one: bf16 is emulated, and slow, on AVX2 CPUs
-        args += ["--set", "model_args={width = 8}"]
-    assert main(args) == 0
-    trained = capsys.readouterr()
-    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert f"({summary['test_errors']} errors in 10000, fp32 inference" in trained.out
-    evaluated = subprocess.run([sys.executable, "-m", "mnistlab", "evaluate", str(tmp_path / "r"), "--no-pictures"],
-                               capture_output=True, text=True, timeout=300)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert f"({summary['test_errors']} errors)" in evaluated.stdout
-    assert f"the same {summary['test_errors']} errors `train` reported" in evaluated.stdout
+    out, printed, evaluated = trained_and_evaluated
+    summary = json.loads((out / f"{model}-{precision}" / "summary.json").read_text())
+    assert summary["precision"]["chosen"] == precision
+    assert f"({summary['test_errors']} errors in 10000, fp32 inference" in printed[model, precision]
+    assert evaluated[model, precision].startswith(str(out / f"{model}-{precision}"))
+    assert f"({summary['test_errors']} errors)" in evaluated[model, precision]
+    assert f"the same {summary['test_errors']} errors `train` reported" in evaluated[model, precision]
 
 
 def test_a_run_records_the_precision_it_chose_and_why(tmp_path):
