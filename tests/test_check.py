@@ -5,6 +5,8 @@ prints a verdict and writes check.json."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,8 @@ def test_a_correct_model_works_between_the_references_and_broken_learning_is_nam
     # a learning rate 100x too high: Adam at 0.1 instead of 1e-3
     hot = mnistlab.check("mlp", lr=0.1, quick=True)
     assert hot.status == "something is wrong" and "learning rate (lr=0.1)" in hot.verdict, hot.verdict
+    # no `out`: its pictures are there to show while this process runs (and go when it ends, below)
+    assert hot.pictures() and all(Path(f).is_file() for f in hot.pictures().values())
     # labels shuffled against the images: it fits one batch, and learns nothing
     mnist = mnistlab.load("mnist")
     rng = np.random.default_rng(0)
@@ -71,6 +75,15 @@ def test_a_correct_model_works_between_the_references_and_broken_learning_is_nam
     noise = mnistlab.check("mlp", dataset=shuffled, quick=True, seeds="0")  # one seed: chance is chance
     assert noise.status == "something is wrong" and "chance level" in noise.verdict, noise.verdict
     assert "shuffled" in noise.verdict
+
+
+def test_pictures_drawn_without_an_out_folder_are_removed_when_the_process_ends():
+    script = ("from mnistlab.analysis.check import _scratch\nd = _scratch()\n(d / 'curves.png').write_bytes(b'x')\n"
+              "print(d)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.name.startswith("mnistlab-check-") and not folder.exists()
 
 
 @pytest.mark.slow

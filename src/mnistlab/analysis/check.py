@@ -430,7 +430,7 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
     status, sentence = verdict(findings, mine, refs, ds.num_classes, cfg.lr)
     drawn = {}
     if mine is not None:
-        where = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mnistlab-check-"))
+        where = Path(out) if out is not None else _scratch()
         drawn = pictures(mine, refs, data, ds.classes, where)
         for arm in [mine, *refs]:
             arm.pop("_probs", None)
@@ -445,6 +445,16 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
         atomic.write_text(path / "check.json", json.dumps(result, indent=2, default=float))
         result["out"] = str(path)
     return result
+
+
+# Without `out`, the pictures go to temporary folders removed when the process ends: a notebook
+# shows them while its kernel runs, and nothing is left behind in /tmp.
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def _scratch() -> Path:
+    _SCRATCH.append(tempfile.TemporaryDirectory(prefix="mnistlab-check-"))
+    return Path(_SCRATCH[-1].name)
 
 
 def format_check(r: dict) -> str:
