@@ -182,10 +182,9 @@ def test_study_resumes_after_sigkill_and_the_killed_trial_resumes_its_run(tmp_pa
 
 
 @pytest.mark.slow
-def test_two_worker_processes_share_one_sqlite_study(tmp_path):
-    space = tmp_path / "space.toml"
-    space.write_text(TINY.replace("epochs = 3", "epochs = 1"))  # what is shared is the study, not the training
-    done = subprocess.run(_tune_command(space, tmp_path / "t", 4, "--workers", "2"), capture_output=True,
+def test_two_worker_processes_share_one_sqlite_study(tiny_space, tmp_path):
+    # trials of 3 epochs: long enough that the worker that started first cannot take all 4 alone
+    done = subprocess.run(_tune_command(tiny_space, tmp_path / "t", 4, "--workers", "2"), capture_output=True,
                           text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     optuna = pytest.importorskip("optuna")
