@@ -9,6 +9,7 @@ checkpoint, so a run can be resumed or reproduced exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -149,7 +150,12 @@ RUN_ONLY_FIELDS = {"progress", "tensorboard", "out", "name", "threads", "checkpo
 
 def field_type(name: str):
     """The declared type of config field `name` (e.g. `float | None`)."""
-    return typing.get_type_hints(TrainConfig)[name]
+    return _field_types()[name]
+
+
+@functools.cache
+def _field_types() -> dict:  # evaluating every annotation again cost each coerced key ~1 ms
+    return typing.get_type_hints(TrainConfig)
 
 
 def coerce(name: str, value, *, source: str):
