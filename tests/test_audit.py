@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mnistlab
+from mnistlab import MnistlabError
 from mnistlab.analysis import audit as audit_mod
 from mnistlab.cli import main as cli_main
 
@@ -141,6 +142,8 @@ def test_knn_graph_is_exact_and_finds_a_planted_duplicate():
     dense = g.toarray()  # each pair's distance computed once: the same both ways where both are kept
     both = (dense > 0) & (dense.T > 0)
     assert both.any() and np.array_equal(dense[both], dense.T[both])
+    with pytest.raises(MnistlabError, match="needs more than 3 images, and has 3"):
+        knn_graph(x[:3], k=3)
 
 
 @pytest.mark.slow

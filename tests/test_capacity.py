@@ -70,7 +70,11 @@ def test_the_exported_graph_is_cached_and_one_that_is_damaged_or_foreign_is_expo
         next(reversed(list(other.models[0].parameters()))).mul_(-1.0)
     assert graph_file(other) != cached
     foreign = graph_file(other)
-    for bad in (b"not an ONNX graph", None):
+    # a cached file is outside input too: garbage, a truncated graph, one with bytes flipped, another's
+    flipped = bytearray(graph)
+    for i in range(100, len(flipped), len(flipped) // 7):
+        flipped[i] ^= 0xFF
+    for bad in (b"not an ONNX graph", graph[:len(graph) // 2], bytes(flipped), None):
         if bad is None:  # a valid graph, of the other model, under this model's name
             accelerate(other)
             bad = foreign.read_bytes()

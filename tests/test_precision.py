@@ -5,6 +5,8 @@ training fast on CPUs: test_speed.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -90,9 +92,6 @@ def trained_and_evaluated(tmp_path_factory):
     """Each path trained here through the command line, what `train` printed, and what `evaluate`
     printed for each, all three in one new process (a start costs seconds; the point is that it is
     not the process that trained)."""
-    import contextlib
-    import io
-
     out, printed = tmp_path_factory.mktemp("paths"), {}
     for model, precision in EVALUATE_PATHS:
         args = ["train", "--model", model, "--train-subset", "1000", "--validation", "500", "--epochs", "1",

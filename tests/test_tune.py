@@ -154,8 +154,10 @@ def _tune_command(space, out, trials, *extra):
 @pytest.mark.slow
 def test_study_resumes_after_sigkill_and_the_killed_trial_resumes_its_run(tmp_path):
     space = tmp_path / "space.toml"
-    # slower steps, so the kill lands inside a trial: 3 epochs of 2,000 images at batch 16
-    space.write_text(TINY.replace("batch_size = 64", "batch_size = 16"))
+    # slower trials, so the kill lands inside one: 3 epochs of 4,000 images at batch 16 (at 2,000 a trial
+    # left ~0.3 s between its first checkpoint and its summary on a fast CPU: too narrow a window)
+    space.write_text(TINY.replace("train_subset = 2000", "train_subset = 4000").replace("batch_size = 64",
+                                                                                        "batch_size = 16"))
     out = tmp_path / "t"
     study_dir = out / "seed-mlp-mnist-space"
     proc = subprocess.Popen(_tune_command(space, out, 2, "--workers", "1"), stdout=subprocess.DEVNULL,

@@ -179,6 +179,9 @@ def knn_graph(x: torch.Tensor, k: int = 10, chunk: int = 2048):
     x = x.float().reshape(len(x), -1)
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n = len(x)
+    if n <= k:  # each image needs k others
+        raise MnistlabError(f"the audit compares each image with its {k} nearest others: it needs more than {k} "
+                            f"images, and has {n}")
     best = torch.full((n, k), float("inf"))  # each row's k nearest so far: distances, then indices
     where = torch.zeros((n, k), dtype=torch.long)
 

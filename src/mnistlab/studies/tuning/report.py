@@ -38,7 +38,7 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
     single = len(summary["objectives"]) == 1
     acc = {"target": None if single else (lambda t: t.values[0]), "target_name": "validation accuracy"}
     draw = {"history": lambda: ovm.plot_optimization_history(study, **acc)}
-    if complete_trials(study) >= IMPORTANCE_TRIALS:
+    if summary["trials"]["complete"] >= IMPORTANCE_TRIALS:
         draw["importances"] = lambda: ovm.plot_param_importances(study, **acc)
     draw["slices"] = lambda: ovm.plot_slice(study, **acc)
     if single:
@@ -63,10 +63,6 @@ def pictures(study, summary: dict, out: Path) -> dict[str, Path]:
             _mark_baseline(axes[0], study)
         written[key] = save_figure(fig, out / f"study-{key}.png", dpi=90, crop=True)
     return written
-
-
-def complete_trials(study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
 
 
 def _mark_baseline(ax, study) -> None:
