@@ -438,20 +438,36 @@ def _shared_node_blob(depth: int = 40) -> bytes:
 
 
 def _zip_member_bomb(count: int = 200_000_000) -> bytes:
-    """A skops zip whose one .npy member declares `count` float64 zeros (a few MB compressed)."""
+    """A skops zip whose one .npy member declares `count` float64 zeros and inflates to all of them
+    (1.6 GB from 1.5 MB). Its deflate stream is one compressed 16 MB block of zeros written again
+    and again: after a full flush each block stands alone, so the copies inflate to the zeros they hold,
+    and building the file takes a second instead of deflating 1.6 GB (5 s)."""
     import io
+    import struct
+    import zlib
 
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (count,)})
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        z.writestr("schema.json", '{"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", '
-                   '"type": "numpy", "file": "a.npy", "protocol": 2, "__id__": 1}')
-        with z.open("a.npy", "w", force_zip64=True) as f:
-            f.write(header.getvalue())
-            chunk = bytes(1 << 24)
-            for _ in range(count * 8 // len(chunk)):
-                f.write(chunk)
+    head, chunk = header.getvalue(), bytes(1 << 24)
+    repeats = count * 8 // len(chunk)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate, as zip members hold it
+    first, block = (deflate.compress(b) + deflate.flush(zlib.Z_FULL_FLUSH) for b in (head, chunk))
+    stream = first + block * repeats + deflate.flush()
+    crc = zlib.crc32(head)
+    for _ in range(repeats):
+        crc = zlib.crc32(chunk, crc)
+    npy = ("a.npy", 8, crc, stream, len(head) + repeats * len(chunk))
+    schema = ('{"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", "type": "numpy", '
+              '"file": "a.npy", "protocol": 2, "__id__": 1}').encode()
+    members = [("schema.json", 0, zlib.crc32(schema), schema, len(schema)), npy]
+    out, central = io.BytesIO(), b""
+    for name, method, crc_, data, size in members:  # local header + data; the central directory after
+        fields = struct.pack("<HHHHHIIIHH", 20, 0, method, 0, 0x21, crc_, len(data), size, len(name), 0)
+        central += b"PK\x01\x02" + struct.pack("<H", 20) + fields + struct.pack("<HHHII", 0, 0, 0, 0, out.tell())
+        central += name.encode()
+        out.write(b"PK\x03\x04" + fields + name.encode() + data)
+    offset = out.tell()
+    out.write(central + b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 2, 2, len(central), offset, 0))
     return out.getvalue()
 
 
