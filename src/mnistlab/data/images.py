@@ -11,7 +11,8 @@ modes L, LA, RGB or RGBA, or raises MnistlabError (ImageTooLarge for the 413 kin
   image is reduced to at most DECODE_SIDE pixels per side before any pixel work: a digit never
   needs more, and the cost of what follows no longer grows with the upload;
 - at most MAX_DECODES images are decoded at once in a process, so memory is bounded by
-  MAX_DECODES x the largest decode (about 100 MB for a 25-megapixel RGBA PNG) whatever arrives;
+  MAX_DECODES x the largest decode whatever arrives (at 24 megapixels about 190 MB for an RGBA
+  or palette PNG and 380 MB for a WebP, whose decoder keeps two canvases: tests/test_predict.py);
 - EXIF orientation is applied (a phone stores a portrait photo sideways and says so in EXIF);
 - any decoder failure, whatever Pillow raises, is a MnistlabError naming the image.
 
@@ -29,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from ..errors import MnistlabError
 
@@ -112,7 +113,11 @@ def _decode(img: Image.Image) -> Image.Image:
 
 def standardize(img: Image.Image) -> Image.Image:
     """A decoded image oriented by its EXIF, in mode L, LA, RGB or RGBA, at most DECODE_SIDE per side."""
-    img = ImageOps.exif_transpose(img) or img
+    img.load()  # a PNG's EXIF may follow its pixels
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        # only then: with nothing to turn, exif_transpose returns a full-size copy (96 MB more at
+        # the peak of a 24-megapixel RGBA decode)
+        img = ImageOps.exif_transpose(img)
     img = _standard_mode(img)
     factor = math.ceil(max(img.size) / DECODE_SIDE)
     return img.reduce(factor) if factor > 1 else img
