@@ -209,8 +209,8 @@ def _from_record(record: dict, source: str, role: str):
                             "in a .py file (or a notebook cell) and pass that")
     if record["kind"] == "session":
         if not trusted:
-            raise MnistlabError(f"{source}: its {role} {name} was defined in another Python session (a notebook?)",
-                                hint=TRUST_HINT)
+            raise MnistlabError(f"{source}: its {role} {name} was defined in another Python session (a notebook, "
+                                "or a script run as __main__)", hint=TRUST_HINT)
         prelude = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n"  # what a cell had around it
         module = _run_source(prelude + record["source"], f"<{source}: recorded {role} {name}>", role, ref)
         return _attribute(module, name, role, ref)
