@@ -11,7 +11,7 @@ modes L, LA, RGB or RGBA, or raises MnistlabError (ImageTooLarge for the 413 kin
   image is reduced to at most DECODE_SIDE pixels per side before any pixel work: a digit never
   needs more, and the cost of what follows no longer grows with the upload;
 - at most MAX_DECODES images are decoded at once in a process, so memory is bounded by
-  MAX_DECODES x the largest decode whatever arrives (at 24 megapixels about 190 MB for an RGBA
+  MAX_DECODES x the largest decode whatever arrives (at 24 megapixels 190-210 MB for an RGBA
   or palette PNG and 380 MB for a WebP, whose decoder keeps two canvases: tests/test_predict.py);
 - EXIF orientation is applied (a phone stores a portrait photo sideways and says so in EXIF);
 - any decoder failure, whatever Pillow raises, is a MnistlabError naming the image.
