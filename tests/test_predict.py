@@ -4,6 +4,8 @@ real MNIST digits re-placed off-centre, the not-a-digit score, every image forma
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,8 +204,8 @@ for path in sys.argv[1:]:
 """
 LARGE = [("1", "PNG"), ("P", "PNG"), ("P", "GIF"), ("RGBA", "PNG"), ("RGB", "WEBP"), ("L", "BMP"), ("L", "JPEG"),
          ("I;16", "PNG")]
-# MB a 24-megapixel decode may add: measured 50-210 (palette and RGBA PNGs ~190, turned into RGBA at full
-# size first); a WebP ~375: libwebp keeps two canvases, and Pillow copies the frame out of them
+# MB a 24-megapixel decode may add: measured 25-211 (an RGBA PNG 188, a palette PNG or GIF 211: turned into
+# RGBA at full size first); a WebP ~375: libwebp keeps two canvases, and Pillow copies the frame out of them
 GROWTH_LIMIT_MB = {"WEBP": 420}
 
 
@@ -212,9 +214,6 @@ def large_decodes(tmp_path_factory) -> dict:
     """{(mode, format): (width, height, MB the decode grew the resident set by)}, all in one process
     that forks a child per image (a process start each cost ~2 s). The parent never decodes, so no
     child reuses memory an earlier image left resident (Pillow keeps freed blocks for reuse)."""
-    import subprocess
-    import sys
-
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("measuring a decode's own peak needs Linux's /proc/PID/clear_refs")
     folder = tmp_path_factory.mktemp("large")
