@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
-    """Never touch the user's real cache; one cache shared by the session keeps MNIST loads warm. Under
+    """Never touch the user's real cache or config; one cache shared by the session keeps MNIST loads warm. Under
     pytest-xdist the workers share it too (the cache's writes are atomic, made for concurrent users),
     so the decoded MNIST and the packaged model's not-a-digit reference are built once per run."""
     if "PYTEST_XDIST_WORKER" in os.environ:
@@ -74,8 +74,11 @@ def session_cache(tmp_path_factory):
         cache.mkdir(exist_ok=True)
     else:
         cache = tmp_path_factory.mktemp("cache")
-    saved = {k: os.environ.get(k) for k in ("MNISTLAB_CACHE_DIR", "MNISTLAB_DATA_DIR", "MNISTLAB_MIRROR")}
+    saved = {k: os.environ.get(k) for k in ("MNISTLAB_CACHE_DIR", "MNISTLAB_DATA_DIR", "MNISTLAB_MIRROR",
+                                            "MNISTLAB_CONFIG_DIR")}
     os.environ["MNISTLAB_CACHE_DIR"] = str(cache)
+    # the session's own key and signatures (mnistlab.consent): what the tests train, they signed
+    os.environ["MNISTLAB_CONFIG_DIR"] = str(cache.parent / "config")
     os.environ.pop("MNISTLAB_DATA_DIR", None)
     os.environ.pop("MNISTLAB_MIRROR", None)
     yield cache

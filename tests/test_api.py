@@ -15,8 +15,9 @@ from mnistlab.training.config import FIELDS
 # Verbs that are listings or tools rather than one function: where their Python lives instead.
 ELSEWHERE = {"data": "mnistlab.data (list_datasets, info, show, verify, fetch)", "models": "mnistlab.models.list_models",
              "recipes": "mnistlab.training.config.list_recipes", "bench": "mnistlab.bench.bench"}
-# Flags about how the command prints, or a listing instead of the verb's work: not arguments of the function.
-PRINTING = {"predict": {"json"}, "tune": {"list_spaces"}}
+# Flags about how the command prints or asks, or a listing instead of the verb's work: not arguments of the
+# function (calling mnistlab.trust is itself the consent that `mnistlab trust` asks for unless --yes).
+PRINTING = {"predict": {"json"}, "tune": {"list_spaces"}, "trust": {"yes"}}
 
 
 def verbs() -> dict[str, argparse.ArgumentParser]:

@@ -4,6 +4,7 @@ run recording the code it used and refusing to run changed code unless trusted."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,10 +69,10 @@ def smoothed(logits, labels):
 '''
 
 
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     """mnistlab in a new process: what a user's next command is."""
     return subprocess.run([sys.executable, "-m", "mnistlab", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -136,27 +137,28 @@ def test_every_verb_loads_the_run_in_a_new_process(own_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_edited_code_is_refused_until_trusted_and_then_the_recorded_copy_runs(own_run, tmp_path):
+def test_edited_code_runs_as_recorded_and_elsewhere_only_when_approved(own_run, tmp_path):
     root, seeds = own_run
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", seeds["runs"][1], str(run)], check=True)
+    summary = json.loads((run / "summary.json").read_text())
     # the run's record names nets.py in the fixture's folder: edit it there (put back afterwards)
     source = root / "nets.py"
     original = source.read_text()
     try:
         source.write_text(original.replace("nn.ReLU(), nn.MaxPool2d", "nn.Tanh(), nn.MaxPool2d"))
-        refused = cli("evaluate", run, "--no-pictures")
-        assert refused.returncode == 2 and refused.stdout == ""
-        assert str(source) in refused.stderr and "has changed since the run recorded it" in refused.stderr
-        assert "--trust-code" in refused.stderr and "Traceback" not in refused.stderr
-        trusted = cli("evaluate", run, "--no-pictures", "--trust-code")
+        edited = cli("evaluate", run, "--no-pictures")  # this user signed it: the recorded copy runs, said so
+        assert edited.returncode == 0, edited.stderr
+        assert f"the same {summary['test_errors']} errors" in edited.stdout  # the recorded copy, not the edit
+        assert f"{source} has changed since the run recorded it: running the copy" in edited.stderr
+        # another user (a config folder without this key): refused, then --trust-code runs code/nets.py
+        other = {**os.environ, "MNISTLAB_CONFIG_DIR": str(tmp_path / "other")}
+        refused = cli("evaluate", run, "--no-pictures", env=other)
+        assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+        assert "did not record or approve" in refused.stderr and str(run / "code" / "nets.py") in refused.stderr
+        trusted = cli("evaluate", run, "--no-pictures", "--trust-code", env=other)
         assert trusted.returncode == 0, trusted.stderr
-        summary = json.loads((run / "summary.json").read_text())
-        assert f"the same {summary['test_errors']} errors" in trusted.stdout  # the recorded copy, not the edit
-        source.unlink()
-        Image.new("L", (28, 28)).save(tmp_path / "blank.png")
-        gone = cli("predict", tmp_path / "blank.png", "--model", run)
-        assert gone.returncode == 2 and "does not exist here" in gone.stderr
+        assert f"the same {summary['test_errors']} errors" in trusted.stdout
     finally:
         source.write_text(original)
 

@@ -29,6 +29,7 @@ from .api import (
                   sota,
                   train,
                   transfer_curve,
+                  trust,
                   tune,
 )
 from .data import Dataset, Split, load, load_data, prepare
@@ -37,4 +38,4 @@ from .errors import MnistlabError
 
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
            "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "predict", "prepare", "pretrain",
-           "report", "serve", "sota", "train", "transfer_curve", "tune"]
+           "report", "serve", "sota", "train", "transfer_curve", "trust", "tune"]

@@ -32,6 +32,7 @@ from .attacks import attack as attack_images
 from .data import Dataset
 from .data import load as load_dataset
 from .errors import MnistlabError
+from .models import trust as trust_mod
 from .reporting import report as report_mod
 from .results import (
     AttackReport,
@@ -47,6 +48,7 @@ from .results import (
     Saved,
     SotaStudy,
     Study,
+    Trusted,
 )
 from .rundir import RunDir
 from .serving import export as export_mod
@@ -255,6 +257,23 @@ def sota(*, out: str = "sota-study", models="m3,m5,m7", seeds="0-4", protocols="
                          protocols=lists.items(protocols, "--protocols"),
                          overrides={k: str(v) for k, v in _settings(settings, "sota").items()})
     return SotaStudy(sota_mod.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
+
+
+def trust(path, *, revoke: bool = False) -> Trusted:
+    """`mnistlab trust`: approve the user code a run (a group of runs, a checkpoint) carries, so that it
+    runs here without asking from now on (calling this is the consent; the CLI shows the code and asks
+    first); `revoke=True` takes the approval back. A run's code/ copy must be the code it carries."""
+    found = trust_mod.carried_code(path)
+    (trust_mod.revoke if revoke else trust_mod.approve)(found)
+    return Trusted({"path": str(path), "code": [code_row(c) for c in found]})
+
+
+def code_row(item: trust_mod.CarriedCode) -> dict:
+    """One carried piece of code as a result records it."""
+    r = item.record
+    return {"role": item.role, "ref": r["ref"], "kind": r["kind"], "path": r["path"], "sha256": r["sha256"],
+            "lines": item.lines, "read": str(item.copy or item.files[0]), "files": [str(f) for f in item.files],
+            "signed": item.signed}
 
 
 @_trusting

@@ -347,3 +347,16 @@ class Saved(Result):
 
     def headline(self):
         return [(k, v) for k, v in self.record.items() if isinstance(v, (str, int, float))]
+
+
+class Trusted(Result):
+    """The user code a run carries, and whether this user approved it (`mnistlab trust`)."""
+
+    title = "trust"
+
+    def headline(self):
+        return [(f"{c['role']} {c['ref']}", ("approved" if c["signed"] else "not approved") + f", read it in {c['read']}")
+                for c in self.record["code"]] or [("code", "none: this run uses only mnistlab's own models")]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.headline())

@@ -114,8 +114,18 @@ class RunDir:
 
     def code_file(self, role: str, path: str) -> Path:
         """code/NAME.py: the copy of a source file the run used (`role`.py for code without a file)."""
+        return self.code_file_in(self.code_dir, role, path)
+
+    @staticmethod
+    def code_file_in(code_dir: Path, role: str, path: str) -> Path:
         name = Path(path).name if path.endswith(".py") else f"{role}.py"
-        return self.code_dir / name
+        return Path(code_dir) / name
+
+    @classmethod
+    def code_dir_of(cls, checkpoint: str | os.PathLike) -> Path | None:
+        """The code/ folder of the run a checkpoint belongs to; None for a file outside a run."""
+        run = cls.holding(checkpoint)
+        return run.code_dir if run is not None else None
 
     def eval_file(self, name: str) -> Path:
         """eval/NAME.json: an evaluation (test, val, test-tta) of the run."""
@@ -270,7 +280,9 @@ class RunDir:
         atomic.write_text(self.log, json.dumps({"event": "start", **header}) + "\n")
 
     def append_log(self, row: dict) -> None:
-        with open(self.log, "a") as f:
+        # never through a link: a resumed run may come from elsewhere, with log.jsonl pointing anywhere
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def truncate_log(self, last_epoch: int, argv: list[str]) -> None:
@@ -281,6 +293,28 @@ class RunDir:
         kept.append({"event": "resume", "after_epoch": last_epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "argv": argv, "damaged_lines_dropped": damaged})
         atomic.write_text(self.log, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def output_dir(path: str | os.PathLike, chosen_in: str | os.PathLike | None = None) -> Path:
+    """`path`, created, for a verb's outputs. Where the verb chose it under `chosen_in` (a run directory,
+    or a checkpoint's folder: eval/, inspect/, maps/M-F-S/), no folder from there down may be a
+    symbolic link: a run from elsewhere must not steer writes out of itself. (A folder the user named
+    with --out is theirs: it may be a link.)"""
+    path = Path(path)
+    if chosen_in is not None:
+        here = Path(chosen_in)
+        for part in path.relative_to(here).parts:
+            here = here / part
+            if here.is_symlink():
+                raise MnistlabError(f"{here} is a symbolic link (to {os.readlink(here)}): mnistlab writes what it "
+                                    f"derives from {chosen_in} only inside it",
+                                    hint="remove the link, or name a folder for the outputs with --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MnistlabError(f"{path}: exists and is not a folder, so no outputs can go in it",
+                            hint="move that file away, or name another folder with --out") from None
+    return path
 
 
 def name_for(cfg) -> str:

@@ -1,10 +1,31 @@
-"""Text tables for a terminal: what the CLI and the benchmarks print."""
+"""Text tables for a terminal (what the CLI and the benchmarks print), and text from outside made safe
+to print or to put in a spreadsheet: a class or model name comes from files anyone may have written."""
 
 from __future__ import annotations
 
+import re
+
+# ESC sequences (CSI with its parameters, OSC up to its terminator, two-character ones), then any C0/C1
+# control character but newline and tab: what a terminal would act on instead of showing
+_CONTROL = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
+
+
+def printable(text) -> str:
+    """`text` with terminal control sequences and control characters removed (shown as ?)."""
+    return _CONTROL.sub("?", str(text))
+
+
+def csv_cell(value):
+    """A value for a CSV cell a spreadsheet will open: text that would start a formula gets a leading
+    quote (OWASP's advice), so it shows as the text it is; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
 
 def cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else printable(value)
 
 
 def format_table(rows: list[list], header: list[str]) -> str:

@@ -3,13 +3,17 @@
 A reference is `path/to/file.py:Name` or `package.module:Name` (Name may be dotted, `Outer.Inner`),
 or an object handed over from Python (`mnistlab.train(model=MyNet)`), which gets a reference of
 its own (its file, or `__main__:Name` for a class defined in a notebook). Every run that uses one
-records it: the reference, the file, the SHA-256 of its source and the source itself (in every
-checkpoint's metadata and as a file in the run's `code/`).
+records it: the reference, the file (absolute), the SHA-256 of its source and the source itself (in
+every checkpoint's metadata and as a file in the run's `code/`).
 
-When user code runs: when the user names it (training), or when a run that recorded it is loaded
-and the file at the recorded place still has the recorded hash. Otherwise loading refuses, naming
-the file and what changed, unless the user opts in with `trust_code` (the convention Hugging Face
-uses for `trust_remote_code`): then the copy the run recorded is what runs. Nothing is unpickled.
+When user code runs (see `consent`): when the user names it (training, `check`), or when a run's
+record of it was signed by this user on this machine (`train` signs what it records; `mnistlab trust
+RUN` signs a run from elsewhere after showing it). Then the file at the recorded place runs if it
+still has the recorded hash, and the recorded copy (the code that was signed) otherwise. A record
+nobody here signed is refused before anything is imported or even looked up, naming the code and
+where to read it, unless the user opts in for one command with `trust_code` (the convention Hugging
+Face uses for `trust_remote_code`): then exactly the copy in the run's `code/` folder runs, the file
+a person can read, and only if it is the code the checkpoint carries. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -29,19 +33,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import consent
 from .errors import MnistlabError
 
 MAX_SOURCE = 1 << 20  # bytes of one source file a run records
 IDENTIFIER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-TRUST_HINT = ("pass --trust-code (Python: trust_code=True) to run the copy the run recorded (its code/ folder "
-              "holds it to read first), or restore the file")
 FIELDS = ("ref", "kind", "name", "path", "sha256", "source")  # a record's, all strings
 SESSION = "__main__"  # where a notebook's or a REPL's classes live: no file to read again
 
 _trust = contextvars.ContextVar("mnistlab_trust_code", default=False)
 _pinned = contextvars.ContextVar("mnistlab_pinned_code", default={})  # ref -> (object, Code), see pinned()
 _live: dict[str, tuple[object, Code]] = {}  # references to objects handed over in this process
-_loaded: dict[tuple[str, str], object] = {}  # (ref, sha256) -> the object a run's record gave, checked once
 _modules: dict[tuple[str, str], types.ModuleType] = {}  # (file, sha256) -> the module run from it
 
 
@@ -80,12 +82,22 @@ def trusting(flag: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def pinned(records: dict[str, dict], source: str) -> Iterator[None]:
-    """Within this block a reference a run recorded resolves to the recorded code (checked as a loaded
-    run's is), not to whatever the file holds now: a resumed run continues with the code it began with."""
+def pinned(records: dict[str, dict], source: str, copies: dict[str, Path] | None = None) -> Iterator[None]:
+    """Within this block a reference a run recorded resolves to the recorded code, not to whatever the
+    file holds by then: a new run keeps what it began with (`copies` None: the records were just made
+    from the references the user named), a resumed one the code it recorded (loaded as any run's is;
+    `copies`: by role, the run's code/ copy of each, what --trust-code may run)."""
     table = dict(_pinned.get())
     for role, record in records.items():
-        table[record["ref"]] = (from_record(record, source, role), Code(**{k: record[k] for k in FIELDS}))
+        code = Code(**{k: record[k] for k in FIELDS})
+        if copies is None:
+            obj, now = resolve(record["ref"], role)
+            if now.sha256 != code.sha256:
+                raise MnistlabError(f"{role} {record['ref']!r}: {now.path} changed while the run started",
+                                    hint="run the command again")
+        else:
+            obj = from_record(Carried(record, source, copies.get(role)), role)
+        table[record["ref"]] = (obj, code)
     token = _pinned.set(table)
     try:
         yield
@@ -170,77 +182,125 @@ def code_of(ref: str, role: str) -> Code:
 
 
 def check_record(record, source: str, role: str) -> dict:
-    """A recorded piece of code, its fields checked (it comes from a file someone may have edited)."""
+    """A recorded piece of code, its fields checked (it comes from a file someone may have edited): the
+    source has the recorded hash, a file is named by an absolute path, a module by a dotted name."""
     fields = dict.fromkeys(FIELDS, str)
+    altered = "the file was altered; use one mnistlab wrote"
     if not isinstance(record, dict) or any(not isinstance(record.get(k), t) for k, t in fields.items()):
         raise MnistlabError(f"{source}: the record of its {role}'s code: expected an object with "
-                            f"{', '.join(fields)} (strings)", hint="the file was altered; use one mnistlab wrote")
+                            f"{', '.join(fields)} (strings)", hint=altered)
     if record["kind"] not in ("file", "module", "session", "instance") or not IDENTIFIER.match(record["name"]):
         raise MnistlabError(f"{source}: the record of its {role}'s code: kind {record['kind']!r} / name "
-                            f"{record['name'][:80]!r} is not one mnistlab writes")
+                            f"{record['name'][:80]!r} is not one mnistlab writes", hint=altered)
     if any("\0" in record[k] for k in ("ref", "path", "name")) or len(record["path"]) > 4096:
-        raise MnistlabError(f"{source}: the record of its {role}'s code names an impossible path",
-                            hint="the file was altered; use one mnistlab wrote")
+        raise MnistlabError(f"{source}: the record of its {role}'s code names an impossible path", hint=altered)
     if len(record["source"].encode("utf-8", "surrogatepass")) > MAX_SOURCE or len(record["ref"]) > 4096:
         raise MnistlabError(f"{source}: the recorded {role} source is over {MAX_SOURCE} bytes")
+    where, _, named = record["ref"].rpartition(":")
+    if named.split("@", 1)[0] != record["name"] or not _placed(record["kind"], where, record["path"]):
+        raise MnistlabError(f"{source}: the record of its {role}'s code: reference {record['ref'][:200]!r}, "
+                            f"{record['kind']} {record['path'][:200]!r} do not go together (a file is recorded "
+                            "by its absolute path, a module by its dotted name)", hint=altered)
     if sha256_text(record["source"]) != record["sha256"]:
         raise MnistlabError(f"{source}: the recorded source of its {role} {record['ref']!r} does not have the "
-                            "recorded SHA-256", hint="the file was altered; use one mnistlab wrote")
+                            "recorded SHA-256", hint=altered)
     return record
 
 
-def from_record(record: dict, source: str, role: str):
-    """The object a run recorded: the same object in this process, the file or module if it still has
-    the recorded hash, the recorded copy under `trusting()`; otherwise a refusal that says why."""
+def _placed(kind: str, where: str, path: str) -> bool:
+    """Whether a record's reference and path are ones mnistlab writes for its kind: nothing in a record
+    may be resolved against the current folder or found by importing."""
+    if kind == "file":
+        return Path(path).is_absolute()
+    if kind == "module":
+        return bool(IDENTIFIER.match(where)) and (not path or Path(path).is_absolute())
+    if kind == "session":
+        return where == SESSION and not path
+    return True  # an instance: refused whenever it is loaded
+
+
+def trust_hint(copy: Path | None, source: str) -> str:
+    """How to approve a record's code: read the copy, then `mnistlab trust`, or --trust-code once."""
+    if copy is None:
+        return (f"`mnistlab trust {source.split(' member ')[0]}` shows the code it carries and approves it "
+                "(or pass --trust-code, Python trust_code=True, for this command only)")
+    return (f"read it in {copy}, then approve it with `mnistlab trust {copy.parent.parent}` (or pass "
+            "--trust-code, Python trust_code=True, to run that copy for this command only)")
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A record of user code as a file carries it."""
+
+    record: dict  # checked (check_record)
+    source: str  # the file (or ensemble member) that carries it, for messages
+    copy: Path | None = None  # the run's code/ copy of it: what a person reads, and what --trust-code runs
+
+
+def from_record(carried: Carried, role: str):
+    """The object a run recorded: the same object in this process; under this user's signature the file
+    if it still has the recorded hash, else the recorded copy; under `trusting()` the copy in the run's
+    code/ folder, if it is the code the record carries; otherwise a refusal that says why."""
+    record, source, copy = carried.record, carried.source, carried.copy
     ref, want = record["ref"], record["sha256"]
-    if ref in _live and _live[ref][1].sha256 == want:
+    if ref in _live and _live[ref][1].sha256 == want:  # handed over in this process: that very object
         return _live[ref][0]
-    if (ref, want) not in _loaded:
-        _loaded[ref, want] = _from_record(record, source, role)
-    return _loaded[ref, want]
-
-
-def _from_record(record: dict, source: str, role: str):
-    ref, name, want = record["ref"], record["name"], record["sha256"]
-    trusted = _trust.get()
     if record["kind"] == "instance":
         raise MnistlabError(f"{source}: its {role} was an object made in another Python session ({ref})",
                             hint="an instance cannot be rebuilt elsewhere: define it as a class or a function "
                             "in a .py file (or a notebook cell) and pass that")
-    if record["kind"] == "session":
-        if not trusted:
-            raise MnistlabError(f"{source}: its {role} {name} was defined in another Python session (a notebook, "
-                                "or a script run as __main__)", hint=TRUST_HINT)
-        prelude = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n"  # what a cell had around it
-        module = _run_source(prelude + record["source"], f"<{source}: recorded {role} {name}>", role, ref)
-        return _attribute(module, name, role, ref)
-    where = record["path"] if record["kind"] == "file" else ref.rsplit(":", 1)[0]
-    now = None
-    path = Path(record["path"]) if record["path"] else None
-    if record["kind"] == "module":
-        try:
-            found = importlib.util.find_spec(where)
-        except (ImportError, ValueError):
-            found = None
-        path = Path(found.origin) if found is not None and found.origin else path
+    # the decision comes first, from the record alone: nothing is imported, found or read before it
+    if consent.is_signed(record):
+        return _signed(record, source, role)
+    if not _trust.get():
+        raise MnistlabError(f"{source}: its {role} is code you did not record or approve on this machine "
+                            f"({record['kind']} {ref!r}), so it does not run", hint=trust_hint(copy, source))
+    if copy is None:
+        raise MnistlabError(f"{source}: its {role} {ref!r} is carried by a file outside any run directory, with no "
+                            "code/ copy to read, so --trust-code does not run it", hint=trust_hint(None, source))
     try:
-        present = path is not None and path.is_file()
-    except OSError:
-        present = False
-    if present:
-        try:
-            now = sha256_text(_read_source(path, role, ref))
-        except MnistlabError:
-            now = "unreadable"
+        readable = _read_source(copy, role, ref) if copy.is_file() and not copy.is_symlink() else None
+    except MnistlabError:
+        readable = None
+    if readable is None:
+        raise MnistlabError(f"{source}: its {role} {ref!r}: the copy to read, {copy}, is missing or not a plain "
+                            "file, so --trust-code does not run it",
+                            hint="use the run as mnistlab wrote it (its code/ folder holds what runs)")
+    if sha256_text(readable) != record["sha256"]:
+        raise MnistlabError(f"{source}: its {role} {ref!r}: {copy} is not the code the checkpoint carries (SHA-256 "
+                            f"{sha256_text(readable)[:12]}... there, {record['sha256'][:12]}... in the checkpoint): "
+                            "--trust-code runs only the code you can read", hint="the run was altered; ask its "
+                            "sender for the run as mnistlab wrote it")
+    return _recorded_copy(record, readable, str(copy), role)
+
+
+def _signed(record: dict, source: str, role: str):
+    """Code this user signed: from the place it was recorded at if that still holds the same source
+    (its neighbours importable, as in training), else the recorded copy (the very code signed)."""
+    ref, name, want, kind = record["ref"], record["name"], record["sha256"], record["kind"]
+    if kind == "session":
+        return _recorded_copy(record, record["source"], f"<{source}: recorded {role} {name}>", role)
+    path = Path(record["path"]) if record["path"] else None
+    try:
+        now = sha256_text(_read_source(path, role, ref)) if path is not None and path.is_file() else None
+    except (MnistlabError, OSError):
+        now = None
     if now == want:
-        obj, _ = resolve(str(path) + ":" + name if record["kind"] == "file" else ref, role)
-        return obj
-    what = (f"{path} has changed since the run recorded it (SHA-256 {want[:12]}... then, {now[:12]}... now)"
-            if now else f"{where} does not exist here")
-    if not trusted:
-        raise MnistlabError(f"{source}: its {role} is user code {ref!r}, and {what}", hint=TRUST_HINT)
-    module = _run_source(record["source"], f"<{source}: recorded copy of {path or where}>", role, ref)
-    return _attribute(module, name, role, ref)
+        obj, code = resolve(f"{path}:{name}" if kind == "file" else ref, role)
+        if code.sha256 == want:  # a module name could lead elsewhere now (another folder first on the path)
+            return obj
+    what = "has changed since the run recorded it" if now else "does not exist here"
+    print(f"mnistlab: note: {path or ref} {what}: running the copy {source} recorded (SHA-256 {want[:12]}...), "
+          "which you signed", file=sys.stderr)
+    return _recorded_copy(record, record["source"], f"<{source}: recorded copy of {path or ref}>", role)
+
+
+def _recorded_copy(record: dict, text: str, filename: str, role: str):
+    """The recorded source run as a module of its own (its folder not importable: nothing beside it runs)."""
+    if record["kind"] == "session":  # what a notebook cell had around it
+        text = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n" + text
+    module = _run_source(text, filename, role, record["ref"], importable=False)
+    return _attribute(module, record["name"], role, record["ref"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,14 +329,16 @@ def raised(role: str, ref: str, doing: str, exc: BaseException) -> MnistlabError
     return MnistlabError(f"{role} {ref!r}: {doing} raised {type(exc).__name__}: {message}{at}")
 
 
-def _run_source(source: str, filename: str, role: str, ref: str) -> types.ModuleType:
+def _run_source(source: str, filename: str, role: str, ref: str, importable: bool = True) -> types.ModuleType:
+    """`source` run as a new module named for its hash; `importable`: its file's folder is on the path
+    while it runs (a model file the user named may import its neighbours)."""
     key = (filename, sha256_text(source))
     if key in _modules:
         return _modules[key]
     module = types.ModuleType(f"mnistlab_user_{key[1][:16]}")
     module.__file__ = filename
     sys.modules[module.__name__] = module  # dataclasses and typing look their module up by name
-    folder = str(Path(filename).parent) if Path(filename).is_file() else None
+    folder = str(Path(filename).parent) if importable and Path(filename).is_file() else None
     if folder:
         sys.path.insert(0, folder)  # a model file may import its neighbours
     try:

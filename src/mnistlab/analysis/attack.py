@@ -41,7 +41,7 @@ from ..models.predictor import load_predictor
 from ..pictures import figure, image_grid, save_figure, save_png
 from ..rundir import RunDir
 from .robust import describe
-from .splits import default_out_dir, target_split
+from .splits import out_dir_for, target_split
 
 
 def attack_split(source, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), norm: str = "linf", target: int | None = None,
@@ -58,8 +58,7 @@ def attack_split(source, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), norm: str 
     result = attack_images(predictor, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                            restarts=restarts, targets=targets, queries=queries, seed=seed, checks=checks,
                            check_n=check_n)
-    out_dir = Path(out) if out else default_out_dir(source)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_dir_for(source, out)
     name = f"{RunDir.ATTACK_PREFIX}{method}-{norm}" + (f"-target{target}" if target is not None else "")
     doc = {"source": str(source), "dataset": ds.name, "split": split, **result.as_dict()}
     doc["pictures"] = {"curve": str(curve(result, out_dir / f"{name}-curve.png", f"{ds.name} {split}")),

@@ -30,7 +30,7 @@ from ..models.predictor import Predictor, combine, load_predictor
 from ..rundir import RunDir
 from . import plots
 from .robust import format_robust, robust_figures
-from .splits import default_out_dir, target_split
+from .splits import out_dir_for, target_split
 
 ECE_BINS = 15
 
@@ -148,7 +148,6 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     `result["run_reported"]` says whether the error counts agree."""
     predictor = load_predictor(source)
     ds, part = target_split(predictor, split, dataset, data_dir)
-    out_dir = Path(out) if out else default_out_dir(source)
     run = run_of(source)
     summary = (run.read_summary() or {}) if run is not None else {}
     recorded = summary.get("evaluation") if isinstance(summary.get("evaluation"), dict) else {}
@@ -175,7 +174,7 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     if predictor.method != "single":  # each member next to the ensemble
         result["member_accuracy"] = [float((mp.argmax(1).cpu() == part.labels.cpu()).double().mean())
                                      for mp in members]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_dir_for(source, out)
     name = f"{split}{'-tta' if tta else ''}"
     if pictures:
         pics = {

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import atomic
+from .. import atomic, rundir
 from ..data import load
 from ..data.normalization import Normalization, to_unit
 from ..errors import MnistlabError
@@ -55,8 +55,8 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
                             "shows a classical model's mistakes")
     file = resolve_checkpoint(path)
     run = RunDir.holding(file)
-    out_dir = Path(out) if out else (run.inspect_dir if run else file.parent / f"{file.stem}-inspect")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = (rundir.output_dir(out) if out else rundir.output_dir(run.inspect_dir, run.path) if run
+               else rundir.output_dir(file.parent / f"{file.stem}-inspect", file.parent))
     ds = load(dataset or meta["dataset"], data_dir=data_dir)
     data = ds.split(split)
     bad = [i for i in images if not 0 <= i < len(data)]

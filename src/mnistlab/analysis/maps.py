@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic, pages
+from .. import atomic, pages, rundir
 from ..data import load
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
@@ -205,15 +205,14 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
     sep = separation(coords, y)
 
     if out:
-        out_dir = Path(out)
+        out_dir = rundir.output_dir(out)
     elif source:
         file = resolve_checkpoint(source)
         run = RunDir.holding(file)
-        out_dir = (run.map_dir(method, features, split) if run
-                   else Path("maps") / f"{file.stem}-{method}-{features}-{split}")
+        out_dir = (rundir.output_dir(run.map_dir(method, features, split), run.path) if run
+                   else rundir.output_dir(Path("maps") / f"{file.stem}-{method}-{features}-{split}"))
     else:
-        out_dir = Path("maps") / f"{ds.name}-{split}-{method}-pixels"
-    out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = rundir.output_dir(Path("maps") / f"{ds.name}-{split}-{method}-pixels")
     p = preds.numpy() if preds is not None else None
     title = (f"{ds.name} {split}: {method.upper() if method == 'umap' else 't-SNE'} of "
              f"{'raw pixels' if features == 'pixels' else 'learned features'}"

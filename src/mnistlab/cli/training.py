@@ -4,8 +4,12 @@ library function of its name (`mnistlab.train`, `mnistlab.pretrain`) and prints 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import api
+from ..errors import MnistlabError
+from ..models import trust as trust_mod
+from ..tables import printable
 from .common import add_config_flags, add_set_flag, add_trust_flag, settings
 
 
@@ -66,6 +70,62 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def add_trust(verbs) -> None:
+    p = verbs.add_parser("trust", help="show the code of your own a run from elsewhere carries, and approve it",
+                         description="A run's model, optimizer or loss of the user's own runs without asking only "
+                         "where you recorded it (train signs what it records) or approved it here. This shows the "
+                         "code a run, a group of runs or a checkpoint carries (what would run: the copy in its "
+                         "code/ folder), asks, and signs it with your key (in your config folder: "
+                         "$MNISTLAB_CONFIG_DIR, else ~/.config/mnistlab/trust).",
+                         epilog="examples:\n  mnistlab trust runs/from-a-colleague\n"
+                         "  mnistlab trust runs/from-a-colleague --yes     # approve without asking\n"
+                         "  mnistlab trust runs/from-a-colleague --revoke  # ask again from now on",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="RUN", help="a run directory, a group of runs, a checkpoint or an ensemble file")
+    p.add_argument("--yes", action="store_true", help="approve without asking (after showing the code)")
+    p.add_argument("--revoke", action="store_true", help="take an approval back: the code asks again")
+    p.set_defaults(func=cmd_trust)
+
+
+def cmd_trust(args) -> int:
+    found = trust_mod.carried_code(args.path)  # shown before anything is signed
+    if not found:
+        print(f"{args.path}: no code of your own to approve: it uses only mnistlab's own models")
+        return 0
+    if not args.revoke:
+        for item in found:
+            print(describe_code(item))
+        if not all(item.signed for item in found) and not args.yes and not confirmed("Run this code here from now "
+                                                                                     "on, without asking? [y/N] "):
+            print("nothing approved")
+            return 1
+    print(api.trust(args.path, revoke=args.revoke))
+    return 0
+
+
+def describe_code(item) -> str:
+    """A carried piece of code as `mnistlab trust` shows it: what it is, where to read it, its lines."""
+    r = item.record
+    head = (f"{item.role} {printable(r['ref'])} ({r['kind']}{', recorded at ' + printable(r['path']) if r['path'] else ''}; "
+            f"SHA-256 {r['sha256'][:16]}...; {item.lines} lines; "
+            f"{'already approved' if item.signed else 'not approved here'})\n"
+            f"read it in {item.copy or item.files[0]}:")
+    body = "\n".join(f"{i:5}  {printable(line)}" for i, line in enumerate(r["source"].splitlines(), 1))
+    return f"{head}\n{body}\n"
+
+
+def confirmed(question: str) -> bool:
+    """A yes from a person at a terminal; no terminal, no yes (pass --yes)."""
+    if not sys.stdin.isatty():
+        raise MnistlabError("mnistlab trust asks before approving code, and no one is at a terminal to answer",
+                            hint="read the code above, then pass --yes to approve it")
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def add(verbs) -> None:
     add_train(verbs)
     add_pretrain(verbs)
+    add_trust(verbs)

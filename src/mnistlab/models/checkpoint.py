@@ -27,10 +27,11 @@ from safetensors.torch import load_file, save_file
 from .. import atomic, schema, user_code
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from . import MODELS, create_model
+from ..rundir import RunDir
+from . import MODELS
 from .classical import CLASSICAL, ClassicalModel, is_classical, tensors_of
 from .classical import build as build_classical
-from .registry import is_known
+from .registry import build, is_known, model_entry
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
@@ -234,20 +235,25 @@ def model_prefix(meta: dict, names, member: int | None = None) -> str:
     return "model/"
 
 
-def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> torch.nn.Module:
+def build_model(desc: dict, tensors: dict[str, torch.Tensor], prefix: str, source: str,
+                code_dir: Path | None = None) -> torch.nn.Module:
     """The model `desc` describes, with the weights under `prefix`, in eval mode; every tensor's shape
-    and dtype compared with a skeleton built on the meta device before anything real is allocated."""
+    and dtype compared with a skeleton built on the meta device before anything real is allocated.
+    `code_dir`: the run's code/ folder, where the copy of user code a person reads lies."""
 
     if is_classical(desc["model"]):  # a fitted classical model's arrays, checked in classical_format
         return build_classical(desc, tensors, prefix, source)
-    args = (desc["model"], desc["in_shape"], desc["num_classes"])
-    recorded = {"recorded": desc["code"]["model"], "source": source} if "model" in desc.get("code", {}) else {}
+    record = desc.get("code", {}).get("model")
+    carried = None if record is None else user_code.Carried(
+        record, source, RunDir.code_file_in(code_dir, "model", record["path"]) if code_dir else None)
+    entry = model_entry(desc["model"], carried)
+    args = (entry, desc["in_shape"], desc["num_classes"], dict(desc.get("model_args", {})))
     with torch.device("meta"):
-        skeleton = create_model(*args, **recorded, **desc.get("model_args", {}))
+        skeleton = build(*args)
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_state(skeleton.state_dict(), {k: (str(v.dtype), tuple(v.shape)) for k, v in state.items()},
                 f"{source} ({desc['model']})")
-    model = create_model(*args, **recorded, **desc.get("model_args", {}))
+    model = build(*args)
     model.load_state_dict(state)
     return model.eval()
 

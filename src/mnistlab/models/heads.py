@@ -32,7 +32,7 @@ def head_modules(name: str, in_shape: Sequence[int] = (1, 28, 28), model_args: d
     shapes, in_shape = [], tuple(int(s) for s in in_shape)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         for classes in (10, 11):
-            model = entry.build(in_shape=in_shape, num_classes=classes, **(model_args or {}))
+            model = entry.make(in_shape, classes, dict(model_args or {}))
             shapes.append({k: tuple(v.shape) for k, v in model.state_dict().items()})
     if entry.user is not None and shapes[0] == shapes[1]:  # a fixed class count: its last weighted module
         owners = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]

@@ -117,7 +117,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     tensors, meta = checkpoint.load(file)
     if meta["kind"] == ENSEMBLE:
         raise MnistlabError(f"{file} is an ensemble", hint="use mnistlab.models.predictor.load_predictor for ensembles")
-    return checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), str(file)).to(device), meta
+    return checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), str(file),
+                                  RunDir.code_dir_of(file)).to(device), meta
 
 
 def predictor_from(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> Predictor:
@@ -128,7 +129,8 @@ def predictor_from(tensors: dict[str, torch.Tensor], meta: dict, source: str) ->
                   for i, m in enumerate(members)]
         norms = [Normalization.from_dict(m["normalization"]) for m in members]
         return Predictor(models, norms, meta["method"], describe(meta, source), members)
-    model = checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), source)
+    model = checkpoint.build_model(meta, tensors, checkpoint.model_prefix(meta, tensors), source,
+                                   RunDir.code_dir_of(source))
     return Predictor([model], [Normalization.from_dict(meta["normalization"])], "single", describe(meta, source))
 
 

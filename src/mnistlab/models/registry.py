@@ -32,6 +32,12 @@ class ModelEntry:
     user: object = None  # user code: the class, factory or instance the entry builds from
     code: user_code.Code | None = None  # ... and where it came from
 
+    def make(self, in_shape: tuple, num_classes: int, options: dict) -> nn.Module:
+        """The model, unchecked (`build` checks it): options as a dict, so none can take a given's place."""
+        if self.user is not None:
+            return self.build(in_shape, num_classes, options)
+        return self.build(in_shape=in_shape, num_classes=num_classes, **options)
+
     def options(self) -> dict[str, object]:
         """The model's keyword options and their defaults."""
         target = self.build if self.user is None else self.user
@@ -78,9 +84,9 @@ def is_known(name: str) -> bool:
     return name in MODELS or user_code.is_reference(name)
 
 
-def model_entry(name: str, recorded: dict | None = None, source: str = "") -> ModelEntry:
+def model_entry(name: str, recorded: user_code.Carried | None = None) -> ModelEntry:
     """The zoo's entry for `name`, or one for user code: resolved from the reference the user gave, or,
-    with `recorded` (what a checkpoint holds), from the run's record under its hash check."""
+    with `recorded` (what a checkpoint carries), from the run's record under the consent rules."""
     if name in MODELS:
         return MODELS[name]
     if not user_code.is_reference(name):
@@ -88,7 +94,7 @@ def model_entry(name: str, recorded: dict | None = None, source: str = "") -> Mo
                             "path/to/file.py:Name or package.module:Name",
                             hint="`mnistlab models` lists them with their options")
     if recorded is not None:
-        obj, code = user_code.from_record(recorded, source, "model"), None
+        obj, code = user_code.from_record(recorded, "model"), None
     else:
         obj, code = user_code.resolve(name, "model")
     if not isinstance(obj, nn.Module) and not callable(obj):
@@ -100,7 +106,7 @@ def model_entry(name: str, recorded: dict | None = None, source: str = "") -> Mo
 def _user_build(obj) -> Callable[..., nn.Module]:
     """The zoo's builder signature around a user's class, factory or instance."""
     if isinstance(obj, nn.Module):
-        def from_instance(in_shape, num_classes, **options):
+        def from_instance(in_shape, num_classes, options):
             model = copy.deepcopy(obj)
             for module in model.modules():  # fresh weights from the run's seed, as a class would get
                 if callable(getattr(module, "reset_parameters", None)):
@@ -112,7 +118,7 @@ def _user_build(obj) -> Callable[..., nn.Module]:
     except (TypeError, ValueError):
         params = {}
 
-    def from_callable(in_shape, num_classes, **options):
+    def from_callable(in_shape, num_classes, options):
         given = {"in_shape": tuple(in_shape), "num_classes": num_classes, "in_channels": in_shape[0]}
         model = obj(**{k: v for k, v in given.items() if k in params and k not in options}, **options)
         if not isinstance(model, nn.Module):
@@ -121,11 +127,16 @@ def _user_build(obj) -> Callable[..., nn.Module]:
     return from_callable
 
 
-def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, *,
-                 recorded: dict | None = None, source: str = "", **options) -> nn.Module:
+def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **options) -> nn.Module:
     """Build a registered model or a user's own; clear errors for an unknown name, option or an input
-    it cannot take. `recorded`/`source`: a checkpoint's record of user code, and the file's name."""
-    entry = model_entry(name, recorded, source)
+    it cannot take."""
+    return build(model_entry(name), in_shape, num_classes, options)
+
+
+def build(entry: ModelEntry, in_shape: Sequence[int], num_classes: int, options: dict) -> nn.Module:
+    """The model `entry` builds with `options` (a dict: an option may have any name, `source` included),
+    checked with one dry batch."""
+    name = entry.name
     if entry.user is not None:
         return _create_user_model(entry, tuple(int(s) for s in in_shape), num_classes, options)
     unknown = set(options) - set(entry.options())
@@ -134,7 +145,7 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
                             f"{', '.join(f'{k}={v!r}' for k, v in entry.options().items()) or 'none'}")
     in_shape = tuple(int(s) for s in in_shape)
     try:
-        model = entry.build(in_shape=in_shape, num_classes=num_classes, **options)
+        model = entry.make(in_shape, num_classes, options)
         if _is_skeleton(model):
             return _named(model, name, options, in_shape)
         model.eval()  # a dry run proves the input fits (eval: BatchNorm1d needs >1 sample in training)
@@ -171,7 +182,7 @@ def _create_user_model(entry: ModelEntry, in_shape: tuple, num_classes: int, opt
         raise MnistlabError(f"model {name!r} has no argument {', '.join(sorted(unknown))}: its arguments are "
                             f"{', '.join(entry.options()) or 'none'}")
     try:
-        model = entry.build(in_shape, num_classes, **options)
+        model = entry.make(in_shape, num_classes, options)
     except (Exception, SystemExit) as exc:  # user code: its failure, in one line with its own line number
         raise user_code.raised("model", name, "building it", exc) from None
     if _is_skeleton(model):

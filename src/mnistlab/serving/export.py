@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import atomic
+from .. import atomic, names
 from ..errors import MnistlabError
 from ..models.classical import refuse_classical
 from ..models.heads import capture_features
@@ -83,7 +83,9 @@ def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.Path
         if nd is None:
             raise MnistlabError(f"--not-digit: no not-a-digit model for {model}, and it cannot be fitted here",
                                 hint=f"its training data ({predictor.meta.get('dataset')}) must be loadable")
-    out = Path(out) if out else Path(f"{predictor.meta.get('name', 'model')}.onnx")
+    # the default name comes from the checkpoint, which anyone may have written: one name, in this folder
+    out = Path(out) if out else names.inside(".", f"{names.short(predictor.meta.get('name', 'model'))}.onnx",
+                                             "export file name")
     if out.suffix != ".onnx":
         raise MnistlabError(f"--out {out}: expected a file name ending in .onnx")
     if not out.parent.exists():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .. import allocator, machine, rundir, user_code
+from .. import allocator, consent, machine, rundir, user_code
 from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
@@ -159,6 +159,8 @@ def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
         run.path.mkdir(parents=True)
         run.write_json(RunDir.CONFIG, cfg.as_dict())
         records = code_records(cfg)
+        for record in records.values():  # the user named this code to train it: it may run here again
+            consent.sign(record)
         run.write_code(records)
         run.start_log({"code": code_summary(records),"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
                        "environment": machine.describe(), "world_size": env.world, "device": str(env.device),

@@ -132,7 +132,8 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     # the code the run records is read once and pinned: a resumed run keeps its own, a new one what it began
     # with (an edit to the file mid-run changes neither what runs nor what every checkpoint records)
     recorded = resumed_code(resume) if resume is not None else setup.code_records(cfg)
-    with user_code.pinned(recorded, str(resume or cfg.model)):
+    copies = {role: RunDir(resume).code_file(role, r["path"]) for role, r in recorded.items()} if resume else None
+    with user_code.pinned(recorded, str(RunDir(resume).last) if resume else cfg.model, copies):
         env = set_up(cfg, quiet)
         data = load_data(cfg, env)
         parts = build(cfg, data, env, initialise=resume is None)
@@ -487,7 +488,7 @@ def tensorboard_writer(run: RunDir):
     except ImportError:
         raise MnistlabError("tensorboard=true needs the tensorboard package",
                             hint="pip install tensorboard, or leave tensorboard off") from None
-    return SummaryWriter(str(run.tensorboard_dir))
+    return SummaryWriter(str(rundir.output_dir(run.tensorboard_dir, run.path)))
 
 
 # ----------------------------------------------------------------------------------------------
