@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import MnistlabError
+
 STALE_AFTER_S = 24 * 3600  # a temporary file this old is stale whoever wrote it (a pid may be reused)
 
 
@@ -28,6 +30,9 @@ def _umask() -> int:
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in `path`'s directory; on success, rename it onto `path`."""
     path = Path(path)
+    if path.is_dir() and not path.is_symlink():  # a rename would fail only after all the work
+        raise MnistlabError(f"{path} is a folder, where mnistlab writes a file",
+                            hint="move the folder away (or write elsewhere), then run the command again")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

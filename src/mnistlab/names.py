@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import MnistlabError
 
 MAX_NAME = 120  # characters (and at most 255 bytes in UTF-8, what file systems allow)
+MAX_CLASSES = 1000  # classes a dataset (and so a checkpoint) may have
+MAX_LABEL = 200  # characters of a class name, and of a dataset's or model's name in a checkpoint
 
 
 def short(value: str) -> str:
@@ -46,3 +48,34 @@ def inside(parent: str | os.PathLike, name: str, what: str) -> Path:
     if not path.resolve().is_relative_to(base.resolve()):  # a symlink named like a directory, say
         raise MnistlabError(f"{what} {name!r}: {path} resolves outside {base}", hint="choose another name")
     return path
+
+
+def label_problem(value) -> str | None:
+    """What is wrong with a class name (it reaches pages, CSV files, terminals and folders), or None:
+    1 to MAX_LABEL printable characters (no newline, no control character), valid UTF-8."""
+    if not isinstance(value, str) or not value:
+        return "an empty name"
+    if len(value) > MAX_LABEL:
+        return f"{len(value)} characters (at most {MAX_LABEL})"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8 text (a file name in another encoding?)"
+    if not value.isprintable():
+        return "a control character or line break"
+    return None
+
+
+def check_labels(labels, where: str) -> tuple[str, ...]:
+    """Class names as every verb can show them: 2 to MAX_CLASSES distinct names, each `label_problem`-free."""
+    labels = tuple(labels)
+    if not 2 <= len(labels) <= MAX_CLASSES:
+        raise MnistlabError(f"{where}: {len(labels)} classes, expected 2 to {MAX_CLASSES}")
+    for label in labels:
+        problem = label_problem(label)
+        if problem:
+            raise MnistlabError(f"{where}: class name {str(label)[:60]!r}: {problem}",
+                                hint="rename it: class names are shown on pages, in CSV files and on terminals")
+    if len(set(labels)) != len(labels):
+        raise MnistlabError(f"{where}: class names repeat ({', '.join(sorted({x for x in labels if labels.count(x) > 1})[:5])})")
+    return labels

@@ -280,9 +280,7 @@ class RunDir:
         atomic.write_text(self.log, json.dumps({"event": "start", **header}) + "\n")
 
     def append_log(self, row: dict) -> None:
-        # never through a link: a resumed run may come from elsewhere, with log.jsonl pointing anywhere
-        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-        with os.fdopen(fd, "a") as f:
+        with open(self.log, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def truncate_log(self, last_epoch: int, argv: list[str]) -> None:

@@ -44,6 +44,7 @@ from ..models.features import features_and_probs
 from ..models.inference import BATCH_SIZE
 from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
+from ..tables import csv_cell
 from ..training.config import resolve
 from ..training.train import fit
 
@@ -403,12 +404,10 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "aud
     if clean_seeds:
         summary["cleaning"] = clean_effect(ds, table, recipe=recipe, seeds=list(range(clean_seeds)))
     table.attrs.clear()
-    with atomic.replacing(out_dir / "issues.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, out_dir / "issues.csv")
     atomic.write_text(out_dir / "issues.json", table.to_json(orient="records", indent=1))
     ranked = ranking(data, oof["probs"], classes, table)
-    with atomic.replacing(out_dir / "ranking.csv") as tmp:
-        ranked.to_csv(tmp, index=False)
+    write_csv(ranked, out_dir / "ranking.csv")
     picture = gallery(data, table, out_dir / "top-label-issues.png", top)
     summary["gallery"] = str(picture) if picture else None
     picture = gallery(data, ranked, out_dir / "ranking-top.png", top)
@@ -420,6 +419,15 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "aud
     atomic.write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     summary["out"] = str(out_dir)
     return summary, table
+
+
+def write_csv(table, path: Path) -> None:
+    """A table as CSV, atomically, its text cells safe to open in a spreadsheet (class names come from
+    anyone's folders: `=cmd|...` would run as a formula; tables.csv_cell)."""
+    text_columns = [c for c in table.columns if getattr(table[c].dtype, "kind", "O") not in "iufbc"]
+    safe = table.assign(**{c: table[c].map(csv_cell) for c in text_columns})
+    with atomic.replacing(path) as tmp:
+        safe.to_csv(tmp, index=False)
 
 
 def _default_model_errors(ds, data: Pool, label_issues) -> dict | None:

@@ -41,7 +41,7 @@ from .. import atomic, precision, stats
 from ..data import load, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from ..models import create_model
+from ..models import create_model_from
 from ..models.features import as_input
 from ..models.registry import is_known
 from ..pictures import figure, save_figure
@@ -95,7 +95,7 @@ def mechanics(cfg, ds) -> list[Finding]:
     torch.manual_seed(cfg.seed)
     in_shape = (ds.spec.channels, *ds.image_shape[-2:])
     classes = ds.num_classes
-    model = create_model(cfg.model, in_shape, classes, **cfg.model_args).float()
+    model = create_model_from(cfg.model, in_shape, classes, cfg.model_args).float()
     mean, std = ds.stats
     norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
     loss_fn = loss_function(cfg, classes)

@@ -16,6 +16,7 @@ import sys
 
 from .._version import __version__
 from ..errors import MnistlabError
+from ..tables import printable
 from . import analysis, bench, data, reporting, serving, studies, training
 
 STAGES = (data, training, studies, analysis, reporting, serving, bench)
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe can be handled, not at the interpreter's exit
         return status
     except MnistlabError as exc:
-        print(f"mnistlab: error: {exc.message}", file=sys.stderr)
+        print(f"mnistlab: error: {printable(exc.message)}", file=sys.stderr)  # it may quote a file's text
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {printable(exc.hint)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 
 from .. import api
 from ..serving.predict import NOT_DIGIT_THRESHOLD
+from ..tables import printable
 from .common import add_limit_flags, add_trust_flag, limits
 
 
@@ -33,7 +34,7 @@ def cmd_predict(args) -> int:
         top = ", ".join(f"{d} {p:.1%}" for d, p in r.top3)
         verdict = "" if r.is_digit else (f"  [not a digit? score {r.not_digit:.2f} >= "
                                          f"{NOT_DIGIT_THRESHOLD}: {'; '.join(r.reasons)}]")
-        print(f"{f}: {r.digit} ({r.probability:.1%}; top 3: {top}){verdict}")
+        print(printable(f"{f}: {r.digit} ({r.probability:.1%}; top 3: {top}){verdict}"))  # names from a checkpoint
     if args.save_preprocessed:
         print(f"wrote the 28x28 images the model saw to {args.save_preprocessed}/")
     return 0

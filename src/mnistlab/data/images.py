@@ -164,16 +164,26 @@ def to_pixels(value, name: str = "image", *, max_side: int = 4096) -> np.ndarray
 
 
 def as_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
-    """The one rule for pixel values, for an array of any shape (see the module docstring)."""
+    """The one rule for pixel values, for an array of any shape (see the module docstring); a large
+    array is converted in slices, so the float64 working copy stays small whatever comes in."""
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype == np.uint8:
         return arr
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise MnistlabError(f"{name}: array of {arr.dtype} values, expected numbers")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+    flat = arr.reshape(-1) if arr.ndim else arr.reshape(1)
+    step = 1 << 22  # elements per slice: 32 MB of float64
+    lo, hi, finite = math.inf, -math.inf, True
+    for i in range(0, flat.size, step):
+        part = flat[i:i + step].astype(np.float64)
+        finite = finite and bool(np.isfinite(part).all())
+        if part.size:
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    if not finite or lo < 0 or hi > 255:
         raise MnistlabError(f"{name}: values must be finite numbers in 0..255 (or 0..1)")
-    if arr.max() <= 1:
-        arr = arr * 255
-    return np.round(arr).astype(np.uint8)
+    scale = 255.0 if hi <= 1 else 1.0
+    out = np.empty(flat.size, dtype=np.uint8)
+    for i in range(0, flat.size, step):
+        out[i:i + step] = np.round(flat[i:i + step].astype(np.float64) * scale)
+    return out.reshape(arr.shape)

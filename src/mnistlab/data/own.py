@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MnistlabError
+from ..names import MAX_CLASSES, MAX_LABEL, check_labels
 from .images import as_uint8, open_image
 
 MAX_IMAGES = 2_000_000  # per split, for a folder: the walk stops with an error past this
 MAX_SIDE = 512  # pixels a side, as a checkpoint may declare
+MAX_BYTES = 1 << 31  # uint8 pixels of one split (2 GiB; EMNIST's largest split is 0.55 GB), checked before any copy
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLITS = ("train", "test")
 
@@ -39,27 +41,40 @@ def from_arrays(x, y, x_name: str = "images", y_name: str = "labels") -> tuple[n
     if not 1 <= len(x) <= MAX_IMAGES or not all(1 <= s <= MAX_SIDE for s in x.shape[-2:]):
         raise MnistlabError(f"{x_name}: shape {list(x.shape)}: expected 1 to {MAX_IMAGES:,} images of 1 to "
                             f"{MAX_SIDE} pixels a side")
-    x = as_uint8(x, x_name)  # the one rule for pixel values, as predict's
+    _check_size(x.size, f"{x_name}: shape {list(x.shape)}")  # before any copy (a broadcast view costs nothing)
     y = _as_numpy(y, y_name)
     if y.ndim != 1 or len(y) != len(x):
         raise MnistlabError(f"{y_name}: shape {list(y.shape)}, expected ({len(x)},): one label per image in {x_name}")
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all() or (y != np.round(y)).any():
             raise MnistlabError(f"{y_name}: {y.dtype} values, expected integer class indices")
-    if y.min() < 0:
-        raise MnistlabError(f"{y_name}: label {int(y.min())}, expected class indices from 0")
+    if y.min() < 0 or y.max() >= MAX_CLASSES:  # compared as they are: a cast first would wrap 2**64-1 or 1e20
+        bad = y.min() if y.min() < 0 else y.max()
+        bad = int(bad) if np.issubdtype(y.dtype, np.integer) else f"{bad:.0f}"
+        raise MnistlabError(f"{y_name}: label {bad}, expected class indices 0 to {MAX_CLASSES - 1} "
+                            f"(at most {MAX_CLASSES} classes)")
+    x = as_uint8(x, x_name)  # the one rule for pixel values, as predict's
     return np.ascontiguousarray(x), y.astype(np.int64)
+
+
+def _check_size(pixels: int, what: str) -> None:
+    if pixels > MAX_BYTES:
+        raise MnistlabError(f"{what}: {pixels / 1e9:.1f} GB of pixels, more than the {MAX_BYTES / 1e9:.1f} GB one "
+                            "split may hold", hint="use fewer or smaller images (a random subset, or images "
+                            "resized to the size the model takes)")
 
 
 def check_classes(classes, labels: list[np.ndarray], where: str) -> tuple[str, ...]:
     """Class names: given (one per class, distinct) or '0'..'K-1' for the labels seen."""
     top = max(int(y.max()) for y in labels) + 1
     if classes is None:
+        if top < 2:
+            raise MnistlabError(f"{where}: every label is 0: a classifier needs at least 2 classes")
         return tuple(str(i) for i in range(top))
-    names = tuple(str(c) for c in classes)
-    if len(names) < top or len(set(names)) != len(names) or not 2 <= len(names) <= 1000:
-        raise MnistlabError(f"{where}: classes {list(names)[:12]}: expected 2 to 1000 distinct names, at least "
-                            f"{top} (the largest label is {top - 1})")
+    names = check_labels((str(c) for c in classes), f"{where}: classes")
+    if len(names) < top:
+        raise MnistlabError(f"{where}: {len(names)} class names, but the largest label is {top - 1}",
+                            hint="give one name per class, in label order")
     return names
 
 
@@ -78,9 +93,13 @@ def read_folder(root: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
     if missing:
         raise MnistlabError(f"{root}: no {' or '.join(f'{s}/' for s in missing)} folder",
                             hint="an image folder holds train/<class>/*.png and test/<class>/*.png")
+    if len(str(root)) > MAX_LABEL:  # the folder's path names the dataset in every run and checkpoint
+        raise MnistlabError(f"{str(root)[:60]}...: a path of {len(str(root))} characters; a dataset folder's path may "
+                            f"have at most {MAX_LABEL}", hint="move the folder (or link it) somewhere with a shorter path")
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if len(classes) < 2:
         raise MnistlabError(f"{root / 'train'}: {len(classes)} class folders, expected at least 2")
+    check_labels(classes, f"{root / 'train'}: class folders")
     test_classes = tuple(sorted(p.name for p in (root / "test").iterdir() if p.is_dir()))
     if set(test_classes) - set(classes):
         raise MnistlabError(f"{root / 'test'}: classes {sorted(set(test_classes) - set(classes))[:5]} are not "
@@ -93,13 +112,15 @@ def read_folder(root: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
             raise MnistlabError(f"{root / split}: no images ({', '.join(SUFFIXES)}) in its class folders")
         if len(files) > MAX_IMAGES:
             raise MnistlabError(f"{root / split}: more than {MAX_IMAGES:,} images")
-        pictures = []
-        for _, path in files:
+        images = None
+        for n, (_, path) in enumerate(files):
             pixels, shape = _pixels(path, shape)
-            pictures.append(pixels)
-        images = np.stack(pictures)
-        if images.ndim == 4:
-            images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+            if pixels.ndim == 3:
+                pixels = pixels.transpose(2, 0, 1)  # (H,W,3) -> (3,H,W), written straight into the split
+            if images is None:  # one array for the split, its size known (and checked) from the first image
+                _check_size(len(files) * pixels.size, f"{root / split}: {len(files):,} images of {shape}")
+                images = np.empty((len(files), *pixels.shape), dtype=np.uint8)
+            images[n] = pixels
         out[split] = (images, np.array([i for i, _ in files], dtype=np.int64))
     return out, classes
 

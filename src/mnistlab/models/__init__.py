@@ -25,8 +25,9 @@ from .registry import (
     ModelEntry,
     count_parameters,
     create_model,
+    create_model_from,
     list_models,
     register_model,
 )
 
-__all__ = ["MODELS", "ModelEntry", "count_parameters", "create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "ModelEntry", "count_parameters", "create_model", "create_model_from", "list_models", "register_model"]

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from .. import atomic, schema, user_code
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
+from ..names import MAX_CLASSES, MAX_LABEL, label_problem
 from ..rundir import RunDir
 from . import MODELS
 from .classical import CLASSICAL, ClassicalModel, is_classical, tensors_of
@@ -36,10 +37,9 @@ from .registry import build, is_known, model_entry
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
 KINDS = ("weights", "state", "ensemble")  # best weights; full training state (resume); several models
-MAX_CLASSES = 1000
 MAX_CHANNELS, MAX_SIDE = 4, 512  # input shapes a checkpoint may declare
 MAX_MEMBERS = 64
-MAX_NAME = 200  # characters of a class, dataset or model name
+MAX_NAME = MAX_LABEL  # characters of a class, dataset or model name: what training accepts (mnistlab.names)
 
 
 def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -154,8 +154,9 @@ def validate_model(meta: dict, source: str, where: str = "") -> dict:
     n = _int(meta, "num_classes", source, 2, MAX_CLASSES, where)
     classes = meta.get("classes")
     if (not isinstance(classes, list) or len(classes) != n or len(set(map(str, classes))) != n
-            or not all(isinstance(c, str) and 0 < len(c) <= MAX_NAME for c in classes)):
-        raise _bad(source, where + "classes", f"{n} distinct class names (num_classes is {n})", classes)
+            or not all(isinstance(c, str) and label_problem(c) is None for c in classes)):
+        raise _bad(source, where + "classes", f"{n} distinct class names (num_classes is {n}), each 1 to {MAX_NAME} "
+                   "printable characters", classes)
     _str(meta, "dataset", source, where)
     norm = meta.get("normalization")
     try:

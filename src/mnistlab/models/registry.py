@@ -133,6 +133,11 @@ def create_model(name: str, in_shape: Sequence[int] = (1, 28, 28), num_classes: 
     return build(model_entry(name), in_shape, num_classes, options)
 
 
+def create_model_from(name: str, in_shape: Sequence[int], num_classes: int, options: dict) -> nn.Module:
+    """`create_model` for a run's settings: the options as a dict (from a file, so any name may come)."""
+    return build(model_entry(name), in_shape, num_classes, dict(options))
+
+
 def build(entry: ModelEntry, in_shape: Sequence[int], num_classes: int, options: dict) -> nn.Module:
     """The model `entry` builds with `options` (a dict: an option may have any name, `source` included),
     checked with one dry batch."""

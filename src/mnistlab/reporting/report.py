@@ -9,6 +9,7 @@ mean +- std over its seeds. Runs not yet evaluated on the test split are evaluat
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -191,27 +192,35 @@ def _transfer(run: RunDir) -> dict | None:
     return {"lines": lines, "curve": curve}
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")
+
+
+def md(text) -> str:
+    """Text from a run (a name, a model reference, a class name) as literal Markdown: every character
+    Markdown or the HTML inside it would act on escaped, line breaks made spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
-    md = [f"# {title}", "", "| run | model | params | epochs | seeds | wall time (s) | val acc (%) | test acc (%) |",
-          "|---|---|---|---|---|---|---|---|"]
+    md_lines = [f"# {md(title)}", "", "| run | model | params | epochs | seeds | wall time (s) | val acc (%) | test acc (%) |",
+                "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['name']} | {r['model']} | {r['params']:,} | {r['epochs']} | {', '.join(map(str, r['seeds']))} "
-                  f"| {_fmt(r['wall_s'], 1)} | {_fmt(r['val_acc'])} | {_fmt(r['test_acc'])} |")
+        md_lines.append(f"| {md(r['name'])} | {md(r['model'])} | {r['params']:,} | {r['epochs']} | "
+                     f"{md(', '.join(map(str, r['seeds'])))} | {_fmt(r['wall_s'], 1)} | {_fmt(r['val_acc'])} | "
+                     f"{_fmt(r['test_acc'])} |")
     for r in rows:
         e, runs = evals[r["name"]], groups[r["name"]]
-        detail = f" (details of {runs[0].path.name}, the group's first run)" if len(runs) > 1 else ""
-        confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
-        md += ["", f"## {r['name']}{detail}", "",
-               f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
-               f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "", f"Most confused: {confused or 'none'}."]
+        detail = f" (details of {md(runs[0].path.name)}, the group's first run)" if len(runs) > 1 else ""
+        confused = "; ".join(f"{md(m['true'])} read as {md(m['predicted'])}: {m['count']}" for m in e["most_confused"][:5])
+        md_lines += ["", f"## {md(r['name'])}{detail}", "",
+                     f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "
+                     f"{e['macro_avg']['f1']:.4f}, ECE {e['ece']:.4f}.", "", f"Most confused: {confused or 'none'}."]
         if e.get("robust"):
-
-            md += ["", "Robust accuracy:", "", *(f"- {line}" for line in format_robust(e["robust"]))]
-
+            md_lines += ["", "Robust accuracy:", "", *(f"- {md(line)}" for line in format_robust(e["robust"]))]
         study_dir = study_of(runs[0])
         if study_dir is not None:
-            md += ["", f"A trial of the study in {study_dir}: report {study_dir / 'study.html'}."]
-    return "\n".join(md) + "\n"
+            md_lines += ["", f"A trial of the study in {md(study_dir)}: report {md(study_dir / 'study.html')}."]
+    return "\n".join(md_lines) + "\n"
 
 
 def _model_card(row: dict, e: dict, run: RunDir) -> dict:

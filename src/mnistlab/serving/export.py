@@ -27,6 +27,7 @@ from torch import nn
 from .. import atomic, names
 from ..errors import MnistlabError
 from ..models.classical import refuse_classical
+from ..models.features import features
 from ..models.heads import capture_features
 from ..models.inference import NormalizedModel
 from ..models.ood import knn_distance, not_digit_model, score_of_distance
@@ -83,6 +84,8 @@ def export(model: str | os.PathLike, *, format: str = "onnx", out: str | os.Path
         if nd is None:
             raise MnistlabError(f"--not-digit: no not-a-digit model for {model}, and it cannot be fitted here",
                                 hint=f"its training data ({predictor.meta.get('dataset')}) must be loadable")
+        blank = torch.zeros(1, *predictor.meta["in_shape"], dtype=torch.uint8)
+        nd.distance(features(predictor.models[0], blank, predictor.norms[0]))  # a file fitted for another model: one line
     # the default name comes from the checkpoint, which anyone may have written: one name, in this folder
     out = Path(out) if out else names.inside(".", f"{names.short(predictor.meta.get('name', 'model'))}.onnx",
                                              "export file name")

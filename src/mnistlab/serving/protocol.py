@@ -55,10 +55,21 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self._arm()  # the next request's headers are due within the same time
 
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle  # uvicorn keeps only the newest cycle, which is not this one when pipelined
+        super()._start_asgi_task(cycle, app)
+
     def connection_lost(self, exc) -> None:
         self._disarm()
         if self._header_timer is not None:
             self._header_timer.cancel()
+        # A client that pipelines requests and leaves: uvicorn marks only the newest request's cycle
+        # as disconnected, so the one being answered wrote to a closed transport (a traceback in the
+        # log); every cycle of the connection is told instead.
+        for cycle in (getattr(self, "_running", None), *(c for c, _ in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
     # One timer per connection, re-armed only when it fires: arming and cancelling one per request

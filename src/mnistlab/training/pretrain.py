@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
-from ..models import count_parameters, create_model
+from ..models import count_parameters, create_model_from
 from ..models.heads import head_modules, penultimate
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
@@ -80,7 +80,7 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
     env = set_up(cfg, quiet)
     data = load_data(cfg, env)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, data.in_shape, data.dataset.num_classes, **cfg.model_args).to(env.device)
+    model = create_model_from(cfg.model, data.in_shape, data.dataset.num_classes, cfg.model_args).to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     device = env.device

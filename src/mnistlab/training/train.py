@@ -39,7 +39,7 @@ from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
-from ..models import count_parameters, create_model
+from ..models import count_parameters, create_model_from
 from ..models.classical import is_classical
 from ..models.heads import head_modules
 from ..models.inference import (
@@ -176,7 +176,7 @@ def build(cfg, data: Data, env: Env, *, initialise: bool = True) -> Parts:
     seeded; DDP around the model under torchrun. A resumed run skips the initial weights: its own
     checkpoint replaces them."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, data.in_shape, data.dataset.num_classes, **cfg.model_args).to(env.device)
+    model = create_model_from(cfg.model, data.in_shape, data.dataset.num_classes, cfg.model_args).to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     heads = head_modules(cfg.model, data.in_shape, cfg.model_args)

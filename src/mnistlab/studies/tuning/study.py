@@ -24,12 +24,14 @@ directory from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
 import socket
+import sqlite3
 import time
 import warnings
 from dataclasses import dataclass
@@ -153,6 +155,28 @@ def check_storage(storage: str | None) -> None:
         raise MnistlabError(f"--storage {storage!r}: an in-memory SQLite database, which the study's workers and "
                             "its summary cannot share", hint="name a file: sqlite:///path/study.db (or leave "
                             "--storage out for one in the study directory)")
+    if bare.startswith("sqlite:///"):
+        check_sqlite_file(Path(bare[len("sqlite:///"):]), storage)
+
+
+OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}  # what every Optuna RDB storage holds
+
+
+def check_sqlite_file(path: Path, storage: str) -> None:
+    """An SQLite file that exists must be an Optuna storage: Optuna would otherwise add its tables to
+    another program's database (and then fail on a `studies` table of its own)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise MnistlabError(f"--storage {storage!r}: {path} is not an SQLite database ({exc})",
+                            hint="name a new file, or the study.db of an earlier study") from None
+    if tables and not OPTUNA_TABLES <= tables:
+        raise MnistlabError(f"--storage {storage!r}: {path} is another program's SQLite database (tables: "
+                            f"{', '.join(sorted(tables)[:6])}); mnistlab leaves it as it is",
+                            hint="name a new file, or the study.db of an earlier study")
 
 
 def base_config(recipe: str, sp: Space, workers: int) -> config_mod.TrainConfig:
