@@ -97,7 +97,7 @@ def test_a_classical_run_evaluates_reports_ensembles_and_predicts(knn_run, net_r
     for i in range(3):
         Image.fromarray(mnist.test.images[i].numpy()).save(tmp_path / f"d{i}.png")
     results = predict([tmp_path / f"d{i}.png" for i in range(3)], model=run)
-    assert [r.digit for r in results] == [str(int(v)) for v in mnist.test.labels[:3]]
+    assert [r.digit for r in results] == [int(v) for v in mnist.test.labels[:3]]
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def test_drawn_digits_in_every_variant_are_read():
     for name, kw in VARIANTS.items():
         for d in "0123456789":
             images.append(drawn(d, **kw))
-            truth.append(d)
+            truth.append(int(d))
             names.append(name)
     results = predict(images)
     right = [r.digit == t for r, t in zip(results, truth)]
@@ -67,7 +67,7 @@ def test_real_mnist_digits_replaced_off_centre_and_rescaled(mnist):
         canvas = Image.new("L", (digit.width + 200, digit.height + 150), 255)
         canvas.paste(digit, (int(rng.integers(0, 200)), int(rng.integers(0, 150))))
         images.append(canvas)
-        labels.append(str(int(mnist.test.labels[i])))
+        labels.append(int(mnist.test.labels[i]))
     results = predict(images)
     accuracy = np.mean([r.digit == y for r, y in zip(results, labels)])
     assert accuracy >= 0.97
@@ -110,7 +110,7 @@ def test_every_format_and_mode(fmt, mode, tmp_path):
     path = tmp_path / f"three.{fmt.lower()}"
     img.save(path, format=fmt)
     (result,) = predict([path])
-    assert result.digit == "3" and result.is_digit
+    assert result.digit == 3 and result.is_digit
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_cli_predict_prints_and_saves_what_the_model_saw(tmp_path, capsys):
 
 def test_predict_is_a_top_level_function():
     (r,) = mnistlab.predict([drawn("0", stroke=3)])
-    assert r.digit == "0" and r.image.shape == (28, 28)
+    assert r.digit == 0 and r.image.shape == (28, 28)
 
 
 def test_predict_with_a_trained_run(tmp_path):
@@ -274,9 +274,9 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6
     (r,) = predict([encoded(stored, "JPEG", exif=exif.tobytes(), quality=95)])
-    assert r.digit == "7", r.top3
+    assert r.digit == 7, r.top3
     (sideways,) = predict([encoded(stored, "JPEG", quality=95)])  # the same pixels without the tag
-    assert sideways.digit != "7"
+    assert sideways.digit != 7
 
 
 def test_sixteen_bit_and_unusual_modes_are_read():
@@ -284,7 +284,7 @@ def test_sixteen_bit_and_unusual_modes_are_read():
     images = [Image.fromarray(sixteen), drawn("4", stroke=6).convert("CMYK"), drawn("4", stroke=6).convert("P"),
               drawn("4", stroke=6).convert("1", dither=Image.Dither.NONE)]
     results = predict([encoded(img, "PNG" if img.mode != "CMYK" else "JPEG") for img in images])
-    assert [r.digit for r in results] == ["4"] * 4, [r.top3 for r in results]
+    assert [r.digit for r in results] == [4] * 4, [r.top3 for r in results]
 
 
 def test_arrays_follow_one_rule(mnist):
@@ -293,7 +293,7 @@ def test_arrays_follow_one_rule(mnist):
     seven = mnist.test.images[0].numpy()
     for variant in (seven, seven / 255.0, seven.astype(np.float32), seven.astype(np.int64), seven[..., None]):
         (r,) = predict([variant])
-        assert r.digit == "7"
+        assert r.digit == 7
     assert to_pixels(np.array([[0.5, 1.0]])).tolist() == [[128, 255]]  # 0..1 is scaled
     assert to_pixels(np.array([[2, 255]])).tolist() == [[2, 255]]  # 0..255 is kept
     for bad, fragment in ((np.array([[np.nan, 1]]), "finite"), (np.array([[-1, 3]]), "0..255"),

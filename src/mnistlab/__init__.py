@@ -12,6 +12,10 @@
 One function per CLI verb, of the verb's name (mnistlab.api); settings are the recipe keys.
 """
 
+import sys
+import types
+
+from . import api
 from ._version import __version__
 from .api import (
                   attack,
@@ -24,6 +28,7 @@ from .api import (
                   map,
                   predict,
                   pretrain,
+                  recipes,
                   report,
                   serve,
                   sota,
@@ -36,6 +41,17 @@ from .data import Dataset, Split, load, load_data, prepare
 from .data.registry import get_spec, list_datasets
 from .errors import MnistlabError
 
+
+class _ModelsPackage(types.ModuleType):
+    """`mnistlab.models` is the package of networks (`mnistlab.models.predictor`, ...) and, called, the
+    `models` verb like every other verb's function: `mnistlab.models()` lists the zoo."""
+
+    def __call__(self):
+        return api.models()
+
+
+sys.modules[f"{__name__}.models"].__class__ = _ModelsPackage  # the module stays the module, now callable
+
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
-           "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "predict", "prepare", "pretrain",
-           "report", "serve", "sota", "train", "transfer_curve", "trust", "tune"]
+           "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "models", "predict", "prepare", "pretrain",
+           "recipes", "report", "serve", "sota", "train", "transfer_curve", "trust", "tune"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from inspect import Parameter, signature
 from pathlib import Path
 
@@ -32,7 +33,10 @@ from .attacks import attack as attack_images
 from .data import Dataset
 from .data import load as load_dataset
 from .errors import MnistlabError
+from .models import registry
 from .models import trust as trust_mod
+from .models.classical import CLASSICAL
+from .models.classical import options as classical_options
 from .reporting import report as report_mod
 from .results import (
     AttackReport,
@@ -41,7 +45,9 @@ from .results import (
     Curve,
     Evaluation,
     Inspection,
+    Listing,
     Map,
+    RecipeText,
     Report,
     Run,
     Runs,
@@ -105,11 +111,23 @@ def train(recipe: str | None = None, *, seeds=None, resume: str | os.PathLike | 
     `model_args={"width": 32}`, ...); `seeds` (a list, or "0-4") trains one run per seed under one group
     directory; `resume` continues an interrupted run. Returns the `Run` (or `Runs` over seeds)."""
     overrides = _settings(settings, "train")
-    if dry_run:  # a smoke run: one short epoch on a slice of the data; no final number, so no test set
+    if dry_run:  # a smoke run: one short epoch on a slice of the data, in a folder removed after it
+        if resume is not None:
+            raise MnistlabError("--dry-run with --resume: a dry run starts nothing to resume",
+                                hint="dry-run the recipe itself, or resume without --dry-run")
         overrides.update({"epochs": 1, "train_subset": 1024, "validation": 512, "progress": False,
                           "evaluate_test": False})
+        with tempfile.TemporaryDirectory(prefix="mnistlab-dry-run-") as scratch:
+            result = _train(recipe, {**overrides, "out": scratch}, seeds, quiet)
+        if not quiet:
+            print("dry run: the run was written to a temporary folder, now removed; nothing kept")
+        return result
     if resume is not None:
         return Run(train_mod.resume(resume, overrides, quiet=quiet))
+    return _train(recipe, overrides, seeds, quiet)
+
+
+def _train(recipe, overrides: dict, seeds, quiet: bool) -> Run | Runs:
     cfg = config_mod.resolve(recipe, overrides)
     if seeds is not None:
         summary = train_mod.train_seeds(cfg, lists.seeds(seeds), quiet=quiet)
@@ -143,10 +161,11 @@ def evaluate(model, *, split: str = "test", dataset: str | None = None, tta: boo
 
 @_trusting
 def ensemble(models, *, method: str = "mean", select: bool = False, out, split: str = "test",
-             data_dir=None) -> Saved:
+             data_dir=None, quiet: bool = False) -> Saved:
     """`mnistlab ensemble`: combine models (mean or vote), members chosen on validation with `select`,
     saved as one file that evaluate, predict and serve take; each member compared with the ensemble."""
-    return Saved(ensemble_mod.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir))
+    return Saved(ensemble_mod.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir,
+                                       quiet=quiet))
 
 
 @_trusting
@@ -154,7 +173,7 @@ def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0
            targeted: bool = False, target: int | None = None, split: str = "test", n: int = 1000,
            steps: int | None = None, restarts: int = 1, targets: int = 9, queries: int = 5000, checks: bool = True,
            check_n: int = 200, seed: int = 0, out=None, data_dir=None, step_size: float | None = None,
-           batch_size: int = 500) -> AttackResult | AttackReport:
+           batch_size: int = 500, quiet: bool = False) -> AttackResult | AttackReport:
     """Adversarial attacks. With `images` and `labels` (uint8, or float in [0,1]): those images, in memory,
     returning an `AttackResult` (robust accuracy per eps, adversarial images, masking checks). Without:
     `mnistlab attack` on the first `n` images of `split` for one model or a list of models, writing JSON,
@@ -168,12 +187,12 @@ def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0
             raise MnistlabError("attack(model, images, labels): the labels are missing")
         return attack_images(model, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                              step_size=step_size, restarts=restarts, targets=targets, queries=queries, seed=seed,
-                             batch_size=batch_size, checks=checks, check_n=check_n)
+                             batch_size=batch_size, checks=checks, check_n=check_n, quiet=quiet)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     done = attack_verb.attack_models(models, out=out, method=method, norm=norm, eps=eps,
                                      target=target if (targeted or target is not None) else None, split=split, n=n,
                                      steps=steps, restarts=restarts, targets=targets, queries=queries, seed=seed,
-                                     checks=checks, check_n=check_n, data_dir=data_dir)
+                                     checks=checks, check_n=check_n, data_dir=data_dir, quiet=quiet)
     return AttackReport(done, done["docs"])
 
 
@@ -198,6 +217,8 @@ def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool =
     overrides = _settings({**chosen, **settings}, "check")
     role = "loss" if loss is not None else "optimizer" if optimizer is not None else "model"
     cfg = config_mod.resolve(None, overrides)
+    if "lr" not in overrides:  # an optimizer of one's own starts from its own default rate, not Adam's
+        cfg.lr = check_mod.own_default_lr(cfg) or cfg.lr
     result = Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
                                    out=out, quiet=quiet))
     if out is not None:  # the verdict as a page beside check.json and the pictures
@@ -257,6 +278,27 @@ def sota(*, out: str = "sota-study", models="m3,m5,m7", seeds="0-4", protocols="
                          protocols=lists.items(protocols, "--protocols"),
                          overrides={k: str(v) for k, v in _settings(settings, "sota").items()})
     return SotaStudy(sota_mod.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
+
+
+def models() -> Listing:
+    """`mnistlab models`: the networks of the zoo (parameters at MNIST's shape, options) and the
+    classical baselines; any `nn.Module` of your own goes wherever a name goes."""
+    rows = registry.catalog() + [{"model": name, "params": "(fitted)", "description": f"{entry.summary} [options: "
+                                  f"{', '.join(f'{k}={v!r}' for k, v in classical_options(name).items())}]"}
+                                 for name, entry in CLASSICAL.items()]  # fitted: their size depends on the data
+    return Listing({"title": "models", "header": ["model", "params", "description"], "rows": rows,
+                    "note": "Your own: --model path/to/file.py:Name (Python: model=YourClass)."})
+
+
+def recipes(*, show: str | None = None) -> Listing | RecipeText:
+    """`mnistlab recipes`: the packaged recipes; `show` one's TOML, to copy and edit
+    (`mnistlab recipes --show seed-cnn > my.toml`, then `mnistlab train --recipe my.toml`)."""
+    if show is not None:
+        return RecipeText({"name": show, "toml": config_mod.recipe_path(show).read_text()})
+    return Listing({"title": "recipes", "header": ["recipe", "model", "epochs", "about"],
+                    "rows": config_mod.recipe_catalog(),
+                    "note": "A recipe is a TOML file: copy one (`mnistlab recipes --show NAME > my.toml`), edit it, "
+                    "and train with --recipe my.toml."})
 
 
 def trust(path, *, revoke: bool = False) -> Trusted:

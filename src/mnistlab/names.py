@@ -5,6 +5,7 @@ somewhere else."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -21,6 +22,24 @@ def short(value: str) -> str:
     text = str(value).rsplit(":", 1)[-1].split("@", 1)[0] if ":" in str(value) else str(value)
     text = Path(text.rstrip("/\\")).name or text
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:60] or "model"
+
+
+def nearest(value, choices, n: int = 1) -> list[str]:
+    """The choices closest to a mistyped `value` (a model, recipe, dataset, verb, setting), case aside:
+    `Fashion-MNIST` finds `fashion-mnist`, `kears-cnn` finds `keras-cnn`."""
+    choices = [str(c) for c in choices]
+    text = str(value)
+    same_case = [c for c in choices if c.lower() == text.lower()]
+    if same_case:
+        return same_case[:n]
+    lowered = {c.lower(): c for c in choices}
+    return [lowered[c] for c in difflib.get_close_matches(text.lower(), list(lowered), n=n, cutoff=0.6)]
+
+
+def did_you_mean(value, choices, n: int = 1) -> str:
+    """"did you mean 'x'? " for the nearest choices, or "" (the start of a hint)."""
+    close = nearest(value, choices, n)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
 
 def check_name(value: str, what: str) -> str:

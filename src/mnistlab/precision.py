@@ -5,6 +5,11 @@ bf16 matrix math through fp32 and conversions, and a bf16 autocast step costs se
 fp32 one (7x for the `fast` recipe on 2 AVX2 cores). `precision = "auto"` (the default) picks bf16
 where it is native and fp32 everywhere else, and says why; the run log, summary and benchmarks
 record the choice next to the CPU's features.
+
+A model, optimizer or loss of the user's own trains in fp32 under `auto` (as Lightning makes mixed
+precision opt-in): bf16 autocast changes what their code computes (an in-place buffer update in fp32
+meets a bf16 tensor), and that choice is theirs; `precision = "bf16"` asks for it. The zoo's recipes
+keep `auto`.
 """
 
 from __future__ import annotations
@@ -50,11 +55,17 @@ def native_bf16(device: torch.device, cpu_features: list[str] | None = None) -> 
     return False, f"the CPU has no native bf16 ({listed}; bf16 would be emulated through fp32)"
 
 
-def choose(requested: str, device: torch.device, cpu_features: list[str] | None = None) -> Precision:
-    """The precision a run on `device` uses for `requested` (auto | fp32 | bf16), and why."""
+def choose(requested: str, device: torch.device, cpu_features: list[str] | None = None,
+           own: tuple[str, ...] = ()) -> Precision:
+    """The precision a run on `device` uses for `requested` (auto | fp32 | bf16), and why; `own` names
+    the roles (model, optimizer, loss) that are the user's own code: auto keeps those in fp32."""
     if requested not in CHOICES:
         raise ValueError(f"precision={requested!r}: expected {' | '.join(CHOICES)}")
     native, evidence = native_bf16(device, cpu_features)
+    if requested == "auto" and own:
+        return Precision(requested, "fp32", f"auto: fp32, because the {' and '.join(own)} {'is' if len(own) == 1 else 'are'} "
+                         "your own code (bf16 autocast would change what it computes; precision=bf16 asks for it"
+                         + (f", and {evidence}" if native else "") + ")")
     if requested == "auto":
         chosen = "bf16" if native else "fp32"
         return Precision(requested, chosen, f"auto: {chosen}, because {evidence}")

@@ -19,9 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, pages
+from .analysis.attack import format_table as format_attack
+from .analysis.check import finding_line
 from .analysis.plots import training_curves
+from .analysis.robust import format_robust
 from .rundir import RunDir
 from .stats import mean_pm_std
+from .tables import format_table
 
 
 def _pct(value) -> str:
@@ -100,10 +104,22 @@ class Run(Result):
     def run_dir(self) -> Path:
         return Path(self.record["run_dir"])
 
+    def __fspath__(self) -> str:  # a Run goes wherever a run directory goes: mnistlab.evaluate(run)
+        return str(self.run_dir)
+
     @property
     def accuracy(self) -> float | None:
         """Test accuracy of the kept weights, as `evaluate` reproduces it."""
         return self.record.get("test_acc")
+
+    @property
+    def history(self) -> dict[str, list]:
+        """Per-epoch figures as Keras' `History.history` holds them: loss, accuracy, val_loss,
+        val_accuracy, lr (one value per epoch; None where an epoch has none)."""
+        rows = RunDir(self.run_dir).epochs()
+        keys = {"epoch": "epoch", "loss": "train_loss", "accuracy": "train_acc", "val_loss": "val_loss",
+                "val_accuracy": "val_acc", "lr": "lr"}
+        return {name: [r.get(key) for r in rows] for name, key in keys.items()}
 
     @property
     def errors(self) -> int | None:
@@ -134,6 +150,9 @@ class Runs(Result):
         super().__init__(record)
         self.runs = runs
 
+    def __fspath__(self) -> str:  # the group's directory: what ensemble and report take
+        return str(self.record["group_dir"])
+
     @property
     def accuracy(self) -> float | None:
         """Mean test accuracy over the seeds (`.record["test_acc"]` has std, min, max)."""
@@ -149,14 +168,84 @@ class Runs(Result):
         return self.runs[0].pictures() if self.runs else {}
 
 
+class Labelled(np.ndarray):
+    """An array whose rows and columns are named (a confusion matrix: true class x predicted class): it
+    computes as any array and prints with its class names."""
+
+    def __new__(cls, values, names: list[str]):
+        out = np.asarray(values).view(cls)
+        out.names = list(names)
+        return out
+
+    def __array_finalize__(self, obj):
+        self.names = getattr(obj, "names", None)
+
+    def __str__(self) -> str:
+        if self.ndim != 2 or self.names is None or self.shape != (len(self.names),) * 2:
+            return np.asarray(self).__str__()
+        return format_table([[n, *row] for n, row in zip(self.names, self.tolist())], ["true \\ read as", *self.names])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
+        rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                       for n, row in zip(self.names, self.tolist()))
+        return f"<table><tr><th>true \\ read as</th>{head}</tr>{rows}</table>"
+
+
 class Evaluation(Result):
-    """Every number `evaluate` gives: accuracy, errors, per-class table, confusion matrix, calibration."""
+    """Every number `evaluate` gives: accuracy, errors, per-class table, confusion matrix, calibration;
+    `print(ev)` shows them as `mnistlab evaluate` does."""
 
     title = "evaluation"
 
     @property
-    def confusion_matrix(self) -> np.ndarray:
-        return np.asarray(self.record["confusion_matrix"])
+    def classes(self) -> list[str]:
+        return [c["class"] for c in self.record["per_class"]]
+
+    @property
+    def confusion_matrix(self) -> Labelled:
+        """(true class, predicted class) counts, labelled with the class names."""
+        return Labelled(self.record["confusion_matrix"], self.classes)
+
+    def __str__(self) -> str:
+        r = self.record
+        lines = [f"{r['source']} on {r['dataset']} {r['split']}{' (TTA)' if r['tta'] else ''}: {r['n']} images"]
+        topk = ", ".join(f"top-{k[3:]} {r[k]:.2%}" for k in r if k.startswith("top") and k != "top1")
+        lines.append(f"accuracy {r['accuracy']:.2%} ({r['errors']} errors), {topk}")
+        reported = r.get("run_reported")
+        if reported:
+            lines.append(f"the same {reported['errors']} errors `train` reported" if reported["same"] else
+                         f"NOTE: `train` reported {reported['errors']} errors; measured here under other settings "
+                         f"({r['evaluation']}) than the run's ({reported['run_evaluation']})")
+        lines.append(f"cross-entropy {r['cross_entropy']:.4f}, ECE {r['ece']:.4f}")
+        if r.get("not_digit"):
+            nd = r["not_digit"]
+            lines.append(f"not a digit: {nd['flagged']:.2%} of {nd['images']} images flagged (the score is calibrated "
+                         "to flag 1% of validation digits)")
+        if "member_accuracy" in r:
+            lines.append(f"members ({r['method']}): " + ", ".join(f"{a:.2%}" for a in r["member_accuracy"]))
+        if r.get("robust"):
+            lines += ["robust accuracy:", *("  " + line for line in format_robust(r["robust"]))]
+        rows = [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in r["per_class"]]
+        rows += [[avg, r[f"{avg}_avg"]["precision"], r[f"{avg}_avg"]["recall"], r[f"{avg}_avg"]["f1"], r["n"]]
+                 for avg in ("macro", "weighted")]
+        lines += ["", format_table([[name, *(f"{v:.4f}" for v in vals), n] for name, *vals, n in rows],
+                                   ["class", "precision", "recall", "f1", "support"])]
+        if len(self.classes) <= 20:  # a wider one is a picture (eval/<split>-confusion.png), not a screenful
+            lines += ["", "confusion matrix (rows: the true class; columns: what the model read):",
+                      str(self.confusion_matrix)]
+        if r["most_confused"]:
+            lines += ["", "most confused: " + "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']} times"
+                                                        for m in r["most_confused"][:5])]
+        if r.get("mistakes"):
+            lines.append("most confident mistakes (index in the split: true -> read as, probability): " + "; ".join(
+                f"#{m['index']}: {m['true']} -> {m['predicted']} ({m['probability']:.0%})" for m in r["mistakes"][:8]))
+        written = r.get("json")
+        if written:
+            pictures = r.get("pictures") or {}
+            lines += ["", f"wrote {written}" + (f" and {len(pictures)} pictures beside it (the mistakes: "
+                                                f"{pictures['mistakes']})" if pictures.get("mistakes") else "")]
+        return "\n".join(lines)
 
     @property
     def per_class_table(self):
@@ -200,6 +289,14 @@ class AttackReport(Result):
             out.append((str(d["source"]), f"clean {100 * d['clean_accuracy']:.1f}%, {figures}{verdict}"))
         return out
 
+    def __str__(self) -> str:
+        """What `mnistlab attack` prints: per model, robust accuracy per epsilon, the checks, the files."""
+        parts = [f"{d['source']}:\n{format_attack(d)}\n\nwrote {d['json']}, {d['pictures']['curve']} and "
+                 f"{d['pictures']['gallery']}" for d in self.docs]
+        if self.record.get("compare"):
+            parts.append(f"wrote {self.record['compare']}")
+        return "\n\n".join(parts)
+
     def pictures(self):
         if self.record.get("compare"):
             return {"robust accuracy against epsilon": self.record["compare"]}
@@ -235,11 +332,35 @@ class Check(Result):
     def headline(self):
         r = self.record
         rows = [("verdict", r["verdict"])]
-        rows += [(f["name"], ("ok: " if f["ok"] else "FAIL: " if f["ok"] is False else "") + f["detail"])
-                 for f in r["findings"]]
+        rows += [(f["name"], ("skipped: " if f.get("skipped") else "ok: " if f["ok"] else "FAIL: " if f["ok"] is False
+                              else "") + f["detail"]) for f in r["findings"]]
         for arm in ([r["yours"], *r["references"]] if r.get("yours") else []):
-            rows.append((arm["name"], mean_pm_std(stats_of(arm), 2, 100, "%")))
+            rows.append((arm["name"], mean_pm_std(stats_of(arm), 2, 100, "%") + f" (lr {arm.get('lr', 0):g})"))
         return rows
+
+    def __str__(self) -> str:
+        """What `mnistlab check` prints: the settings, every check, the learning arms and the verdict."""
+        r = self.record
+        settings = (r.get("settings") or {}).get("text", "")
+        lines = [f"check of {r['model']} (optimizer {r['optimizer']}, loss {r['loss']}) on {r['dataset']}; {settings}",
+                 *(finding_line(f) for f in r["findings"])]
+        return "\n".join([*lines, self.conclusion()])
+
+    def conclusion(self) -> str:
+        """The learning arms (each at the learning rate chosen for it) and the verdict."""
+        r = self.record
+        lines = []
+        if r["yours"]:
+            b = r["budget"]
+            lines.append(f"learning ({b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of {b['train_images']:,} training images, validation accuracy "
+                         f"on {b['validation']:,} held-out images, seeds {r['seeds']}):")
+            for arm in [r["yours"], *r["references"]]:
+                lines.append(f"  {arm['name']:<34} {arm['mean']:.2%} +- {arm['std']:.2%}  at lr {arm.get('lr', 0):g}"
+                             + (f"  diverged: seeds {arm['diverged']}" if arm["diverged"] else ""))
+        lines.append(f"verdict: {r['verdict']}")
+        if r.get("out"):
+            lines.append(f"wrote {r['out']}/check.json, check.html and its pictures")
+        return "\n".join(lines)
 
     def pictures(self):
         files = self.record.get("pictures") or {}
@@ -360,3 +481,35 @@ class Trusted(Result):
 
     def __str__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.headline())
+
+
+class Listing(Result):
+    """A table of what there is (models, recipes): printed as a table, shown as one in a notebook."""
+
+    title = "listing"
+
+    def __str__(self) -> str:
+        rows = [[r.get(k, "") for k in self.record["header"]] for r in self.record["rows"]]
+        note = f"\n\n{self.record['note']}" if self.record.get("note") else ""
+        return format_table(rows, list(self.record["header"])) + note
+
+    def __repr__(self) -> str:
+        return f"Listing({len(self.record['rows'])} {self.record['title']})"
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.record["header"])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(h, '')))}</td>" for h in self.record["header"])
+                       + "</tr>" for r in self.record["rows"])
+        return f"<div><b>{html.escape(self.record['title'])}</b><table><tr>{head}</tr>{body}</table></div>"
+
+
+class RecipeText(Result):
+    """A recipe's TOML, as printed by `mnistlab recipes --show NAME` (to copy and edit)."""
+
+    title = "recipe"
+
+    def __str__(self) -> str:
+        return self.record["toml"]
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.record['toml'])}</pre>"

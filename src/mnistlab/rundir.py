@@ -134,8 +134,9 @@ class RunDir:
     def attack_file(self, method: str, norm: str) -> Path:
         return self.eval_dir / f"{self.ATTACK_PREFIX}{method}-{norm}.json"
 
-    def map_dir(self, method: str, features: str, split: str) -> Path:
-        return self.maps_dir / f"{method}-{features}-{split}"
+    @staticmethod
+    def map_name(method: str, features: str, split: str) -> str:
+        return f"{method}-{features}-{split}"
 
     @classmethod
     def is_run(cls, path: str | os.PathLike) -> bool:

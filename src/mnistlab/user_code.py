@@ -19,7 +19,6 @@ a person can read, and only if it is the code the checkpoint carries. Nothing is
 from __future__ import annotations
 
 import contextvars
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from . import consent
 from .errors import MnistlabError
+from .names import did_you_mean
 
 MAX_SOURCE = 1 << 20  # bytes of one source file a run records
 IDENTIFIER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -322,11 +322,28 @@ def _read_source(path: Path, role: str, ref: str) -> str:
 
 def raised(role: str, ref: str, doing: str, exc: BaseException) -> MnistlabError:
     """One line for an exception raised inside user code: what, and the user's own line."""
-    libraries = (str(Path(__file__).parent), str(Path(torch_dir()).parent) if torch_dir() else "\0")
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(libraries)]
+    frames = _own_frames(exc)
     at = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     message = str(exc).splitlines()[0] if str(exc) else ""
     return MnistlabError(f"{role} {ref!r}: {doing} raised {type(exc).__name__}: {message}{at}")
+
+
+def _own_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of a traceback that are none of mnistlab's, torch's or an installed library's: the user's."""
+    installed = {str(Path(p)) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    libraries = (str(Path(__file__).parent), str(Path(torch_dir()).parent) if torch_dir() else "\0", *installed)
+    return [f for f in traceback.extract_tb(exc.__traceback__)
+            if not f.filename.startswith(libraries) and not f.filename.startswith("<frozen")]
+
+
+def raised_in_own_code(exc: BaseException, refs: dict[str, str], doing: str) -> MnistlabError | None:
+    """One line for an exception that came out of the user's own code (`refs`: role -> reference of the
+    code a run uses), naming its file and line; None where no frame of theirs is in the traceback."""
+    frames = _own_frames(exc)
+    if not frames or not refs:
+        return None
+    role = next((r for r, ref in refs.items() if ref.rsplit(":", 1)[0] in frames[-1].filename), next(iter(refs)))
+    return raised(role, refs[role], doing, exc)
 
 
 def _run_source(source: str, filename: str, role: str, ref: str, importable: bool = True) -> types.ModuleType:
@@ -375,9 +392,8 @@ def _attribute(module: types.ModuleType, name: str, role: str, ref: str):
     for part in name.split("."):
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_")]
-            near = difflib.get_close_matches(part, public, n=1)
             raise MnistlabError(f"{role} {ref!r}: {getattr(obj, '__file__', None) or getattr(obj, '__name__', obj)} "
-                                f"has no {part!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+                                f"has no {part!r}", hint=did_you_mean(part, public) or None)
         obj = getattr(obj, part)
     return obj
 

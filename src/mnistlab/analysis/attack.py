@@ -38,27 +38,29 @@ from ..attacks import attack as attack_images
 from ..attacks.evaluation import load_inputs
 from ..errors import MnistlabError
 from ..models.predictor import load_predictor
+from ..models.source import locate
 from ..pictures import figure, image_grid, save_figure, save_png
 from ..rundir import RunDir
 from .robust import describe
-from .splits import out_dir_for, target_split
+from .splits import target_split
 
 
 def attack_split(source, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), norm: str = "linf", target: int | None = None,
                  split: str = "test", n: int = 1000, steps: int | None = None, restarts: int = 1, targets: int = 9,
                  queries: int = 5000, seed: int = 0, checks: bool = True, check_n: int = 200, out=None,
-                 data_dir=None) -> dict:
+                 data_dir=None, quiet: bool = True) -> dict:
     """Attack the first `n` images of a split; write attack-<method>-<norm>.json, the accuracy-vs-epsilon
     curve and a gallery (original, perturbation amplified, adversarial) beside the model (RUN/eval/)."""
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
         raise MnistlabError(f"--n {n!r}: expected a positive number of images")
-    predictor = load_predictor(source)
+    located = locate(source)
+    predictor = load_predictor(located.checkpoint)
     ds, part = target_split(predictor, split, None, data_dir)
     images, labels = part.images[:n], part.labels[:n]
     result = attack_images(predictor, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                            restarts=restarts, targets=targets, queries=queries, seed=seed, checks=checks,
-                           check_n=check_n)
-    out_dir = out_dir_for(source, out)
+                           check_n=check_n, quiet=quiet)
+    out_dir = located.output_dir(out, RunDir.EVAL)
     name = f"{RunDir.ATTACK_PREFIX}{method}-{norm}" + (f"-target{target}" if target is not None else "")
     doc = {"source": str(source), "dataset": ds.name, "split": split, **result.as_dict()}
     doc["pictures"] = {"curve": str(curve(result, out_dir / f"{name}-curve.png", f"{ds.name} {split}")),
@@ -102,6 +104,11 @@ def format_table(doc: dict) -> str:
         for c in checks["checks"]:
             detail = {k: v for k, v in c.items() if k not in ("check", "passed")}
             lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['check']}: {_short(detail)}")
+        if not checks["passed"]:
+            lines.append("  what this means: an attack stronger than this one exists for these images, so the robust "
+                         "accuracy above overstates how robust the model is (the true figure is lower). For an "
+                         "undefended model it is the attack's settings, not a defence, that fall short: more --steps "
+                         "or --restarts (or --method autoattack) give a figure that holds (docs/attacks.md).")
     return "\n".join(lines)
 
 

@@ -124,8 +124,12 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
            "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {},
            "also_trained_on": {"splits": rest_splits, "n": len(rest.labels) if rest is not None else 0}}
     cached = read_cache(cache, key, ds.num_classes) if cache is not None else None
+    say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
     if cached is not None:
+        say(f"out-of-fold scores read from {cache} (the same data, folds, recipe and seed)")
         return cached
+    say(f"scoring {len(labels):,} images out of fold: {folds} models of recipe {recipe}, each trained without "
+        "the images it scores")
     fold = fold_assignment(labels, folds, seed)
     cfg = resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **(overrides or {})})
     probs = np.zeros((len(labels), ds.num_classes), dtype=np.float32)
@@ -137,8 +141,11 @@ def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides
         images, targets = data.images[trained], data.labels[trained]
         if rest is not None:
             images, targets = torch.cat([images, rest.images]), torch.cat([targets, rest.labels])
-        model, norm = fit(cfg, ds, images, targets, quiet=quiet)
+        t_fold = time.perf_counter()
+        model, norm = fit(cfg, ds, images, targets)
         p, f = score(model, norm, data.images[scored])
+        say(f"  fold {k + 1}/{folds}: trained on {len(images):,} images, scored {len(scored):,} "
+            f"({(p.argmax(1) == labels[scored]).mean():.2%} right), {time.perf_counter() - t_fold:.0f}s")
         probs[scored] = p
         if features is None:
             features = np.zeros((len(labels), f.shape[1]), dtype=np.float32)
@@ -387,7 +394,7 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "aud
     out_dir = Path(out or f"audit-{dataset}-{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     table, oof, data, ds = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
-                                  data_dir=data_dir, quiet=True)
+                                  data_dir=data_dir, quiet=quiet)
     classes = list(ds.classes)
     labels = data.labels.numpy()
     label_issues = table[table["issue"].isin(["mislabeled", "ambiguous"])]

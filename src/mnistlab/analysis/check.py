@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import tempfile
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic, precision, stats
+from .. import atomic, precision, stats, user_code
 from ..data import load, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
@@ -60,20 +61,28 @@ CHANCE_FACTOR = 2.0  # mean accuracy under this many times chance is "chance lev
 UNSTABLE_STD = 0.03  # a std over seeds above 3 points
 # the failure a verdict names first: the most specific cause (dead units also zero the gradients and
 # make the output constant, hence "affine")
-PRIORITY = ["output", "softmax", "dead units", "batch independence", "optimizer", "nonlinearity", "gradients",
-            "initial loss", "overfit one batch", "normalization"]
+PRIORITY = ["output", "softmax", "dead units", "eval determinism", "batch independence", "optimizer",
+            "step direction", "weight decay", "zero gradient", "momentum", "reproducible step", "optimizer mechanics",
+            "nonlinearity", "gradients", "initial loss", "overfit one batch", "normalization"]
 
 
 @dataclasses.dataclass
 class Finding:
-    """One check: its name, whether it passed (None: reported, not judged), and what it found."""
+    """One check: its name, whether it passed (None: reported, not judged), and what it found;
+    `skipped`: it could not run (nothing to watch, an argument the optimizer does not take), which is
+    said as such, never as "ok"."""
 
     name: str
     ok: bool | None
     detail: str
+    skipped: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def skipped(name: str, why: str) -> Finding:
+    return Finding(name, None, why, skipped=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,8 +99,51 @@ def _batch(ds, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.train.images[idx], labels[idx]
 
 
-def mechanics(cfg, ds) -> list[Finding]:
-    """The checks of part 1, on the CPU in fp32, on a copy of the model as training builds it."""
+def mechanics(cfg, ds, say=None) -> list[Finding]:
+    """The checks of part 1, on the CPU in fp32, on a copy of the model as training builds it; `say`
+    sees each finding's line as it is made."""
+    found = _Said(say)
+    try:
+        _mechanics(cfg, ds, found)
+    except MnistlabError:
+        raise
+    except Exception as exc:  # the user's own code raised: its line, not a traceback of ours
+        error = user_code.raised_in_own_code(exc, own_refs(cfg), "a mechanics check")
+        if error is None:
+            raise
+        raise error from None
+    return list(found)
+
+
+class _Said(list):
+    """The findings so far; each one's line is said as it is added."""
+
+    def __init__(self, say):
+        super().__init__()
+        self.say = say
+
+    def append(self, finding: Finding) -> None:
+        super().append(finding)
+        if self.say is not None:
+            self.say(finding_line(finding.as_dict()))
+
+    def __iadd__(self, findings):
+        for f in findings:
+            self.append(f)
+        return self
+
+
+def finding_line(f: dict) -> str:
+    mark = "skip" if f.get("skipped") else {True: "ok  ", False: "FAIL", None: "    "}[f["ok"]]
+    return f"  {mark} {f['name']:<20} {f['detail']}"
+
+
+def own_refs(cfg) -> dict[str, str]:
+    """role -> reference of each piece of the user's own code a config names."""
+    return {r: getattr(cfg, r) for r in ("model", "optimizer", "loss") if user_code.is_reference(getattr(cfg, r))}
+
+
+def _mechanics(cfg, ds, out: list) -> None:
     torch.manual_seed(cfg.seed)
     in_shape = (ds.spec.channels, *ds.image_shape[-2:])
     classes = ds.num_classes
@@ -101,17 +153,18 @@ def mechanics(cfg, ds) -> list[Finding]:
     loss_fn = loss_function(cfg, classes)
     images, labels = _batch(ds, 256)
     x = as_input(images, norm)
-    out = []
 
     model.eval()
     with torch.no_grad():
         y = model(x[:8])
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (8, classes) or not y.is_floating_point():
         shape = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        return [Finding("output", False, f"for 8 images the model returns {shape}: expected float logits of "
-                                         f"shape [8, {classes}]")]
+        out.append(Finding("output", False, f"for 8 images the model returns {shape}: expected float logits of "
+                                            f"shape [8, {classes}]"))
+        return
     if not torch.isfinite(y).all():
-        return [Finding("output", False, "the output of 8 training images is not finite (NaN or inf)")]
+        out.append(Finding("output", False, "the output of 8 training images is not finite (NaN or inf)"))
+        return
     out.append(Finding("output", True, f"[batch, {classes}] {str(y.dtype).removeprefix('torch.')} logits, finite"))
     probs_like = bool((y >= 0).all() and (y <= 1).all() and torch.allclose(y.sum(1), torch.ones(8), atol=1e-3))
     out.append(Finding("softmax", not probs_like,
@@ -120,15 +173,10 @@ def mechanics(cfg, ds) -> list[Finding]:
                        if probs_like else "the output is logits (not already softmaxed)"))
 
     model.train()
-    dead, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ReLU):
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, name=name: dead.__setitem__(name, bool((o.reshape(len(o), -1) <= 0).all()))))
     torch.manual_seed(cfg.seed)
-    logits = model(x)
-    for h in hooks:
-        h.remove()
+    with ReluWatch() as watch:  # every ReLU the forward pass calls: nn.ReLU, F.relu, torch.relu, x.relu()
+        logits = model(x)
+    dead = watch.dead
     loss = loss_fn(logits.float(), labels)
     expected = math.log(classes)
     value = loss.item()
@@ -151,12 +199,19 @@ def mechanics(cfg, ds) -> list[Finding]:
                        else f"all {count} parameter tensors get a finite, non-zero gradient"))
     dead_layers = [n for n, d in dead.items() if d]
     out.append(Finding("dead units", not dead_layers,
-                       f"ReLU layer(s) {', '.join(dead_layers)}: no unit is positive for any of 256 images "
+                       f"ReLU call(s) {', '.join(dead_layers)}: no unit is positive for any of 256 images "
                        "(a large negative bias, or weights that drive every input below zero)" if dead_layers
-                       else f"{len(dead)} ReLU layer(s), each with units that fire" if dead
-                       else "no nn.ReLU modules to watch"))
+                       else f"{len(dead)} ReLU call(s) in the forward pass, each with units that fire") if dead
+               else skipped("dead units", "no ReLU in the forward pass (nn.ReLU, F.relu, torch.relu) to watch"))
 
     model.eval()
+    with torch.no_grad():
+        first, again = model(x[:32]), model(x[:32])
+    deterministic = bool(torch.equal(first, again))
+    out.append(Finding("eval determinism", deterministic, "two eval-mode passes of the same 32 images agree"
+                       if deterministic else "two eval-mode passes of the same 32 images give different outputs: "
+                       "something random stays on in eval() (F.dropout without training=self.training, noise "
+                       "added in forward?), so every evaluation differs"))
     with torch.no_grad():
         a, b = x[:16], x[16:32]
         fa, fb, fm = model(a), model(b), model((a + b) / 2)
@@ -182,7 +237,9 @@ def mechanics(cfg, ds) -> list[Finding]:
                        f"in eval mode an image's output depends on the other images of its batch (relative "
                        f"difference {leak:.2g} alone vs in a batch of 32): statistics across the batch "
                        "dimension leak into the forward pass" if leak > 1e-3
-                       else "in eval mode each image's output is its own"))
+                       else "in eval mode each image's output is its own") if deterministic
+               else skipped("batch independence", "eval mode is not deterministic (above), so a batch's "
+                            "influence cannot be told from noise"))
     differs = float((trained_mode - whole).abs().max()) > 1e-5
     out.append(Finding("train vs eval", None, "train() and eval() give different outputs (dropout or "
                        "batch-norm, as expected if the model has them)" if differs
@@ -193,9 +250,108 @@ def mechanics(cfg, ds) -> list[Finding]:
                        f"{float(seen.std()):.2f}" + (": raw pixel values, not normalised" if cfg.normalize == "none"
                                                      else "")))
 
+    out += optimizer_mechanics(cfg)
     out += _overfit(cfg, model, images[:OVERFIT_IMAGES], labels[:OVERFIT_IMAGES], norm, loss_fn)
     out.append(_speed(model, x[:128], labels[:128], loss_fn))
-    return out
+
+
+class ReluWatch(torch.overrides.TorchFunctionMode):
+    """Within it, every ReLU a forward pass calls (a module or a function) is seen; `dead[name]` says
+    whether none of its outputs was positive. Names are the call's order and where it came from."""
+
+    RELUS = {torch.relu, torch.relu_, torch.nn.functional.relu, torch.Tensor.relu, torch.Tensor.relu_}
+
+    def __init__(self):
+        super().__init__()
+        self.dead: dict[str, bool] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.RELUS and isinstance(out, torch.Tensor) and out.dim() >= 1:
+            frame = _caller()
+            name = f"#{len(self.dead) + 1} ({frame})"
+            self.dead[name] = bool((out.detach().reshape(len(out), -1) <= 0).all())
+        return out
+
+
+def _caller() -> str:
+    """file:line of the model code that called the ReLU (the innermost frame outside torch and mnistlab)."""
+    import traceback
+
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(skip):
+            return f"{Path(frame.filename).name}:{frame.lineno}"
+    return "?"
+
+
+def optimizer_mechanics(cfg) -> list[Finding]:
+    """What any correct optimizer does, with no reference implementation to compare with, on one small
+    parameter tensor: under a zero gradient, weight decay > 0 shrinks the weights and 0 leaves them
+    still; under a constant gradient the steps go against it, and grow where there is momentum; two
+    optimizers built the same way from the same state take the same step."""
+    def build(weight_decay: float, start: torch.Tensor):
+        p = torch.nn.Parameter(start.clone())
+        return p, make_optimizer(dataclasses.replace(cfg, weight_decay=weight_decay), [p])
+
+    def steps(opt, p, grad: torch.Tensor, n: int) -> list[torch.Tensor]:
+        moves = []
+        for _ in range(n):
+            before = p.detach().clone()
+            p.grad = grad.clone()
+            opt.step()
+            moves.append(p.detach() - before)
+        return moves
+
+    start = torch.linspace(-1, 1, 16) + 0.5
+    try:
+        p, opt = build(0.0, start)
+        takes_decay = "weight_decay" in opt.param_groups[0]
+        still = steps(opt, p, torch.zeros_like(start), 3)
+        p, opt = build(0.0, start)
+        grad = torch.full_like(start, 0.5)
+        moves = steps(opt, p, grad, 5)
+        p2, opt2 = build(0.0, start)
+        moves2 = steps(opt2, p2, grad, 5)
+        if takes_decay:
+            p, opt = build(0.1, start)
+            steps(opt, p, torch.zeros_like(start), 3)
+    except MnistlabError as exc:
+        return [Finding("optimizer mechanics", False, str(exc))]
+    except Exception as exc:  # the user's step(): its failure, with its line
+        return [Finding("optimizer mechanics", False, str(user_code.raised("optimizer", cfg.optimizer,
+                                                                             "a step on a test tensor", exc)))]
+    found = []
+    moved_still = max(float(m.abs().max()) for m in still)
+    found.append(Finding("zero gradient", moved_still == 0, "with a zero gradient and weight_decay=0 the weights "
+                         "stay where they are" if moved_still == 0 else f"with a zero gradient and weight_decay=0 "
+                         f"the weights moved by up to {moved_still:.2g}: the step does something besides the gradient"))
+    if takes_decay:
+        grew = float(p.detach().norm()) >= float(start.norm())
+        found.append(Finding("weight decay", not grew, f"with a zero gradient and weight_decay=0.1 the weights' norm "
+                             f"went {float(start.norm()):.4f} -> {float(p.detach().norm()):.4f}"
+                             + (": weight decay must shrink the weights (its sign is wrong?)" if grew else "")))
+    else:
+        found.append(skipped("weight decay", f"{cfg.optimizer} takes no weight_decay argument"))
+    against = all(float((m * grad).sum()) < 0 for m in moves)
+    found.append(Finding("step direction", against, "under a constant gradient every step goes against it"
+                         if against else "under a constant gradient a step went along it (or nowhere): the update's "
+                         "sign is wrong, or the gradient is not used"))
+    momentum = opt.param_groups[0].get("momentum", 0) if opt.param_groups else 0
+    if isinstance(momentum, (int, float)) and momentum > 0:
+        sizes = [float(m.norm()) for m in moves]
+        grows = sizes[-1] > sizes[0] * 1.05
+        found.append(Finding("momentum", grows, f"momentum={momentum:g}: under a constant gradient the steps grew "
+                             f"{sizes[0]:.3g} -> {sizes[-1]:.3g}" if grows else f"momentum={momentum:g}, but under a "
+                             f"constant gradient the steps stayed {sizes[0]:.3g} -> {sizes[-1]:.3g}: the momentum "
+                             "buffer is not kept between steps (store it in self.state[p])?"))
+    else:
+        found.append(skipped("momentum", "no momentum setting in the optimizer's param_groups"))
+    same = all(torch.equal(a, b) for a, b in zip(moves, moves2))
+    found.append(Finding("reproducible step", same, "two optimizers built the same way from the same state take "
+                         "the same steps" if same else "two optimizers built the same way from the same state took "
+                         "different steps: the step depends on something besides its state (global randomness?)"))
+    return found
 
 
 def _overfit(cfg, model, images, labels, norm, loss_fn) -> list[Finding]:
@@ -304,16 +460,55 @@ def _val_accuracy(cfg, ds, data, seed: int) -> dict:
             "_probs": probs}
 
 
-def _arm(name: str, cfg, ds, data, seeds) -> dict:
-    runs = [_val_accuracy(cfg, ds, data, s) for s in seeds]
+LR_FACTORS = (0.1, 0.3, 1.0, 3.0)  # around each arm's own learning rate, the same for every arm
+SEARCH_IMAGES = 2_000  # training images of each search trial (one epoch, seed 0)
+
+
+def tuned(cfg, ds, data, say=None) -> tuple[object, list[dict]]:
+    """`cfg` at the best of the same small learning-rate grid every arm gets (lr x 0.1, 0.3, 1, 3; one
+    epoch of 2,000 training images, seed 0, scored on the validation split): each is compared at a rate
+    that suits it, not at one tuned for another. (config at the chosen rate, the trials)."""
+    xtr, ytr, xval, yval = data
+    trials = []
+    for factor in LR_FACTORS:
+        trial = dataclasses.replace(cfg, lr=cfg.lr * factor, epochs=1, seed=0)
+        try:
+            model, norm = fit(trial, ds, xtr[:SEARCH_IMAGES], ytr[:SEARCH_IMAGES])
+            acc = float((_val_probs(model, norm, xval).argmax(1) == yval).float().mean())
+        except MnistlabError as exc:
+            if "diverged" not in str(exc):
+                raise
+            acc = float("nan")
+        trials.append({"lr": trial.lr, "val_acc": acc})
+    scored = [t for t in trials if t["val_acc"] == t["val_acc"]]
+    best = max(scored, key=lambda t: (round(t["val_acc"], 3), -abs(math.log(t["lr"] / cfg.lr)))) if scored \
+        else {"lr": cfg.lr}
+    return dataclasses.replace(cfg, lr=best["lr"]), trials
+
+
+def _arm(name: str, cfg, ds, data, seeds, say=None, search: bool = True) -> dict:
+    trials = []
+    if search:
+        cfg, trials = tuned(cfg, ds, data)
+        if say:
+            say(f"  {name}: learning rate {cfg.lr:g} chosen on validation ("
+                + ", ".join(f"{t['lr']:g}: {t['val_acc']:.1%}" for t in trials) + ")")
+    runs = []
+    for seed in seeds:
+        runs.append(_val_accuracy(cfg, ds, data, seed))
+        if say:
+            r = runs[-1]
+            say(f"  {name}, seed {seed}: " + (f"validation {r['val_acc']:.2%} ({r['seconds']:.0f}s)" if "val_acc" in r
+                                               else "diverged"))
     accs = [r["val_acc"] for r in runs if "val_acc" in r]
     stat = stats.over_seeds(accs)
     mean, std = (stat["mean"], stat["std"]) if stat else (float("nan"), float("nan"))
     probs = next((r.pop("_probs") for r in runs if "_probs" in r), None)
     for r in runs:
         r.pop("_probs", None)
-    return {"name": name, "model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "runs": runs,
-            "mean": mean, "std": std, "diverged": [r["seed"] for r in runs if "diverged" in r], "_probs": probs}
+    return {"name": name, "model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "lr": cfg.lr,
+            "lr_search": trials, "runs": runs, "mean": mean, "std": std,
+            "diverged": [r["seed"] for r in runs if "diverged" in r], "_probs": probs}
 
 
 def pictures(mine: dict, refs: list[dict], data, classes, out: Path) -> dict[str, str]:
@@ -350,11 +545,13 @@ def pictures(mine: dict, refs: list[dict], data, classes, out: Path) -> dict[str
 _REFERENCE_ARMS: dict[tuple, dict] = {}
 
 
-def _reference_arm(name: str, cfg, ds, data, seeds) -> dict:
+def _reference_arm(name: str, cfg, ds, data, seeds, say=None) -> dict:
     key = (name, ds.name, ds.content_hash, repr(cfg), tuple(seeds), len(data[0]), len(data[2]),
            torch.get_num_threads(), torch.__version__, precision.native_bf16(torch.device("cpu"))[0])
     if key not in _REFERENCE_ARMS:
-        _REFERENCE_ARMS[key] = _arm(name, cfg, ds, data, seeds)
+        _REFERENCE_ARMS[key] = _arm(name, cfg, ds, data, seeds, say)
+    elif say:
+        say(f"  {name}: trained earlier in this process, {_REFERENCE_ARMS[key]['mean']:.2%}")
     return copy.deepcopy(_REFERENCE_ARMS[key])  # the caller pops what it draws from
 
 
@@ -400,8 +597,9 @@ def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classe
              if ranked else "")
     if ranked and not below and ranked[0]["mean"] - mean > 0.02:
         return "something is wrong", (f"{mean:.1%} +- {std:.1%}, {where}: it learns, but worse than the simplest "
-                                      f"reference at the same budget; check the learning rate (lr={lr:g})"
-                                      + (" and the seeds' spread" if std > UNSTABLE_STD else ""))
+                                      f"reference at the same budget, each at the best of the same learning-rate "
+                                      f"grid (yours: lr={lr:g})" + (" and the seeds' spread" if std > UNSTABLE_STD
+                                                                     else ""))
     if std > UNSTABLE_STD:
         return "unstable", f"{mean:.1%} +- {std:.1%}: the accuracy varies by {std * 100:.1f} points across seeds"
     return "works", f"{mean:.1%} +- {std:.1%}, {where}"
@@ -419,15 +617,33 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
     cfg = dataclasses.replace(cfg, epochs=budget["epochs"], validation=0, train_subset=0, progress=False,
                               label_smoothing=0.0, early_stopping=0)
     config_mod.validate(cfg)
+    say = None if quiet else (lambda text: print(text, flush=True))
+    settings = describe_settings(cfg)
+    if say:
+        say(f"check of {cfg.model} (optimizer {cfg.optimizer}, loss {cfg.loss}) on {ds.name}; {settings['text']}")
+        say("mechanics:")
     t0 = time.perf_counter()
-    findings = mechanics(cfg, ds)
+    findings = mechanics(cfg, ds, say)
     mechanics_s = time.perf_counter() - t0
     mine, refs = None, []
     if learning and not any(f.ok is False for f in findings):
         data = _split(ds, budget)
-        mine = _arm("yours", cfg, ds, data, list(seeds))
-        refs = [_reference_arm(name, ref_cfg, ds, data, list(seeds)) for name, ref_cfg in references(cfg, role).items()]
-    status, sentence = verdict(findings, mine, refs, ds.num_classes, cfg.lr)
+        if say:
+            say(f"learning ({budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''} of {budget['train_images']:,} training images, validation on "
+                f"{budget['validation']:,} held-out images, seeds {list(seeds)}; each arm at the best of lr x "
+                f"{', '.join(f'{f:g}' for f in LR_FACTORS)} of its own):")
+        try:
+            mine = _arm("yours", cfg, ds, data, list(seeds), say)
+        except MnistlabError:
+            raise
+        except Exception as exc:
+            error = user_code.raised_in_own_code(exc, own_refs(cfg), "training")
+            if error is None:
+                raise
+            raise error from None
+        refs = [_reference_arm(name, ref_cfg, ds, data, list(seeds), say)
+                for name, ref_cfg in references(cfg, role).items()]
+    status, sentence = verdict(findings, mine, refs, ds.num_classes, mine["lr"] if mine else cfg.lr)
     drawn = {}
     if mine is not None:
         where = Path(out) if out is not None else _scratch()
@@ -435,7 +651,8 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
         for arm in [mine, *refs]:
             arm.pop("_probs", None)
     result = {"model": cfg.model, "optimizer": cfg.optimizer, "loss": cfg.loss, "role": role, "dataset": ds.name,
-              "status": status, "verdict": f"{status}: {sentence}", "findings": [f.as_dict() for f in findings],
+              "settings": settings, "status": status, "verdict": f"{status}: {sentence}",
+              "findings": [f.as_dict() for f in findings],
               "mechanics_s": mechanics_s, "budget": budget, "seeds": list(seeds), "yours": mine, "references": refs,
               "seconds": time.perf_counter() - t0, "split": "validation (held-out training images; test never read)",
               "pictures": drawn}
@@ -447,6 +664,31 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
     return result
 
 
+def own_default_lr(cfg) -> float | None:
+    """The default `lr` of an optimizer of the user's own (its signature's), if it declares one."""
+    if not user_code.is_reference(cfg.optimizer):
+        return None
+    build, _ = user_code.resolve(cfg.optimizer, "optimizer")
+    try:
+        default = inspect.signature(build).parameters["lr"].default
+    except (KeyError, TypeError, ValueError):
+        return None
+    return float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0 \
+        else None
+
+
+def describe_settings(cfg) -> dict:
+    """The settings the check trains with (what check.json and its first line say)."""
+    keys = ("optimizer", "lr", "optimizer_args", "weight_decay", "schedule", "batch_size", "loss", "normalize",
+            "augment", "precision", "model_args")
+    values = {k: getattr(cfg, k) for k in keys}
+    values["text"] = (f"optimizer {cfg.optimizer} at lr {cfg.lr:g}" + (f" {cfg.optimizer_args}" if cfg.optimizer_args
+                                                                         else "")
+                      + f", weight decay {cfg.weight_decay:g}, batch {cfg.batch_size}, schedule {cfg.schedule}, "
+                      f"precision {cfg.precision}")
+    return values
+
+
 # Without `out`, the pictures go to temporary folders removed when the process ends: a notebook
 # shows them while its kernel runs, and nothing is left behind in /tmp.
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
@@ -455,20 +697,3 @@ _SCRATCH: list[tempfile.TemporaryDirectory] = []
 def _scratch() -> Path:
     _SCRATCH.append(tempfile.TemporaryDirectory(prefix="mnistlab-check-"))
     return Path(_SCRATCH[-1].name)
-
-
-def format_check(r: dict) -> str:
-    """What `mnistlab check` prints."""
-    mark = {True: "ok  ", False: "FAIL", None: "    "}
-    lines = [f"check of {r['model']} (optimizer {r['optimizer']}, loss {r['loss']}) on {r['dataset']}"]
-    lines += [f"  {mark[f['ok']]} {f['name']:<20} {f['detail']}" for f in r["findings"]]
-    if r["yours"]:
-        b = r["budget"]
-        lines.append(f"learning ({b['epochs']} epochs of {b['train_images']:,} training images, validation accuracy "
-                     f"on {b['validation']:,} held-out images, seeds {r['seeds']}):")
-        for arm in [r["yours"], *r["references"]]:
-            lines.append(f"  {arm['name']:<34} {arm['mean']:.2%} +- {arm['std']:.2%}"
-                         + (f"  diverged: seeds {arm['diverged']}" if arm["diverged"] else ""))
-    lines.append(f"verdict: {r['verdict']}")
-    return "\n".join(lines)
-

@@ -1,7 +1,7 @@
 """Ensembles: several trained models combined by averaged probabilities or majority vote.
 
     mnistlab ensemble runs/a runs/b runs/c --method mean --out three.safetensors
-    mnistlab ensemble runs/seeds/seed-* --select --out best-of.safetensors   # members chosen on val only
+    mnistlab ensemble runs/m5-mnist-seeds --select --out best-of.safetensors   # a group's runs, chosen on val
 
 An ensemble is saved as one safetensors file holding every member's weights and metadata, so
 `evaluate`, `predict` and `serve` take it wherever they take a single model (`load_predictor`).
@@ -17,13 +17,8 @@ import torch
 from ..errors import MnistlabError
 from ..models import checkpoint
 from ..models.classical import ClassicalModel, gives_probabilities
-from ..models.predictor import (
-    ENSEMBLE,
-    Predictor,
-    combine,
-    load_predictor,
-    resolve_checkpoint,
-)
+from ..models.predictor import ENSEMBLE, Predictor, combine, load_predictor
+from ..models.source import locate_each
 from .evaluate import evaluate
 from .splits import target_split
 
@@ -46,8 +41,7 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
     """An ensemble Predictor of the single models at `paths` (run directories or checkpoints)."""
     if method not in ("mean", "vote"):
         raise MnistlabError(f"--method {method!r}: expected mean or vote")
-    if not paths:
-        raise MnistlabError("an ensemble needs at least one model")
+    paths = [m.checkpoint for m in locate_each(paths)]  # a group of seed runs: each of its runs
     singles = [load_predictor(p) for p in paths]
     for p, s in zip(paths, singles):
         if s.method != "single":
@@ -63,7 +57,7 @@ def build(paths: list[str | os.PathLike], method: str = "mean") -> Predictor:
                 raise MnistlabError(f"{p}: a {m.name} without probabilities (its scores are decision values), so "
                                     "it cannot join a mean of probabilities",
                                     hint="train it with model_args probability=true, or use --method vote")
-    member_meta = [checkpoint.read_header(resolve_checkpoint(p))[0] for p in paths]
+    member_meta = [checkpoint.read_header(p)[0] for p in paths]
     meta = {**metas[0], "name": f"ensemble of {len(models)}", "model": ENSEMBLE}
     return Predictor(models, norms, method, meta, member_meta)
 
@@ -123,8 +117,8 @@ def save(predictor: Predictor, out: str | os.PathLike) -> Path:
     for i, (model, meta) in enumerate(zip(predictor.models, predictor.member_meta)):
         tensors.update(checkpoint.prefixed(checkpoint.model_tensors(model), f"member{i}/model"))
         members.append({k: meta[k] for k in ("model", "model_args", "in_shape", "num_classes", "classes", "dataset",
-                                             "dataset_hash", "normalization", "params", "config", "holdout")
-                        if k in meta})
+                                             "dataset_hash", "normalization", "params", "config", "holdout", "code")
+                        if k in meta})  # code: the record of a member's own model, signed as its run's was
     meta = {"kind": ENSEMBLE, "method": predictor.method, "members": members, "name": out.stem}
     return checkpoint.save(out, tensors, meta)
 
@@ -132,13 +126,13 @@ def save(predictor: Predictor, out: str | os.PathLike) -> Path:
 
 
 def ensemble(models: list[str | os.PathLike], *, method: str = "mean", select: bool = False, out: str | os.PathLike,
-             split: str = "test", data_dir=None) -> dict:
+             split: str = "test", data_dir=None, quiet: bool = True) -> dict:
     """`mnistlab ensemble`: members (chosen greedily on the validation split when `select`), combined by
     `method`, saved as one file `out`, then evaluated on `split` beside each member.
     {"saved", "members", "selection": [(path, val accuracy)], "evaluation"}."""
-    paths = [str(p) for p in models]
-    if not paths:
-        raise MnistlabError("ensemble needs at least one model")
+    paths = [str(m.run.path if m.run else m.checkpoint) for m in locate_each(models)]  # groups: each run
+    say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
+    say(f"{len(paths)} members ({method})" + (", chosen greedily on the validation split" if select else ""))
     selection = []
     if select:
         _, val = target_split(load_predictor(paths[0]), "val", None, data_dir)
@@ -146,6 +140,7 @@ def ensemble(models: list[str | os.PathLike], *, method: str = "mean", select: b
         selection = [(paths[i], acc) for i, acc in zip(chosen, trace)]
         paths = [paths[i] for i in chosen]
     saved = save(build(paths, method), out)
+    say(f"saved {saved}; evaluating it and each member on the {split} split...")
     result = evaluate(saved, split=split, pictures=False, data_dir=data_dir)
     return {"saved": str(saved), "method": method, "members": paths, "selection": selection, "evaluation": result,
             "member_accuracy": result["member_accuracy"]}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,12 +26,14 @@ from ..models.inference import (
     torch_threads,
 )
 from ..models.predictor import Predictor, combine, load_predictor
+from ..models.source import locate
 from ..rundir import RunDir
 from . import plots
-from .robust import format_robust, robust_figures
-from .splits import out_dir_for, target_split
+from .robust import robust_figures
+from .splits import target_split
 
 ECE_BINS = 15
+MISTAKES_LISTED = 12  # the most confident mistakes a result names (the gallery draws more)
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> tuple[float, list]:
@@ -120,6 +121,8 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     topk = {f"top{t}": top_k_accuracy(y, p, t) for t in (1, 2, 3, 5) if t < k} if k > 2 \
         else {"top1": float((pred == y).mean())}
     correct = pred == y
+    wrong = np.flatnonzero(~correct)
+    worst = wrong[np.argsort(-p[wrong, pred[wrong]], kind="stable")][:MISTAKES_LISTED]  # the most confident first
     return {
         "n": int(len(y)),
         "accuracy": float(correct.mean()),
@@ -133,6 +136,8 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
         "weighted_avg": scores["averages"]["weighted"],
         "confusion_matrix": cm.tolist(),
         "most_confused": [{"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in off[:10]],
+        "mistakes": [{"index": int(i), "true": classes[y[i]], "predicted": classes[pred[i]],
+                      "probability": float(p[i, pred[i]])} for i in worst],
         "ece": ece,
         "reliability": bins,
     }
@@ -146,9 +151,10 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     A run's model is measured as the run measured it (`models.inference`: fp32, its evaluation batch
     size and thread count, recorded in its summary), so the test figure is the one `train` reported;
     `result["run_reported"]` says whether the error counts agree."""
-    predictor = load_predictor(source)
+    located = locate(source)
+    predictor = load_predictor(located.checkpoint)
     ds, part = target_split(predictor, split, dataset, data_dir)
-    run = run_of(source)
+    run = located.run
     summary = (run.read_summary() or {}) if run is not None else {}
     recorded = summary.get("evaluation") if isinstance(summary.get("evaluation"), dict) else {}
     batch_size = batch_size or _positive_int(recorded.get("batch_size")) or UNRECORDED_BATCH_SIZE
@@ -168,13 +174,13 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
     flagged = not_digit_rate(predictor, part.images, fit_missing=not_digit)
     if flagged is not None:  # the not-a-digit model's share of this split flagged (1% of validation by design)
         result["not_digit"] = flagged
-    robust = robust_figures(source) if split == "test" else []
+    robust = robust_figures(run) if split == "test" and run is not None else []
     if robust:  # what the run's attacks found, next to the clean figure
         result["robust"] = robust
     if predictor.method != "single":  # each member next to the ensemble
         result["member_accuracy"] = [float((mp.argmax(1).cpu() == part.labels.cpu()).double().mean())
                                      for mp in members]
-    out_dir = out_dir_for(source, out)
+    out_dir = located.output_dir(out, RunDir.EVAL)
     name = f"{split}{'-tta' if tta else ''}"
     if pictures:
         pics = {
@@ -188,7 +194,7 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
             "mistakes": plots.mistakes_gallery(part.images, part.labels, probs, list(ds.classes),
                                                out_dir / f"{name}-mistakes.png"),
         }
-        log = _run_log(source)
+        log = (run.epochs() or None) if run is not None else None
         if log:
             pics["curves"] = plots.training_curves(log, out_dir / "curves.png")
         result["pictures"] = {k: str(v) for k, v in pics.items() if v is not None}
@@ -209,54 +215,5 @@ def not_digit_rate(predictor: Predictor, images: torch.Tensor, *, fit_missing: b
     return {"images": int(len(scores)), "flagged": float((scores >= 0.5).double().mean())}
 
 
-def run_of(source) -> RunDir | None:
-    """The run directory a model came from (the directory itself, or its best/last checkpoint), if any."""
-    path = Path(source)
-    return RunDir(path) if RunDir.is_run(path) else RunDir.holding(path)
-
-
 def _positive_int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 4096 else None
-
-
-def _run_log(source) -> list[dict] | None:
-    """The per-epoch log of the run a model came from, if it came from one."""
-    run = run_of(source)
-    return (run.epochs() or None) if run is not None else None
-
-
-def format_table(result: dict) -> str:
-    """The human-readable summary `mnistlab evaluate` prints."""
-    lines = [f"{result['source']} on {result['dataset']} {result['split']}"
-             f"{' (TTA)' if result['tta'] else ''}: {result['n']} images"]
-    topk = ", ".join(f"top-{k[3:]} {result[k]:.2%}" for k in result if k.startswith("top") and k != "top1")
-    lines.append(f"accuracy {result['accuracy']:.2%} ({result['errors']} errors), {topk}")
-    reported = result.get("run_reported")
-    if reported:
-        lines.append(f"the same {reported['errors']} errors `train` reported" if reported["same"] else
-                     f"NOTE: `train` reported {reported['errors']} errors; measured here under other settings "
-                     f"({result['evaluation']}) than the run's ({reported['run_evaluation']})")
-    lines.append(f"cross-entropy {result['cross_entropy']:.4f}, ECE {result['ece']:.4f}")
-    if result.get("not_digit"):
-        nd = result["not_digit"]
-        lines.append(f"not a digit: {nd['flagged']:.2%} of {nd['images']} images flagged (the score is calibrated "
-                     "to flag 1% of validation digits)")
-    if "member_accuracy" in result:
-        lines.append(f"members ({result['method']}): " + ", ".join(f"{a:.2%}" for a in result["member_accuracy"]))
-    if result.get("robust"):
-        lines += ["robust accuracy:", *("  " + line for line in format_robust(result["robust"]))]
-    lines.append("")
-    width = max([len("weighted")] + [len(c["class"]) for c in result["per_class"]])
-    lines.append(f"{'class'.ljust(width)}  precision  recall  f1      support")
-    for c in result["per_class"]:
-        lines.append(f"{c['class'].ljust(width)}  {c['precision']:.4f}     {c['recall']:.4f}  {c['f1']:.4f}  "
-                     f"{c['support']}")
-    for avg in ("macro_avg", "weighted_avg"):
-        a = result[avg]
-        lines.append(f"{avg.replace('_avg', '').ljust(width)}  {a['precision']:.4f}     {a['recall']:.4f}  "
-                     f"{a['f1']:.4f}  {result['n']}")
-    if result["most_confused"]:
-        lines.append("")
-        lines.append("most confused: " + "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']} times"
-                                                    for m in result["most_confused"][:5]))
-    return "\n".join(lines)

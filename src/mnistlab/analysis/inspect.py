@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import atomic, rundir
+from .. import atomic
 from ..data import load
 from ..data.normalization import Normalization, to_unit
 from ..errors import MnistlabError
 from ..models.classical import ClassicalModel
 from ..models.features import features
-from ..models.predictor import load_model, resolve_checkpoint
+from ..models.predictor import load_model
+from ..models.source import locate
 from ..pictures import coloured, mosaic_figure, save_figure
 from ..rundir import RunDir
 
@@ -47,16 +48,14 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
         raise MnistlabError(f"--units {units} / --top {top}: expected 1 to {MAX_UNITS} units and 1 to 32 images each")
     if split not in ("train", "test"):
         raise MnistlabError(f"--split {split!r}: expected train or test")
-    model, meta = load_model(path)
+    located = locate(path)
+    model, meta = load_model(located.checkpoint)
 
     if isinstance(model, ClassicalModel):
         raise MnistlabError(f"{path} is a scikit-learn {model.name} model: it has no filters, feature maps or "
                             "gradients to draw", hint="inspect a network; `mnistlab map RUN --features pixels` "
                             "shows a classical model's mistakes")
-    file = resolve_checkpoint(path)
-    run = RunDir.holding(file)
-    out_dir = (rundir.output_dir(out) if out else rundir.output_dir(run.inspect_dir, run.path) if run
-               else rundir.output_dir(file.parent / f"{file.stem}-inspect", file.parent))
+    out_dir = located.output_dir(out, RunDir.INSPECT)
     ds = load(dataset or meta["dataset"], data_dir=data_dir)
     data = ds.split(split)
     bad = [i for i in images if not 0 <= i < len(data)]
@@ -76,7 +75,7 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     pictures["top-units"] = str(draw_top_units(data.images, chosen, tops, feats, out_dir / "top-units.png"))
     pictures["saliency"] = str(draw_saliency(model, x_all[images], data.images[images], data.labels[images],
                                              meta["classes"], out_dir / "saliency.png"))
-    result = {"model": str(file), "dataset": ds.name, "split": split, "images": images,
+    result = {"model": str(located.checkpoint), "dataset": ds.name, "split": split, "images": images,
               "first_layer": _first_layer(model)[0], "conv_layers": [n for n, _ in convs],
               "units": [{"unit": int(u), "variance": float(feats[:, u].var()), "top_images": t.tolist()}
                         for u, t in zip(chosen, tops)], "pictures": pictures}

@@ -36,7 +36,8 @@ from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.classical import ClassicalModel
 from ..models.features import features as features_of
-from ..models.predictor import load_predictor, resolve_checkpoint
+from ..models.predictor import load_predictor
+from ..models.source import locate
 from ..pictures import pyplot, save_figure
 from ..rundir import RunDir
 
@@ -169,7 +170,8 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
                             hint="mnistlab map RUN_DIR, or --features pixels")
     if split not in ("train", "test"):
         raise MnistlabError(f"--split {split!r}: expected train or test")
-    predictor = load_predictor(source) if source else None
+    located = locate(source) if source else None
+    predictor = load_predictor(located.checkpoint) if located else None
     if predictor is None and not dataset:
         dataset = "mnist"
     ds = load(dataset or predictor.meta["dataset"], data_dir=data_dir)
@@ -204,15 +206,10 @@ def build_map(source: str | None = None, *, dataset: str | None = None, method: 
     y = labels.numpy()
     sep = separation(coords, y)
 
-    if out:
-        out_dir = rundir.output_dir(out)
-    elif source:
-        file = resolve_checkpoint(source)
-        run = RunDir.holding(file)
-        out_dir = (rundir.output_dir(run.map_dir(method, features, split), run.path) if run
-                   else rundir.output_dir(Path("maps") / f"{file.stem}-{method}-{features}-{split}"))
+    if located is not None:  # RUN/maps/M-F-S/, or FILE-maps/M-F-S/ beside a lone checkpoint
+        out_dir = located.output_dir(out, RunDir.MAPS, RunDir.map_name(method, features, split))
     else:
-        out_dir = rundir.output_dir(Path("maps") / f"{ds.name}-{split}-{method}-pixels")
+        out_dir = rundir.output_dir(out or Path("maps") / f"{ds.name}-{split}-{method}-pixels")
     p = preds.numpy() if preds is not None else None
     title = (f"{ds.name} {split}: {method.upper() if method == 'umap' else 't-SNE'} of "
              f"{'raw pixels' if features == 'pixels' else 'learned features'}"

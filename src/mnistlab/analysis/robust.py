@@ -3,20 +3,14 @@ an adversarially trained run (summary.json) and every `mnistlab attack` result i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..rundir import RunDir
 
 
-def robust_figures(source) -> list[dict]:
-    """The robust accuracies recorded for a run directory, each with its attack named: the end-of-training
-    figure in summary.json (adversarially trained runs) and every `mnistlab attack` result in RUN/eval/.
-    One row per epsilon; [] for anything else (a checkpoint, an ensemble file, a run never attacked)."""
-    path = Path(source)
-    if not path.is_dir():
-        return []
+def robust_figures(run: RunDir) -> list[dict]:
+    """The robust accuracies recorded for a run, each with its attack named: the end-of-training figure in
+    summary.json (adversarially trained runs) and every `mnistlab attack` result in RUN/eval/. One row
+    per epsilon; [] for a run never attacked."""
     rows = []
-    run = RunDir(path)
     summary = run.read_summary() or {}
     if summary.get("robust"):
         r = summary["robust"]

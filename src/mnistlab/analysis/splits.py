@@ -3,14 +3,9 @@ held out (by the holdout record saved with the model); and where a verb writes b
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from .. import rundir
 from ..data import Holdout, load
 from ..errors import MnistlabError
 from ..models.predictor import Predictor
-from ..rundir import RunDir
 
 
 def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
@@ -36,16 +31,3 @@ def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir
         raise MnistlabError(f"{meta['source']} records no validation split (trained without one, or by an older "
                             "mnistlab)", hint="evaluate --split test")
     return ds, ds.train.held_out(Holdout.from_dict(meta["holdout"]))[1]
-
-
-def default_out_dir(source: str | os.PathLike) -> Path:
-    source = Path(source)
-    return RunDir(source).eval_dir if source.is_dir() else source.with_name(source.stem + "-eval")
-
-
-def out_dir_for(source: str | os.PathLike, out: str | os.PathLike | None) -> Path:
-    """Where a verb on `source` writes: `out` if given, else its default (created; see rundir.output_dir)."""
-    if out:
-        return rundir.output_dir(out)
-    source = Path(source)
-    return rundir.output_dir(default_out_dir(source), source if source.is_dir() else source.parent)

@@ -8,6 +8,7 @@ minimum at each epsilon, and `masking_checks` tests the figure against gradient 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.classical import refuse_classical
 from ..models.predictor import Predictor, load_predictor
+from ..progress import Stages
 from .autoattack import ATTACKS, autoattack, square
 from .gradient import Attacked, _predict, fgsm, pgd
 
@@ -122,13 +124,14 @@ def _one_batch(net, x, y, eps, method, norm, target, steps, step_size, restarts,
 def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), norm: str = "linf",
            target: int | None = None, steps: int | None = None, step_size: float | None = None, restarts: int = 1,
            targets: int = 9, queries: int = 5000, seed: int = 0, batch_size: int = 500,
-           checks: bool = True, check_n: int = 200) -> AttackResult:
+           checks: bool = True, check_n: int = 200, quiet: bool = True) -> AttackResult:
     """Attack `model` (a Predictor, or a run directory / checkpoint / ensemble file) on `images`
     (uint8 (N,H,W) or (N,C,H,W), or float in [0,1]) with true `labels`; one result per epsilon.
 
     method: fgsm | pgd | apgd-ce | apgd-t | square | autoattack (APGD-CE, APGD-T against `targets`
     classes, Square with `queries` queries, per-example minimum); steps: iterations (pgd 40, APGD 100).
-    checks: also run the checks against gradient masking (`masking_checks`) on `check_n` images."""
+    checks: also run the checks against gradient masking (`masking_checks`) on `check_n` images;
+    quiet=False shows progress (a bar over the batches, a line per epsilon and for the checks)."""
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     if method != "square" or checks:
         refuse_classical(predictor, f"--method {method}" + (" with the gradient-masking checks" if checks else ""),
@@ -141,21 +144,26 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
     generator = torch.Generator().manual_seed(seed)
     clean = _predict(net, x)
     accuracy, success, adversarial, broken_by = [], [] if t is not None else None, [], []
-    for e in epsilons:
-        out, counts = [], {}
-        for i in range(0, len(x), batch_size):
-            tb = None if t is None else t[i:i + batch_size]
-            adv, broke = _one_batch(net, x[i:i + batch_size], y[i:i + batch_size], e, method, norm, tb, steps,
-                                    step_size, restarts, targets, queries, generator)
-            out.append(adv)
-            counts = _add_counts(counts, broke)
-        adv_x = torch.cat(out)
-        pred = _predict(net, adv_x)
-        accuracy.append(float((pred == y).float().mean()))
-        if t is not None:
-            success.append(float((pred == t).float().mean()))
-        adversarial.append(adv_x)
-        broken_by.append(counts)
+    batches = math.ceil(len(x) / batch_size)
+    with Stages(len(epsilons) * batches, f"{method} {norm}", unit="batch", quiet=quiet) as show:
+        show.say(f"{method} ({norm}) on {len(x):,} images, clean accuracy {float((clean == y).float().mean()):.2%}")
+        for e in epsilons:
+            out, counts, t0 = [], {}, time.perf_counter()
+            for i in range(0, len(x), batch_size):
+                tb = None if t is None else t[i:i + batch_size]
+                adv, broke = _one_batch(net, x[i:i + batch_size], y[i:i + batch_size], e, method, norm, tb, steps,
+                                        step_size, restarts, targets, queries, generator)
+                out.append(adv)
+                counts = _add_counts(counts, broke)
+                show.update()
+            adv_x = torch.cat(out)
+            pred = _predict(net, adv_x)
+            accuracy.append(float((pred == y).float().mean()))
+            if t is not None:
+                success.append(float((pred == t).float().mean()))
+            adversarial.append(adv_x)
+            broken_by.append(counts)
+            show.say(f"  eps {e:g}: robust accuracy {accuracy[-1]:.2%} ({time.perf_counter() - t0:.0f}s)")
     settings = {"n": len(x), "targeted": t is not None, "target": target, "seed": seed, "restarts": restarts,
                 "steps": steps}
     if method == "pgd":
@@ -174,7 +182,11 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
     result = AttackResult(method, norm, epsilons, float((clean == y).float().mean()), accuracy, success,
                           adversarial, settings)
     if checks:
+        say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
+        say(f"  the checks against gradient masking, on {min(check_n, len(x))} images...")
         result.checks = masking_checks(net, x, y, result, n=check_n, seed=seed)
+        say("  checks " + ("passed" if result.checks["passed"] else "FAILED: " + "; ".join(
+            c["check"] for c in result.checks["checks"] if not c["passed"])))
     return result
 
 

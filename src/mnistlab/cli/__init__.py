@@ -12,19 +12,38 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from .._version import __version__
 from ..errors import MnistlabError
+from ..names import did_you_mean, nearest
 from ..tables import printable
 from . import analysis, bench, data, reporting, serving, studies, training
 
 STAGES = (data, training, studies, analysis, reporting, serving, bench)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the nearest name suggested for a mistyped verb, choice or flag (`trian` ->
+    `train`), as every name mnistlab reads is (mnistlab.names.did_you_mean)."""
+
+    def error(self, message: str):
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += "\n" + did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2])).rstrip()
+        flags = re.search(r"unrecognized arguments: (.*)", message)
+        if flags:  # compared without their dashes, which every flag shares
+            known = {o.lstrip("-"): o for a in self._actions for o in a.option_strings if o.startswith("--")}
+            for arg in flags[1].split():
+                close = nearest(arg.split("=")[0].lstrip("-"), known) if arg.startswith("-") else []
+                message += f"\n{arg}: did you mean {known[close[0]]!r}?" if close else ""
+        super().error(message.rstrip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnistlab", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mnistlab", description=__doc__.splitlines()[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for stage in STAGES:
@@ -34,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the verb's own parser, with its usage and the flag it may have meant
+        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        verbs.choices[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         status = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe can be handled, not at the interpreter's exit

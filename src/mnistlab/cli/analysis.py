@@ -7,10 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import api
-from ..analysis import attack as attack_verb
 from ..analysis import audit as audit_mod
-from ..analysis import check as check_mod
-from ..analysis import evaluate as evaluate_mod
 from ..tables import print_table
 from ..training import config as config_mod
 from .common import add_set_flag, add_trust_flag
@@ -38,8 +35,7 @@ def cmd_evaluate(args) -> int:
     result = api.evaluate(args.model, split=args.split, dataset=args.dataset, tta=args.tta, out=args.out,
                           pictures=args.pictures, data_dir=args.data_dir, not_digit=args.not_digit,
                           trust_code=args.trust_code)
-    print(evaluate_mod.format_table(result.record))
-    print(f"\nwrote {result['json']}" + (f" and {len(result.get('pictures', {}))} pictures" if args.pictures else ""))
+    print(result)
     return 0
 
 
@@ -47,19 +43,20 @@ def add_ensemble(verbs) -> None:
     p = verbs.add_parser("ensemble", help="combine trained models (mean or vote), save as one artifact, compare",
                          description="Combine models by averaged probabilities or majority vote, save the ensemble "
                          "as one file that evaluate/predict/serve accept, and report each member next to it.")
-    p.add_argument("models", nargs="+", help="run directories or checkpoints")
+    p.add_argument("models", nargs="+", help="run directories, groups of seed runs (each run) or checkpoints")
     p.add_argument("--method", default="mean", choices=["mean", "vote"], help="how to combine (default: mean)")
     p.add_argument("--select", action="store_true", help="choose members greedily on the validation split")
     p.add_argument("--out", required=True, help="the ensemble file to write (.safetensors)")
     p.add_argument("--split", default="test", choices=["test", "val"], help="split to compare on (default: test)")
     p.add_argument("--data-dir", help="directory to look for data in first")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, only the results")
     add_trust_flag(p)
     p.set_defaults(func=cmd_ensemble)
 
 
 def cmd_ensemble(args) -> int:
     r = api.ensemble(args.models, method=args.method, select=args.select, out=args.out, split=args.split,
-                     data_dir=args.data_dir, trust_code=args.trust_code)
+                     data_dir=args.data_dir, quiet=args.quiet, trust_code=args.trust_code)
     if r["selection"]:
         print("greedy selection on the validation split:")
         for path, acc in r["selection"]:
@@ -100,6 +97,7 @@ def add_attack(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds random starts and Square (default: 0)")
     p.add_argument("--out", help="directory for the JSON and pictures")
     p.add_argument("--data-dir", help="directory to look for data in first")
+    p.add_argument("--quiet", action="store_true", help="no progress, only the results")
     add_trust_flag(p)
     p.set_defaults(func=cmd_attack)
 
@@ -108,12 +106,8 @@ def cmd_attack(args) -> int:
     r = api.attack(args.model, method=args.method, eps=args.eps, norm=args.norm, targeted=args.targeted,
                    target=args.target, split=args.split, n=args.n, steps=args.steps, restarts=args.restarts,
                    targets=args.targets, queries=args.queries, checks=args.checks, check_n=args.check_n, seed=args.seed,
-                   out=args.out, data_dir=args.data_dir, trust_code=args.trust_code)
-    for model, doc in zip(args.model, r.docs):
-        print(f"{model}:\n{attack_verb.format_table(doc)}")
-        print(f"\nwrote {doc['json']}, {doc['pictures']['curve']} and {doc['pictures']['gallery']}\n")
-    if r["compare"]:
-        print(f"wrote {r['compare']}")
+                   out=args.out, data_dir=args.data_dir, quiet=args.quiet, trust_code=args.trust_code)
+    print(r)
     return 0
 
 
@@ -169,9 +163,7 @@ def add_check(verbs) -> None:
 def cmd_check(args) -> int:
     r = api.check(args.model, optimizer=args.optimizer, loss=args.loss, seeds=args.seeds, quick=args.quick,
                   mechanics_only=args.mechanics_only, out=args.out, **config_mod.parse_set(args.set or []))
-    print(check_mod.format_check(r.record))
-    if r.get("out"):
-        print(f"wrote {r['out']}/check.json, check.html and its pictures")
+    print(r.conclusion())  # the checks were printed as each completed
     return 0 if r["status"] == "works" else 1
 
 

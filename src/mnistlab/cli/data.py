@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import sys
 
-from .. import data
+from .. import api, data
 from ..data.registry import ALIASES, list_datasets
-from ..models import MODELS, count_parameters, create_model
-from ..models.classical import CLASSICAL
-from ..models.classical import options as classical_options
 from ..tables import print_table
-from ..training.config import list_recipes, read_recipe, recipe_path
 
 
 def cmd_data_list(args) -> int:
@@ -93,30 +89,12 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_models(args) -> int:
-    rows = []
-    for name, entry in MODELS.items():
-        params = count_parameters(create_model(name, (1, 28, 28), 10))
-        options = ", ".join(f"{k}={v!r}" for k, v in entry.options().items())
-        rows.append([name, f"{params:,}", entry.summary + (f" [options: {options}]" if options else "")])
-    for name, entry in CLASSICAL.items():  # fitted, so their size depends on the data
-        options = ", ".join(f"{k}={v!r}" for k, v in classical_options(name).items())
-        rows.append([name, "(fitted)", f"{entry.summary} [options: {options}]"])
-    print_table(rows, ["model", "params (MNIST)", "description"])
+    print(api.models())
     return 0
 
 
 def cmd_recipes(args) -> int:
-    rows = []
-    for name in list_recipes():
-        first = next((line[1:].strip() for line in recipe_path(name).read_text().splitlines() if line.startswith("#")), "")
-        r = read_recipe(name)
-        rows.append([name, r.get("model", ""), str(r.get("epochs", "")), first])
-    print_table(rows, ["recipe", "model", "epochs", "about"])
-    print("\nA recipe is a TOML file: copy one (`mnistlab recipes --show NAME > my.toml`), edit it, "
-          "and train with --recipe my.toml.")
-    if args.show:
-        print()
-        print(recipe_path(args.show).read_text())
+    print(api.recipes(show=args.show))  # with --show, the TOML alone: `> my.toml` makes a recipe file
     return 0
 
 

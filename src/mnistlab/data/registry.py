@@ -13,12 +13,12 @@ download time and by `mnistlab data verify`.
 
 from __future__ import annotations
 
-import difflib
 import math
 import string
 from dataclasses import dataclass, field
 
 from ..errors import MnistlabError
+from ..names import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,9 @@ def get_spec(name: str) -> DatasetSpec:
     key = ALIASES.get(name, name)
     if key in DATASETS:
         return DATASETS[key]
-    known = list(DATASETS) + list(ALIASES)
-    close = difflib.get_close_matches(str(name), known, n=3)
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise MnistlabError(
         f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}",
-        hint=f"{hint}`mnistlab data list` shows them all",
+        hint=f"{did_you_mean(name, list(DATASETS) + list(ALIASES))}`mnistlab data list` shows them all",
     )
 
 

@@ -19,6 +19,7 @@ from ..errors import MnistlabError
 from ..rundir import RunDir
 from . import checkpoint
 from .inference import BATCH_SIZE, batched_logits
+from .source import locate
 
 ENSEMBLE = "ensemble"  # the `kind` of an ensemble file
 
@@ -89,31 +90,16 @@ def combine(member_probs: torch.Tensor, method: str) -> torch.Tensor:
     return votes + 1e-6 * mean  # mean probability breaks ties without changing any clear majority
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory means its best.safetensors; a file is taken as it is."""
-    path = Path(path)
-    if path.is_dir():
-        best = path / RunDir.BEST
-        if not best.is_file():
-            raise MnistlabError(f"run directory {path} has no {RunDir.BEST}",
-                                hint="the run has not finished an epoch: train (or resume) it first")
-        return best
-    if not path.exists():
-        raise MnistlabError(f"{path} does not exist", hint="pass a run directory, a .safetensors checkpoint "
-                            "or an ensemble file")
-    return path
-
-
 def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
-    """A Predictor from a run directory, a checkpoint file, or an ensemble file."""
-    file = resolve_checkpoint(path)
+    """A Predictor from a run directory, a checkpoint file, or an ensemble file (`source.locate`)."""
+    file = locate(path).checkpoint
     tensors, meta = checkpoint.load(file, device="cpu")
     return predictor_from(tensors, meta, str(file)).to(device)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, metadata) from a single-model checkpoint or a run directory (its best weights)."""
-    file = resolve_checkpoint(path)
+    file = locate(path).checkpoint
     tensors, meta = checkpoint.load(file)
     if meta["kind"] == ENSEMBLE:
         raise MnistlabError(f"{file} is an ensemble", hint="use mnistlab.models.predictor.load_predictor for ensembles")

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import user_code
 from ..errors import MnistlabError
+from ..names import did_you_mean
 
 GIVEN = ("in_shape", "num_classes", "in_channels")  # what mnistlab passes to a builder that asks for it
 
@@ -92,7 +93,7 @@ def model_entry(name: str, recorded: user_code.Carried | None = None) -> ModelEn
     if not user_code.is_reference(name):
         raise MnistlabError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}, or your own as "
                             "path/to/file.py:Name or package.module:Name",
-                            hint="`mnistlab models` lists them with their options")
+                            hint=did_you_mean(name, MODELS) + "`mnistlab models` lists them with their options")
     if recorded is not None:
         obj, code = user_code.from_record(recorded, "model"), None
     else:
@@ -225,3 +226,13 @@ def _is_skeleton(model: nn.Module) -> bool:
 def _device_of(model: nn.Module) -> torch.device | None:
     tensor = next(iter(model.parameters()), None)
     return tensor.device if tensor is not None else None
+
+
+def catalog() -> list[dict]:
+    """Every registered network: name, parameters at MNIST's shape, what it is, its options."""
+    rows = []
+    for name, entry in MODELS.items():
+        options = ", ".join(f"{k}={v!r}" for k, v in entry.options().items())
+        rows.append({"model": name, "params": count_parameters(create_model(name, (1, 28, 28), 10)),
+                     "description": entry.summary + (f" [options: {options}]" if options else "")})
+    return rows

@@ -28,7 +28,7 @@ def _evaluation(run: RunDir) -> dict:
     existing = run.read_eval("test")
     if existing and all(isinstance(p, str) and Path(p).is_file() for p in (existing.get("pictures") or {}).values()):
         existing.pop("robust", None)
-        robust = robust_figures(run.path)  # attacks run since the evaluation count too
+        robust = robust_figures(run)  # attacks run since the evaluation count too
         return {**existing, "robust": robust} if robust else existing
     return evaluate(run.path, split="test")
 

@@ -42,7 +42,7 @@ class Prediction:
     """What the model read in one picture, and how sure it is that the picture is a digit at all."""
 
     label: int  # index of the predicted class
-    digit: str  # its name
+    class_name: str  # its name ("7", "Sneaker")
     probability: float  # the model's probability for it
     top3: list[tuple[str, float]]
     probabilities: list[float]
@@ -51,11 +51,16 @@ class Prediction:
     image: np.ndarray | None = field(default=None, repr=False)  # the 28x28 uint8 image the model saw
 
     @property
+    def digit(self) -> int | str:
+        """The digit read, as a number (`7`), where the classes are digits; else the class name."""
+        return int(self.class_name) if self.class_name.isdecimal() and len(self.class_name) == 1 else self.class_name
+
+    @property
     def is_digit(self) -> bool:
         return self.not_digit < NOT_DIGIT_THRESHOLD
 
-    def as_dict(self) -> dict:
-        return {"digit": self.digit, "label": self.label, "probability": self.probability,
+    def as_dict(self) -> dict:  # the HTTP API's answer: "digit" is the class name, a string ("7")
+        return {"digit": self.class_name, "label": self.label, "probability": self.probability,
                 "top3": [{"digit": d, "probability": p} for d, p in self.top3],
                 "probabilities": self.probabilities, "not_digit": self.not_digit, "is_digit": self.is_digit,
                 "threshold": NOT_DIGIT_THRESHOLD, "reasons": self.reasons}
@@ -113,7 +118,7 @@ def classify(predictor, pics: torch.Tensor, facts: list[dict]) -> list[Predictio
     for p, f, img, o in zip(probs.numpy(), facts, pics.numpy(), ood):  # plain numbers: cheap to read one by one
         order = np.argsort(-p, kind="stable")[:3]
         s, reasons = score(p, f, o)
-        out.append(Prediction(label=int(order[0]), digit=classes[order[0]], probability=float(p[order[0]]),
+        out.append(Prediction(label=int(order[0]), class_name=classes[order[0]], probability=float(p[order[0]]),
                               top3=[(classes[i], float(p[i])) for i in order], probabilities=p.tolist(),
                               not_digit=s, reasons=reasons, image=img))
     return out

@@ -29,7 +29,7 @@ from ..data import load
 from ..errors import MnistlabError
 from ..machine import describe
 from ..models import checkpoint as ckpt
-from ..models.predictor import resolve_checkpoint
+from ..models.source import locate
 from ..pictures import figure as _figure
 from ..pictures import save_figure
 from ..rundir import RunDir
@@ -75,7 +75,7 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
     if steps < 1:
         raise MnistlabError(f"--steps {steps}: expected a positive number of optimizer steps")
     if any(m != "scratch" for m in modes):
-        resolve_checkpoint(source)  # a missing source fails now, not after the scratch runs
+        locate(source)  # a missing source fails now, not after the scratch runs
     base = config_mod.resolve(recipe, {**(overrides or {}), "dataset": dataset, "validation": 0})
     ds = load(dataset, data_dir=base.data_dir or None)
     smallest = int(ds.train.class_counts().min())
@@ -125,7 +125,7 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
 
 
 def _source_dataset(source: str) -> str | None:
-    meta, _ = ckpt.read_header(resolve_checkpoint(source))
+    meta, _ = ckpt.read_header(locate(source).checkpoint)
     if meta.get("pretraining"):
         return f"{meta.get('dataset')} without labels ({meta['pretraining']})"
     return meta.get("dataset")

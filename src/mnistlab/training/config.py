@@ -26,7 +26,7 @@ from ..models.classical import CLASSICAL
 from ..models.classical import validate_config as validate_classical
 from ..models.inference import BATCH_SIZE
 from ..models.registry import is_known
-from ..names import check_name
+from ..names import check_name, did_you_mean
 from ..precision import CHOICES as PRECISIONS
 from ..rundir import RunDir
 from .augment import PRESETS, preset
@@ -161,12 +161,8 @@ def _field_types() -> dict:  # evaluating every annotation again cost each coerc
 def coerce(name: str, value, *, source: str):
     """`value` converted to field `name`'s type; strings (from --set) are parsed; errors name the key."""
     if name not in FIELDS:
-        import difflib
-
-        close = difflib.get_close_matches(name, FIELDS, n=1)
         raise MnistlabError(f"{source}: unknown config key {name!r}",
-                            hint=(f"did you mean {close[0]!r}? " if close else "")
-                            + "`mnistlab train --help` lists the keys")
+                            hint=did_you_mean(name, FIELDS) + "`mnistlab train --help` lists the keys")
     typ = field_type(name)
     optional = typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None))
     base = [t for t in typing.get_args(typ) if t is not type(None)][0] if optional else typ
@@ -193,18 +189,33 @@ def coerce(name: str, value, *, source: str):
             else:
                 value = base(float(text)) if base is int and "." not in text and "e" in text.lower() else base(text)
         except (ValueError, tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError):
-            raise MnistlabError(f"{source}: {name}={value!r} is not a valid {base.__name__}") from None
+            raise MnistlabError(f"{source}: {name}={value!r} is not a valid {base.__name__}",
+                                hint=SEEDS_HINT if name == "seed" else None) from None
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if base is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, base) or (base is not bool and isinstance(value, bool)):
-        raise MnistlabError(f"{source}: {name}={value!r} is a {type(value).__name__}, expected {base.__name__}")
+        raise MnistlabError(f"{source}: {name}={value!r} is a {type(value).__name__}, expected {base.__name__}",
+                            hint=SEEDS_HINT if name == "seed" else None)
     return value
+
+
+SEEDS_HINT = "for one run per seed, pass seeds=[0, 1, 2] (on the command line --seeds 0-2); seed is one run's seed"
 
 
 def list_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mnistlab.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def recipe_catalog() -> list[dict]:
+    """Every packaged recipe: name, model, epochs, and the first line of what it says about itself."""
+    rows = []
+    for name in list_recipes():
+        first = next((line[1:].strip() for line in recipe_path(name).read_text().splitlines() if line.startswith("#")), "")
+        r = read_recipe(name)
+        rows.append({"recipe": name, "model": r.get("model", ""), "epochs": r.get("epochs", ""), "about": first})
+    return rows
 
 
 def recipe_path(name: str):
@@ -216,7 +227,8 @@ def recipe_path(name: str):
         return path
     candidate = resources.files("mnistlab.recipes") / f"{name}.toml"
     if not candidate.is_file():
-        raise MnistlabError(f"unknown recipe {name!r}: expected one of {', '.join(list_recipes())} or a .toml file")
+        raise MnistlabError(f"unknown recipe {name!r}: expected one of {', '.join(list_recipes())} or a .toml file",
+                            hint=did_you_mean(name, list_recipes()) + "`mnistlab recipes` lists them")
     return candidate
 
 

@@ -76,7 +76,8 @@ def set_up(cfg, quiet: bool) -> Env:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if want_cuda else "gloo")
     env.device = pick_device(cfg.device, env)
-    env.precision = choose_precision(cfg.precision, env.device)
+    env.precision = choose_precision(cfg.precision, env.device,
+                                     own=tuple(r for r in ROLES if user_code.is_reference(getattr(cfg, r))))
     env.allocator = allocator.keep_freed_memory()  # on the CPU every step reallocates its activations
     if env.device.type == "cuda":  # fixed shapes: pick the fastest kernels once, unless asked for bit-identity
         torch.backends.cudnn.benchmark = not cfg.deterministic

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -133,38 +134,64 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     # with (an edit to the file mid-run changes neither what runs nor what every checkpoint records)
     recorded = resumed_code(resume) if resume is not None else setup.code_records(cfg)
     copies = {role: RunDir(resume).code_file(role, r["path"]) for role, r in recorded.items()} if resume else None
-    with user_code.pinned(recorded, str(RunDir(resume).last) if resume else cfg.model, copies):
-        env = set_up(cfg, quiet)
-        data = load_data(cfg, env)
-        parts = build(cfg, data, env, initialise=resume is None)
-        run, progress = open_run(cfg, env, data, parts, resume)
-        step = make_step(cfg, data, parts, env)
-        t_train = time.perf_counter()
-        stopped_early = False
-        if on_epoch is not None:  # a resumed run's earlier epochs, for a caller that tracks them all
-            for row in progress.history:
-                on_epoch(row)
-        for epoch in range(progress.start_epoch, cfg.epochs + 1):
-            row = train_epoch(cfg, epoch, step, data, parts, env, run)
-            if data.val is not None:  # measured as `evaluate --split val` measures it (models/inference.py)
-                probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
-                row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
-                row["val_loss"] = cross_entropy_of(probs, data.val.labels)
-            improved, stop = progress.record(row, cfg.early_stopping)
-            reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
-            if on_epoch is not None and not stop:
-                reason = on_epoch(row)
-                stop = bool(reason)
-            if env.main:
-                save_epoch(cfg, run, row, data, parts, progress, improved, stop)
-                env.say(describe_epoch(row, cfg.epochs))
-            if env.world > 1:
-                dist.barrier()
-            if stop:
-                stopped_early = reason
-                env.say(f"stopping early: {reason}")
-                break
-        return finish(cfg, env, data, parts, run, progress, stopped_early, t_start, time.perf_counter() - t_train)
+    opened: list[RunDir] = []  # the run directory, once there is one
+    try:
+        with user_code.pinned(recorded, str(RunDir(resume).last) if resume else cfg.model, copies):
+            return _train(cfg, resume, quiet, on_epoch, t_start, opened)
+    except BaseException as exc:
+        left = _abandon(opened[0] if opened else None, resume)
+        own = {role: r["ref"] for role, r in recorded.items()}
+        error = user_code.raised_in_own_code(exc, own, "training") if isinstance(exc, Exception) and \
+            not isinstance(exc, MnistlabError) else None
+        if error is not None:
+            raise MnistlabError(error.message, hint=left or "fix it and run the same command again") from None
+        raise
+
+
+def _abandon(run: RunDir | None, resume) -> str | None:
+    """After a failure: a new run that never finished an epoch leaves nothing behind (its rerun would
+    be refused as an existing run); one that did stays, to resume. What to do next, in words."""
+    if run is None or not run.path.is_dir():
+        return None
+    if resume is None and not run.last.is_file():
+        shutil.rmtree(run.path, ignore_errors=True)
+        return None
+    return f"fix it, then resume the run: mnistlab train --resume {run.path}"
+
+
+def _train(cfg, resume, quiet: bool, on_epoch, t_start: float, opened: list) -> dict:
+    env = set_up(cfg, quiet)
+    data = load_data(cfg, env)
+    parts = build(cfg, data, env, initialise=resume is None)
+    run, progress = open_run(cfg, env, data, parts, resume)
+    opened.append(run)
+    step = make_step(cfg, data, parts, env)
+    t_train = time.perf_counter()
+    stopped_early = False
+    if on_epoch is not None:  # a resumed run's earlier epochs, for a caller that tracks them all
+        for row in progress.history:
+            on_epoch(row)
+    for epoch in range(progress.start_epoch, cfg.epochs + 1):
+        row = train_epoch(cfg, epoch, step, data, parts, env, run)
+        if data.val is not None:  # measured as `evaluate --split val` measures it (models/inference.py)
+            probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
+            row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
+            row["val_loss"] = cross_entropy_of(probs, data.val.labels)
+        improved, stop = progress.record(row, cfg.early_stopping)
+        reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
+        if on_epoch is not None and not stop:
+            reason = on_epoch(row)
+            stop = bool(reason)
+        if env.main:
+            save_epoch(cfg, run, row, data, parts, progress, improved, stop)
+            env.say(describe_epoch(row, cfg.epochs))
+        if env.world > 1:
+            dist.barrier()
+        if stop:
+            stopped_early = reason
+            env.say(f"stopping early: {reason}")
+            break
+    return finish(cfg, env, data, parts, run, progress, stopped_early, t_start, time.perf_counter() - t_train)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -558,7 +585,12 @@ def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
     """Train one run per seed under one group directory, and summarise them (mean, std, min, max)."""
     group = rundir.new(dataclasses.replace(cfg, name=cfg.name or f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-seeds"))
     group.path.mkdir(parents=True)
-    runs = [train(dataclasses.replace(cfg, seed=s, out=str(group), name=f"seed-{s}"), quiet=quiet) for s in seeds]
+    try:
+        runs = [train(dataclasses.replace(cfg, seed=s, out=str(group), name=f"seed-{s}"), quiet=quiet) for s in seeds]
+    except BaseException:
+        if not any(group.path.iterdir()):  # no seed's run kept: nothing for a rerun to trip over
+            group.path.rmdir()
+        raise
 
     def stats(key):
         return stats_over_seeds(r.get(key) for r in runs)

@@ -22,14 +22,14 @@ from ..data.dataset import Holdout
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models.heads import is_head_key
-from ..models.predictor import resolve_checkpoint
-from ..rundir import RunDir
+from ..models.source import locate
 
 
 def initialise(model: nn.Module, cfg, classes, heads) -> dict:
     """Load `cfg.init_from`'s weights into `model` by name; what was loaded, re-initialised and skipped."""
 
-    path = resolve_checkpoint(cfg.init_from)
+    located = locate(cfg.init_from)
+    path = located.checkpoint
     tensors, meta = ckpt.load(path)
     if meta.get("kind") not in ("weights", "state"):
         raise MnistlabError(f"init_from={cfg.init_from!r}: {path} is a {meta.get('kind')} checkpoint; expected one "
@@ -62,7 +62,7 @@ def initialise(model: nn.Module, cfg, classes, heads) -> dict:
         for key in loaded:
             target[key].copy_(source[key])
     skipped = sorted(k for k in source if k not in loaded)
-    run = RunDir.holding(path)
+    run = located.run
     return {"source": str(path), "source_run": str(run) if run else None, "source_model": meta.get("model"),
             "source_dataset": meta.get("dataset"), "source_dataset_hash": meta.get("dataset_hash"),
             "head": head, "loaded": len(loaded), "reinitialised": sorted({k.rsplit(".", 1)[0] for k in reinitialised}),

@@ -28,7 +28,6 @@ would refuse (`lr` low = 0), or a condition on a field defined later.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -36,6 +35,7 @@ from importlib import resources
 from ... import schema
 from ...errors import MnistlabError
 from ...models import MODELS
+from ...names import did_you_mean
 from ...training import config as config_mod
 
 # Fields a search may not set: where the run goes and how it reports are the tuner's business.
@@ -189,18 +189,15 @@ def _field_type(name: str, current: dict, where: str):
             raise MnistlabError(f"{where}: model_args options need a fixed model (the recipe's or [fixed]'s)")
         options = MODELS[model].options()
         if option not in options:
-            close = difflib.get_close_matches(option, options, n=1)
-            raise MnistlabError(f"{where}: model {model!r} has no option {option!r}" +
-                                (f" (did you mean {close[0]!r}?)" if close else ""),
-                                hint=f"its options: {', '.join(options) or 'none'}")
+            raise MnistlabError(f"{where}: model {model!r} has no option {option!r}",
+                                hint=did_you_mean(option, options) + f"its options: {', '.join(options) or 'none'}")
         default = options[option]
         return type(default) if isinstance(default, (bool, int, float, str)) else None
     if name in NOT_SEARCHABLE:
         raise MnistlabError(f"{where}: {name} is set by the tuner, not searched")
     if name not in config_mod.FIELDS:
-        close = difflib.get_close_matches(name, config_mod.FIELDS, n=1)
-        raise MnistlabError(f"{where}: unknown field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                            hint="`mnistlab train --help` lists the fields; model options are model_args.NAME")
+        raise MnistlabError(f"{where}: unknown field {name!r}", hint=did_you_mean(name, config_mod.FIELDS)
+                            + "`mnistlab train --help` lists the fields; model options are model_args.NAME")
     import typing
 
     typ = config_mod.field_type(name)
