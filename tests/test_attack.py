@@ -16,6 +16,7 @@ from mnistlab.attacks import Attacked, fgsm, pgd
 from mnistlab.cli import main
 from mnistlab.data.normalization import Normalization
 from mnistlab.models.predictor import Predictor
+from mnistlab.rundir import RunDir
 from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
 
 
@@ -272,8 +273,9 @@ def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(m
 def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path, capsys):
     """An adversarially trained run, attacked with the strongest evaluation: the figure, the attack's
     name and the checks' verdict reach `evaluate` and `report`."""
-    from mnistlab.analysis.evaluate import evaluate, format_table
+    from mnistlab.analysis.evaluate import evaluate
     from mnistlab.reporting.report import report
+    from mnistlab.results import Evaluation
     from mnistlab.training.config import resolve
     from mnistlab.training.train import train
 
@@ -294,7 +296,7 @@ def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path,
     result = evaluate(run, pictures=False)
     attacks = [r["attack"] for r in result["robust"]]
     assert attacks[0].startswith("PGD-40") and attacks[1].startswith("AutoAttack-style")
-    assert "robust accuracy:" in format_table(result) and "under AutoAttack-style" in format_table(result)
+    assert "robust accuracy:" in str(Evaluation(result)) and "under AutoAttack-style" in str(Evaluation(result))
     out = report([run], out=tmp_path / "report")
     assert "Robust accuracy" in (tmp_path / "report" / "report.md").read_text()
     assert "Robust accuracy" in (tmp_path / "report" / "report.html").read_text() and out
@@ -318,10 +320,10 @@ def test_robust_figures_skip_attack_files_they_cannot_read(tmp_path):
     @given(st.one_of(st.binary(max_size=64).map(bytes.hex), json_values.map(json.dumps)))
     def check(text):
         target.write_text(text)
-        assert robust_figures(tmp_path) == []
+        assert robust_figures(RunDir(tmp_path)) == []
 
     check()
     target.write_text(json.dumps({"method": "pgd", "norm": "linf", "steps": 40, "eps": [0.1], "robust_accuracy": [0.5],
                                   "n": 10, "split": "test", "clean_accuracy": 0.9, "targeted": False,
                                   "masking_checks": {"passed": True, "checks": []}}))
-    assert robust_figures(tmp_path)[0]["attack"] == "PGD-40 linf"
+    assert robust_figures(RunDir(tmp_path))[0]["attack"] == "PGD-40 linf"

@@ -57,7 +57,7 @@ def test_uncompressed_and_recompressed_copies_verify_by_content(tmp_path, empty_
 def test_unknown_dataset_name():
     with pytest.raises(MnistlabError) as err:
         mnistlab.load("mnsit")
-    assert "unknown dataset 'mnsit'" in err.value.message and "did you mean mnist" in err.value.hint
+    assert "unknown dataset 'mnsit'" in err.value.message and "did you mean 'mnist'?" in err.value.hint
 
 
 def _mnist_copy(tmp_path: Path) -> Path:

@@ -509,7 +509,7 @@ def test_run_and_study_json_readers(tmp_path_factory, data):
     run.config.write_text("{}")
     expect_clean(run.read_summary)
     expect_clean(run.read_eval, "test")
-    rows = expect_clean(robust_figures, run.path)  # the attack file, through the rows evaluate and report print
+    rows = expect_clean(robust_figures, run)  # the attack file, through the rows evaluate and report print
     assert rows is None or all(isinstance(r["accuracy"], (int, float)) for r in rows)
     assert run.read_inspect() is None or isinstance(run.read_inspect()["pictures"], dict)
     assert all(isinstance(m["files"]["png"], str) for m in run.read_maps())

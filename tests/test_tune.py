@@ -301,7 +301,7 @@ def test_a_study_refuses_another_space_under_its_name(tiny_space, tmp_path):
 
 
 BAD_SPACES = [
-    ("[params.momentun]\nlow = 0.1\nhigh = 0.2", r"unknown field 'momentun' \(did you mean 'momentum'\?\)"),
+    ("[params.momentun]\nlow = 0.1\nhigh = 0.2", r"unknown field 'momentun'\nhint: did you mean 'momentum'\?"),
     ("[params.lr]\nlow = 'a'\nhigh = 0.2", r"\[params.lr\]: 'a' is not a number"),
     ("[params.epochs]\nlow = 1.5\nhigh = 3", r"\[params.epochs\]: epochs is an integer field"),
     ("[params.lr]\nlow = 0.2\nhigh = 0.2", r"\[params.lr\]: empty range low=0.2 high=0.2"),

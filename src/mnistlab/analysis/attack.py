@@ -27,6 +27,7 @@ a vote has no gradient and is refused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from ..attacks.evaluation import load_inputs
 from ..errors import MnistlabError
 from ..models.predictor import load_predictor
 from ..models.source import locate
-from ..pictures import figure, image_grid, save_figure, save_png
+from ..pictures import figure, image_grid, save_figure, save_png, titled
 from ..rundir import RunDir
 from .robust import describe
 from .splits import target_split
@@ -80,9 +81,22 @@ def attack_models(sources: list, *, out=None, method: str = "pgd", norm: str = "
         raise MnistlabError("several models: name a directory for the results and their comparison with --out")
     docs = [attack_split(s, out=out if len(sources) == 1 else Path(out) / f"{i + 1}-{Path(s).stem}", method=method,
                          norm=norm, **settings) for i, s in enumerate(sources)]
-    compare = (compare_curves(docs, Path(out) / f"compare-{method}-{norm}.png", [Path(s).name for s in sources])
+    compare = (compare_curves(docs, Path(out) / f"compare-{method}-{norm}.png", distinct_names(sources))
                if len(docs) > 1 else None)
     return {"docs": docs, "compare": str(compare) if compare else None}
+
+
+def distinct_names(sources) -> list[str]:
+    """A label per model for a legend: its folder's name, with as many parent folders as it takes to tell
+    two apart (two groups' seed-0 runs: my-seeds/seed-0 and fast-seeds/seed-0)."""
+    paths = [Path(os.fspath(s)).resolve() for s in sources]
+    depth = 1
+    while depth < 6:
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
+    return [str(p) for p in paths]
 
 
 def format_table(doc: dict) -> str:
@@ -180,4 +194,6 @@ def gallery(predictor, images, labels, result: AttackResult, out, count: int = 8
                              (adv[i], f"-> {classes[int(p_adv[i].argmax())]} {float(p_adv[i].max()):.0%}")):
             tiles.append((img[0] if img.shape[0] == 1 else img).mul(255).round().byte().numpy())
             captions.append(caption)
-    return save_png(image_grid(np.stack(tiles), captions, scale=4, cols=6), out)
+    grid = image_grid(np.stack(tiles), captions, scale=4, cols=6)
+    return save_png(titled(grid, f"{describe(result.as_dict())} at eps {result.eps[-1]:g}: original (true: read, "
+                                 "probability), perturbation amplified, adversarial (read, probability)"), out)

@@ -600,9 +600,23 @@ def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classe
                                       f"reference at the same budget, each at the best of the same learning-rate "
                                       f"grid (yours: lr={lr:g})" + (" and the seeds' spread" if std > UNSTABLE_STD
                                                                      else ""))
+    advice = _rate_advice(mine)
     if std > UNSTABLE_STD:
-        return "unstable", f"{mean:.1%} +- {std:.1%}: the accuracy varies by {std * 100:.1f} points across seeds"
-    return "works", f"{mean:.1%} +- {std:.1%}, {where}"
+        return "unstable", (f"{mean:.1%} +- {std:.1%}: the accuracy varies by {std * 100:.1f} points across seeds"
+                            + advice)
+    return "works", f"{mean:.1%} +- {std:.1%}, {where}" + advice
+
+
+def _rate_advice(mine: dict) -> str:
+    """Where the learning-rate search chose another rate than the one given: which, and what the given
+    one reached, as advice (the model works; its rate did not)."""
+    trials = mine.get("lr_search") or []
+    given = next((t for t, f in zip(trials, LR_FACTORS) if f == 1.0), None)
+    if not given or math.isclose(given["lr"], mine["lr"]):
+        return ""
+    reached = f"{given['val_acc']:.1%}" if given["val_acc"] == given["val_acc"] else "diverged"
+    return (f"; it learns best at lr={mine['lr']:g}, not at the lr={given['lr']:g} it was given ({reached} there "
+            f"in the search): train it with --lr {mine['lr']:g}")
 
 
 def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, learning: bool = True,

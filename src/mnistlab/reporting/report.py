@@ -23,14 +23,29 @@ from ..rundir import RunDir
 from ..studies.transfer_curve import LABELS, curve_of, read_curve
 from ..studies.tuning.study import read_study_summary, study_of
 
+PICTURES = ("confusion", "per_class", "reliability", "mistakes")  # what a report shows of every evaluation
+
 
 def _evaluation(run: RunDir) -> dict:
+    """The run's test evaluation: the one it has if it has every picture a report shows (an evaluation
+    made with pictures=False has none), else a new one."""
     existing = run.read_eval("test")
-    if existing and all(isinstance(p, str) and Path(p).is_file() for p in (existing.get("pictures") or {}).values()):
+    pics = (existing or {}).get("pictures") or {}
+    if existing and all(isinstance(pics.get(k), str) and Path(pics[k]).is_file() for k in PICTURES):
         existing.pop("robust", None)
         robust = robust_figures(run)  # attacks run since the evaluation count too
         return {**existing, "robust": robust} if robust else existing
     return evaluate(run.path, split="test")
+
+
+def representative(runs: list[RunDir]) -> RunDir:
+    """The run whose details stand for a group: the median seed by test accuracy (the lower of the middle
+    two), not whichever sorts first; a run alone stands for itself."""
+    scored = [(s.get("test_acc"), r.path.name, r) for r in runs if (s := r.read_summary()) and s.get("test_acc") is not None]
+    if not scored:
+        return runs[0]
+    scored.sort(key=lambda t: (t[0], t[1]))
+    return scored[(len(scored) - 1) // 2][2]
 
 
 def _row(name: str, runs: list[RunDir]) -> dict:
@@ -64,22 +79,30 @@ def report(paths: list[str | os.PathLike], out: str | os.PathLike = "report", ti
     """Write `<out>/report.html` (self-contained) and `<out>/report.md` for the given runs or groups."""
     if not paths:
         raise MnistlabError("report needs at least one run directory")
-    groups = {Path(p).name: RunDir.runs_in(p) for p in paths}
+    groups = {}
+    for p in paths:  # a name per argument, told apart where two share one (two groups' seed-0)
+        path = Path(os.fspath(p))
+        name = path.name if path.name not in groups else f"{path.parent.name}/{path.name}"
+        groups[name] = RunDir.runs_in(path)
     rows = [_row(name, runs) for name, runs in groups.items()]
-    evals = {name: _evaluation(runs[0]) for name, runs in groups.items()}
+    shown = {name: representative(runs) for name, runs in groups.items()}
+    evals = {name: _evaluation(shown[name]) for name in groups}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "report.html", out / "report.md"
-    atomic.write_text(html_path, _html(title, rows, evals, groups))
-    atomic.write_text(md_path, _markdown(title, rows, evals, groups))
+    atomic.write_text(html_path, _html(title, rows, evals, groups, shown))
+    atomic.write_text(md_path, _markdown(title, rows, evals, groups, shown))
     return {"html": str(html_path), "markdown": str(md_path), "rows": rows}
 
 
-def _html(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
-    """The page, through the one autoescaping template (pages.render): every value from a run is text."""
-    best = max(rows, key=lambda r: r["test_acc"]["mean"] if r["test_acc"] else -1)
+def _html(title: str, rows: list[dict], evals: dict, groups: dict, shown: dict) -> str:
+    """The page, through the one autoescaping template (pages.render): every value from a run is text.
+    The headline is the first run or group named (the one the report is about; the others are what it
+    is compared with), its errors and F1 those of the run whose details are shown."""
+    best = rows[0]
     e0 = evals[best["name"]]
-    seeds = (f" (mean ± std over seeds {best['seeds']})" if len(best["seeds"]) > 1 else f", seed {best['seeds'][0]}")
+    seeds = (f" (mean ± std over seeds {best['seeds']}; errors, F1 and ECE of {shown[best['name']].path.name}, "
+             "the median seed)" if len(best["seeds"]) > 1 else f", seed {best['seeds'][0]}")
     return pages.render(
         "report.html", styles=(pages.asset("page.css"),), title=title,
         subtitle=f"{len(rows)} model(s) on {', '.join(sorted({r['dataset'] for r in rows}))}; mnistlab {__version__}, "
@@ -89,7 +112,7 @@ def _html(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
         rows=[{"name": r["name"], "model": r["model"], "recipe": r["recipe"], "params": f"{r['params']:,}",
                "epochs": r["epochs"], "seeds": ", ".join(map(str, r["seeds"])), "wall": _fmt(r["wall_s"], 1),
                "val": _fmt(r["val_acc"]), "test": _fmt(r["test_acc"])} for r in rows],
-        sections=[_run_section(r, evals[r["name"]], groups[r["name"]]) for r in rows])
+        sections=[_run_section(r, evals[r["name"]], groups[r["name"]], shown[r["name"]]) for r in rows])
 
 
 CAPTIONS = {"curves": "training curves", "confusion": "confusion matrix (test)",
@@ -97,22 +120,36 @@ CAPTIONS = {"curves": "training curves", "confusion": "confusion matrix (test)",
             "mistakes": "misclassified test images: true>predicted confidence"}
 
 
-def _run_section(r: dict, e: dict, runs: list[RunDir]) -> dict:
-    run = runs[0]
+def _run_section(r: dict, e: dict, runs: list[RunDir], run: RunDir) -> dict:
     confused = "; ".join(f"{m['true']} read as {m['predicted']}: {m['count']}" for m in e["most_confused"][:5])
     pics = {k: v for k, v in (e.get("pictures") or {}).items() if isinstance(v, str)}
     return {
-        "name": r["name"], "note": (f"pictures and per-class numbers: {run.path.name}, the group's first run"
+        "name": r["name"], "note": (f"pictures and per-class numbers: {run.path.name}, the group's median seed"
                                     if len(runs) > 1 else ""),
         "line": f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2') or 0:.2%}, "
                 f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: {confused or 'none'}.",
         "pictures": [pages.picture(pics[key], run.path, caption) for key, caption in CAPTIONS.items() if key in pics],
         "robust": format_robust(e["robust"]) if e.get("robust") else [],
+        "attacks": _attacks(run),
         "per_class": [{"class": c["class"], "precision": f"{c['precision']:.4f}", "recall": f"{c['recall']:.4f}",
                        "f1": f"{c['f1']:.4f}", "support": c["support"]} for c in e["per_class"]],
         "tuning": _tuning(run), "transfer": _transfer(run), "inspect": _inspect(run), "maps": _maps(run),
         "card": _model_card(r, e, run),
     }
+
+
+def _attacks(run: RunDir) -> list[dict]:
+    """The curves and galleries of every `mnistlab attack` on the run."""
+    shown = []
+    for _, doc in run.attack_results():
+        pics = doc.get("pictures") or {}
+        what = f"{doc['method']} ({doc['norm']}) on {doc['n']} {doc['split']} images"
+        if isinstance(pics.get("curve"), str):
+            shown.append(pages.picture(pics["curve"], run.path, f"{what}: robust accuracy against epsilon"))
+        if isinstance(pics.get("gallery"), str):
+            shown.append(pages.picture(pics["gallery"], run.path, f"{what}: original, perturbation, adversarial at "
+                                       f"eps {max(doc['eps']):g}"))
+    return shown
 
 
 def _tuning(run: RunDir) -> dict | None:
@@ -201,7 +238,7 @@ def md(text) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
-def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
+def _markdown(title: str, rows: list[dict], evals: dict, groups: dict, shown: dict) -> str:
     md_lines = [f"# {md(title)}", "", "| run | model | params | epochs | seeds | wall time (s) | val acc (%) | test acc (%) |",
                 "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -210,7 +247,7 @@ def _markdown(title: str, rows: list[dict], evals: dict, groups: dict) -> str:
                      f"{_fmt(r['test_acc'])} |")
     for r in rows:
         e, runs = evals[r["name"]], groups[r["name"]]
-        detail = f" (details of {md(runs[0].path.name)}, the group's first run)" if len(runs) > 1 else ""
+        detail = f" (details of {md(shown[r['name']].path.name)}, the group's median seed)" if len(runs) > 1 else ""
         confused = "; ".join(f"{md(m['true'])} read as {md(m['predicted'])}: {m['count']}" for m in e["most_confused"][:5])
         md_lines += ["", f"## {md(r['name'])}{detail}", "",
                      f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors of {e['n']}), macro F1 "

@@ -138,11 +138,12 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     try:
         with user_code.pinned(recorded, str(RunDir(resume).last) if resume else cfg.model, copies):
             return _train(cfg, resume, quiet, on_epoch, t_start, opened)
-    except BaseException as exc:
+    except Exception as exc:
+        if isinstance(exc, MnistlabError):  # mnistlab's own verdict (a diverged run): the run stays, to read
+            raise
         left = _abandon(opened[0] if opened else None, resume)
         own = {role: r["ref"] for role, r in recorded.items()}
-        error = user_code.raised_in_own_code(exc, own, "training") if isinstance(exc, Exception) and \
-            not isinstance(exc, MnistlabError) else None
+        error = user_code.raised_in_own_code(exc, own, "training")
         if error is not None:
             raise MnistlabError(error.message, hint=left or "fix it and run the same command again") from None
         raise
@@ -587,7 +588,7 @@ def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
     group.path.mkdir(parents=True)
     try:
         runs = [train(dataclasses.replace(cfg, seed=s, out=str(group), name=f"seed-{s}"), quiet=quiet) for s in seeds]
-    except BaseException:
+    except Exception:
         if not any(group.path.iterdir()):  # no seed's run kept: nothing for a rerun to trip over
             group.path.rmdir()
         raise
