@@ -6,8 +6,11 @@ can read in the run's code/ folder. Each hostile run below plants a marker file 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import mnistlab
-from mnistlab import consent, user_code
+from mnistlab import consent, rundir, schema, user_code
 from mnistlab.cli import main
 from mnistlab.rundir import RunDir
 
@@ -60,7 +63,8 @@ def received(run: Path, to: Path) -> Path:
 
 
 def rewrite(run: Path, change) -> None:
-    """Apply `change(meta)` to the metadata of both checkpoints of `run` (and the JSON beside each)."""
+    """Apply `change(meta)` to the metadata of both checkpoints of `run` (and the JSON beside each), and
+    make config.json say what the checkpoints' config says, as a thorough sender would."""
     for name in (RunDir.BEST, RunDir.LAST):
         file = run / name
         with safe_open(file, framework="pt") as f:
@@ -68,6 +72,8 @@ def rewrite(run: Path, change) -> None:
         change(meta)
         save_file(load_file(file), file, metadata={"mnistlab": json.dumps(meta)})
         file.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    if "config" in meta:
+        (run / "config.json").write_text(json.dumps(meta["config"], indent=2))
 
 
 def plant(meta: dict, record: dict, **args) -> None:
@@ -240,9 +246,8 @@ def test_trust_from_python_and_a_signed_copy_runs_when_the_file_is_gone(own, els
     result = mnistlab.trust(got)
     assert result.code[0]["signed"] and result.code[0]["read"] == str(got / "code" / "net.py")
     assert "approved" in str(result)
-    # the record names a file on the sender's machine that is not here: the signed copy runs
+    # approved after reading: the copy that was shown runs (never a file at a path the sender chose)
     assert mnistlab.evaluate(got, pictures=False).accuracy > 0.5
-    assert "running the copy" in capsys.readouterr().err
 
 
 def test_a_lone_checkpoint_points_to_trust_not_to_a_code_folder(own, elsewhere, capsys):
@@ -275,3 +280,120 @@ def test_torch_sees_no_difference_in_what_a_signed_run_builds(own):
     model, _ = mnistlab.models.predictor.load_model(run)
     saved = load_file(run / RunDir.BEST)
     assert all(torch.equal(v, saved[f"model/{k}"]) for k, v in model.state_dict().items())
+
+
+# ---------- what a second hostile sender tried (the note lists them all) ----------
+
+def test_resuming_a_run_never_runs_code_its_config_names_without_a_record(own, elsewhere, capsys):
+    """config.json (and the checkpoint's config) naming os:system, or a file shipped in the run, with no
+    signed record: refused before anything is built."""
+    root, run = own
+    marker = elsewhere / "MARKER"
+    mlp = mnistlab.train(model="mlp", train_subset=600, validation=200, epochs=1, progress=False, quiet=True,
+                         out=str(elsewhere / "runs")).run_dir
+    for i, (role, ref, args) in enumerate((("model", "os:system", {"command": f"touch {marker}"}),
+                                           ("optimizer", "runs/x/code/opt.py:Opt", {}))):
+        sent = received(mlp, elsewhere / f"r{i}")
+        (sent / "summary.json").unlink()
+
+        def edit(meta):
+            meta["config"][role] = ref
+            meta["config"]["model_args"] = args if role == "model" else meta["config"]["model_args"]
+        rewrite(sent, edit)
+        assert main(["train", "--resume", str(sent)]) == 2
+        err = capsys.readouterr().err
+        assert not marker.exists() and "carries no record of, so it does not run" in err, err
+
+
+def test_an_approved_run_runs_the_copy_it_showed_and_nothing_beside_it(own, elsewhere, capsys, monkeypatch):
+    """A record naming /proc/self/cwd/RUN/code/net.py (absolute, but resolved against the current folder),
+    whose net.py imports a sibling the trust listing never showed: after `trust`, the shown copy runs
+    alone (an approval is of the code read, never of a place a sender names)."""
+    root, run = own
+    sent = received(run, elsewhere / "a4")
+    marker = elsewhere / "MARKER"
+    importing = "import mnist_layers  # noqa\n" + NET
+    (sent / "code" / "mnist_layers.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (sent / "code" / "net.py").write_text(importing)
+    path = "/proc/self/cwd/a4/code/net.py"
+    rewrite(sent, lambda m: plant(m, record_of("file", f"{path}:Net", path, importing)))
+    monkeypatch.chdir(elsewhere)
+    assert main(["trust", str(sent), "--yes"]) == 0
+    assert "import mnist_layers" in capsys.readouterr().out  # what it showed
+    assert main(["evaluate", str(sent), "--no-pictures"]) == 2  # the copy alone cannot import its sibling
+    err = capsys.readouterr().err
+    assert not marker.exists() and "No module named 'mnist_layers'" in err, err
+
+
+def test_trust_prints_no_terminal_sequences_or_bidi_controls(own, elsewhere, capsys):
+    root, run = own
+    sent = received(run, elsewhere / "a15")
+    source = NET.replace("class Net", "# \u202e}⁦ hidden \u2066\nclass Net")
+    path = str(elsewhere / "x\x1b]0;owned\x07\x1b[2K\x1b[1A.py")
+    (sent / "code" / Path(path).name).write_text(source)
+    rewrite(sent, lambda m: plant(m, record_of("file", f"{path}:Net", path, source)))
+    for flags in (["--yes"], ["--revoke"]):
+        main(["trust", str(sent), *flags])
+        out = capsys.readouterr()
+        assert not any(c in out.out + out.err for c in "\x1b\x07\u202e\u2066"), (out.out + out.err)[:400]
+
+
+def test_a_checkpoint_asking_for_a_network_too_large_to_build_is_one_line(own, elsewhere, capsys):
+    root, run = own
+    mlp = mnistlab.train(model="rnn", train_subset=300, validation=100, epochs=1, progress=False, quiet=True,
+                         out=str(elsewhere / "runs")).run_dir
+    rewrite(mlp, lambda m: m.update(model_args={"layers": 3_000_000}))
+    t0 = time.perf_counter()
+    assert main(["evaluate", str(mlp), "--no-pictures"]) == 2
+    assert "expected numbers within +-4096" in capsys.readouterr().err and time.perf_counter() - t0 < 30
+
+
+def test_a_named_pipe_or_a_huge_document_in_a_run_never_hangs_a_reader(own, elsewhere, capsys):
+    root, run = own
+    sent = received(run, elsewhere / "fifo")
+    (sent / "eval").mkdir(exist_ok=True)
+    os.mkfifo(sent / "eval" / "attack-fgsm-linf.json")
+    (sent / "maps" / "umap-pixels-test").mkdir(parents=True)
+    os.mkfifo(sent / "maps" / "umap-pixels-test" / "map.json")
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "report", str(sent), "--out", str(elsewhere / "r")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert done.returncode in (0, 2) and "Traceback" not in done.stderr  # it ended: the pipes were skipped
+    junk = json.dumps({"junk": [{}] * 3_000_000})
+    with pytest.raises(mnistlab.MnistlabError, match="more than 2,000,000 objects and arrays"):
+        schema.parse_json(junk, "junk")
+
+
+def test_a_received_tuning_study_never_trains_into_or_removes_a_folder_it_names(tmp_path, capsys):
+    """A queued trial whose run_dir names a folder of the user's: tune trains under its own trials/ only."""
+    optuna = pytest.importorskip("optuna")
+    space = tmp_path / "space.toml"
+    space.write_text("[fixed]\nepochs = 1\ntrain_subset = 600\nvalidation = 200\n\n[params.lr]\nlow = 1e-4\n"
+                     "high = 1e-2\nlog = true\n")
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "data.txt").write_text("mine")
+    out = tmp_path / "study"
+    assert main(["tune", "--recipe", "seed-mlp", "--space", str(space), "--trials", "1", "--out", str(out),
+                 "--no-baseline", "--quiet"]) == 0
+    (db,) = out.rglob("study.db")
+    storage = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    study.enqueue_trial({"lr": 1e-3}, user_attrs={"run_dir": str(victim)})
+    main(["tune", "--recipe", "seed-mlp", "--space", str(space), "--trials", "2", "--out", str(out), "--no-baseline",
+          "--quiet"])
+    capsys.readouterr()
+    assert (victim / "sub" / "data.txt").read_text() == "mine" and sorted(p.name for p in victim.iterdir()) == ["sub"]
+
+
+def test_a_study_folder_that_is_a_link_is_neither_written_through_nor_removed(tmp_path):
+    victim = tmp_path / "victim"
+    (victim / "seed-0").mkdir(parents=True)
+    (victim / "seed-0" / "f").write_text("mine")
+    study = tmp_path / "study"
+    (study / "runs" / "paper").mkdir(parents=True)
+    (study / "runs" / "paper" / "m5").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(mnistlab.MnistlabError, match="is a symbolic link"):
+        rundir.remove_run(study, study / "runs" / "paper" / "m5" / "seed-0")
+    with pytest.raises(mnistlab.MnistlabError, match="leads out of"):
+        rundir.no_links_below(study, study / ".." / "victim")
+    assert (victim / "seed-0" / "f").read_text() == "mine"

@@ -6,9 +6,12 @@ elsewhere carries, after showing it. A file that is unchanged proves nothing abo
 it (anyone knows the hash of a library's file); a signature only this user's key can make does. This
 is how `jupyter trust` decides which notebooks' outputs it shows.
 
-A signature is an HMAC-SHA256, under the key, of the record's identity (reference, kind, name, file and
-the SHA-256 of its source), kept as an empty file named by it: writers running at once (seeds, tuning
-workers) need no lock, and a look-up is one `stat`.
+A signature is an HMAC-SHA256, under the key, of how it was given and the record's identity (reference,
+kind, name, file and the SHA-256 of its source), kept as an empty file named by it: writers running
+at once (seeds, tuning workers) need no lock, and a look-up is one `stat`. How it was given matters:
+code this user *recorded* (`train`) may run from the file it was recorded from, beside the files it
+imports; code *approved* after reading it (`mnistlab trust`) runs only as the copy that was shown,
+never from a path the record names (which a sender chooses) nor with its neighbours importable.
 
     $MNISTLAB_CONFIG_DIR, else $XDG_CONFIG_HOME/mnistlab, else ~/.config/mnistlab:
       trust/key            64 hex digits (32 random bytes), mode 0600, made on first signature
@@ -28,6 +31,7 @@ from . import atomic
 from .errors import MnistlabError
 
 IDENTITY = ("ref", "kind", "name", "path", "sha256")  # what a signature covers (sha256 covers the source)
+HOW = ("recorded", "approved")  # trained here by this user | read and approved here (see above)
 ENV = "MNISTLAB_CONFIG_DIR"
 
 
@@ -90,20 +94,29 @@ def identity(record: dict) -> bytes:
     return json.dumps([record[k] for k in IDENTITY], ensure_ascii=True).encode()
 
 
-def _signature_file(record: dict, key: bytes) -> Path:
-    digest = hmac.new(key, identity(record), hashlib.sha256).hexdigest()
+def _signature_file(record: dict, key: bytes, how: str) -> Path:
+    if how not in HOW:
+        raise ValueError(f"how={how!r}")
+    digest = hmac.new(key, how.encode() + b"\0" + identity(record), hashlib.sha256).hexdigest()
     return trust_dir() / "signed" / digest
 
 
-def is_signed(record: dict) -> bool:
-    """Whether this user signed `record` (a checked code record) on this machine."""
+def signed(record: dict) -> str | None:
+    """How this user signed `record` (a checked code record) on this machine: "recorded", "approved",
+    or None."""
     key = _key(create=False)
-    return key is not None and _signature_file(record, key).is_file()
+    if key is None:
+        return None
+    return next((how for how in HOW if _signature_file(record, key, how).is_file()), None)
 
 
-def sign(record: dict) -> None:
-    """Sign `record`: from now on its code runs here without asking."""
-    target = _signature_file(record, _key(create=True))
+def is_signed(record: dict) -> bool:
+    return signed(record) is not None
+
+
+def sign(record: dict, how: str = "recorded") -> None:
+    """Sign `record` (see HOW): from now on its code runs here without asking."""
+    target = _signature_file(record, _key(create=True), how)
     if target.is_file():
         return
     try:
@@ -114,11 +127,13 @@ def sign(record: dict) -> None:
 
 
 def revoke(record: dict) -> bool:
-    """Remove `record`'s signature; whether there was one."""
+    """Remove `record`'s signatures; whether there was one."""
     key = _key(create=False)
     if key is None:
         return False
-    target = _signature_file(record, key)
-    existed = target.is_file()
-    target.unlink(missing_ok=True)
+    existed = False
+    for how in HOW:
+        target = _signature_file(record, key, how)
+        existed = existed or target.is_file()
+        target.unlink(missing_ok=True)
     return existed

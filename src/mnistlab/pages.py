@@ -22,6 +22,9 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from . import schema
+from .errors import MnistlabError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PICTURE_BYTES = 8 << 20  # one embedded picture (mnistlab's own are at most a few hundred KB)
 
@@ -73,11 +76,13 @@ def picture(path, root: str | os.PathLike, caption: str) -> dict:
         return {"missing": "not a path", "caption": caption}
     if not file.is_relative_to(base):
         return {"missing": f"outside {base.name}/, not embedded", "caption": caption}
-    try:
-        with open(file, "rb") as f:
-            data = f.read(MAX_PICTURE_BYTES + 1)
-    except OSError:
+    if not file.is_file():  # not a regular file (a pipe would block the page's writer): not embedded
         return {"missing": "not found", "caption": caption}
+    try:
+        data = schema.read_bytes(file, MAX_PICTURE_BYTES)
+    except MnistlabError as exc:
+        return {"missing": "larger than the limit, not embedded" if "more than" in exc.message else "not found",
+                "caption": caption}
     if not data.startswith(PNG_SIGNATURE):
         return {"missing": "not a PNG, not embedded", "caption": caption}
     if len(data) > MAX_PICTURE_BYTES:

@@ -25,7 +25,7 @@ from .analysis.plots import training_curves
 from .analysis.robust import format_robust
 from .rundir import RunDir
 from .stats import mean_pm_std
-from .tables import format_table
+from .tables import format_table, printable
 
 
 def _pct(value) -> str:
@@ -479,8 +479,8 @@ class Trusted(Result):
         return [(f"{c['role']} {c['ref']}", ("approved" if c["signed"] else "not approved") + f", read it in {c['read']}")
                 for c in self.record["code"]] or [("code", "none: this run uses only mnistlab's own models")]
 
-    def __str__(self) -> str:
-        return "\n".join(f"{k}: {v}" for k, v in self.headline())
+    def __str__(self) -> str:  # names and paths come from a run someone sent: nothing a terminal acts on
+        return "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
 
 
 class Listing(Result):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -294,6 +295,31 @@ class RunDir:
         atomic.write_text(self.log, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def no_links_below(base: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path`, checked to lie under `base` with no symbolic link from there down: a folder mnistlab
+    chose (a run, a trial, a study's seed) that it may write into or remove."""
+    base, path = Path(base), Path(path)
+    try:
+        parts = path.relative_to(base).parts
+    except ValueError:
+        raise MnistlabError(f"{path} is not inside {base}", hint="the study or run files were altered") from None
+    if ".." in parts:
+        raise MnistlabError(f"{path} leads out of {base}", hint="the study or run files were altered")
+    here = base
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            raise MnistlabError(f"{here} is a symbolic link (to {os.readlink(here)}): mnistlab writes and removes "
+                                f"only inside {base}", hint="remove the link, then run the command again")
+    return path
+
+
+def remove_run(base: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Remove a run directory mnistlab made under `base` (an interrupted one, to start it again); never
+    through a link, never outside `base`."""
+    shutil.rmtree(no_links_below(base, path))
+
+
 def output_dir(path: str | os.PathLike, chosen_in: str | os.PathLike | None = None) -> Path:
     """`path`, created, for a verb's outputs. Where the verb chose it under `chosen_in` (a run directory,
     or a checkpoint's folder: eval/, inspect/, maps/M-F-S/), no folder from there down may be a
@@ -301,13 +327,7 @@ def output_dir(path: str | os.PathLike, chosen_in: str | os.PathLike | None = No
     with --out is theirs: it may be a link.)"""
     path = Path(path)
     if chosen_in is not None:
-        here = Path(chosen_in)
-        for part in path.relative_to(here).parts:
-            here = here / part
-            if here.is_symlink():
-                raise MnistlabError(f"{here} is a symbolic link (to {os.readlink(here)}): mnistlab writes what it "
-                                    f"derives from {chosen_in} only inside it",
-                                    hint="remove the link, or name a folder for the outputs with --out")
+        no_links_below(chosen_in, path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

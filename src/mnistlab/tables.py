@@ -7,12 +7,16 @@ import re
 
 # ESC sequences (CSI with its parameters, OSC up to its terminator, two-character ones), then any C0/C1
 # control character but newline and tab: what a terminal would act on instead of showing
-_CONTROL = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# ... and the invisible bidirectional controls with which code reads one way and runs another (Trojan
+# Source, CVE-2021-42574): U+061C, U+200E-200F, U+202A-202E, U+2066-2069
+_CONTROL = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+                      "|[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 
 
 def printable(text) -> str:
-    """`text` with terminal control sequences and control characters removed (shown as ?)."""
+    """`text` with terminal control sequences, control characters and bidirectional controls removed
+    (each shown as ?)."""
     return _CONTROL.sub("?", str(text))
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from . import consent
 from .errors import MnistlabError
 from .names import did_you_mean
+from .tables import printable
 
 MAX_SOURCE = 1 << 20  # bytes of one source file a run records
 IDENTIFIER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -221,9 +222,8 @@ def _placed(kind: str, where: str, path: str) -> bool:
 
 def trust_hint(copy: Path | None, source: str) -> str:
     """How to approve a record's code: read the copy, then `mnistlab trust`, or --trust-code once."""
-    if copy is None:
-        return (f"`mnistlab trust {source.split(' member ')[0]}` shows the code it carries and approves it "
-                "(or pass --trust-code, Python trust_code=True, for this command only)")
+    if copy is None:  # no code/ copy to read, so no --trust-code either: trust shows the code itself
+        return f"`mnistlab trust {source.split(' member ')[0]}` shows the code it carries and approves it"
     return (f"read it in {copy}, then approve it with `mnistlab trust {copy.parent.parent}` (or pass "
             "--trust-code, Python trust_code=True, to run that copy for this command only)")
 
@@ -250,14 +250,19 @@ def from_record(carried: Carried, role: str):
                             hint="an instance cannot be rebuilt elsewhere: define it as a class or a function "
                             "in a .py file (or a notebook cell) and pass that")
     # the decision comes first, from the record alone: nothing is imported, found or read before it
-    if consent.is_signed(record):
-        return _signed(record, source, role)
+    how = consent.signed(record)
+    if how == "recorded":
+        return _recorded_here(record, source, role)
+    if how == "approved":  # read and approved: exactly the source that was shown, nothing beside it
+        return _recorded_copy(record, record["source"], f"<{source}: approved copy of {record['ref']}>", role)
     if not _trust.get():
         raise MnistlabError(f"{source}: its {role} is code you did not record or approve on this machine "
                             f"({record['kind']} {ref!r}), so it does not run", hint=trust_hint(copy, source))
     if copy is None:
         raise MnistlabError(f"{source}: its {role} {ref!r} is carried by a file outside any run directory, with no "
-                            "code/ copy to read, so --trust-code does not run it", hint=trust_hint(None, source))
+                            "code/ copy to read, so --trust-code does not run it",
+                            hint=f"`mnistlab trust {source.split(' member ')[0]}` shows the code it carries and "
+                            "approves it")
     try:
         readable = _read_source(copy, role, ref) if copy.is_file() and not copy.is_symlink() else None
     except MnistlabError:
@@ -274,24 +279,27 @@ def from_record(carried: Carried, role: str):
     return _recorded_copy(record, readable, str(copy), role)
 
 
-def _signed(record: dict, source: str, role: str):
-    """Code this user signed: from the place it was recorded at if that still holds the same source
-    (its neighbours importable, as in training), else the recorded copy (the very code signed)."""
+def _recorded_here(record: dict, source: str, role: str):
+    """Code this user recorded (trained) here: from the file it was recorded from if that still holds
+    the same source (its neighbours importable, as in training), else the recorded copy (the very code
+    signed). The file is read once: what is hashed is what runs."""
     ref, name, want, kind = record["ref"], record["name"], record["sha256"], record["kind"]
     if kind == "session":
         return _recorded_copy(record, record["source"], f"<{source}: recorded {role} {name}>", role)
     path = Path(record["path"]) if record["path"] else None
     try:
-        now = sha256_text(_read_source(path, role, ref)) if path is not None and path.is_file() else None
+        text = _read_source(path, role, ref) if path is not None and path.is_file() else None
     except (MnistlabError, OSError):
-        now = None
-    if now == want:
-        obj, code = resolve(f"{path}:{name}" if kind == "file" else ref, role)
+        text = None
+    if text is not None and sha256_text(text) == want:
+        if kind == "file":
+            return _attribute(_run_source(text, str(path), role, ref), name, role, ref)
+        obj, code = resolve(ref, role)
         if code.sha256 == want:  # a module name could lead elsewhere now (another folder first on the path)
             return obj
-    what = "has changed since the run recorded it" if now else "does not exist here"
-    print(f"mnistlab: note: {path or ref} {what}: running the copy {source} recorded (SHA-256 {want[:12]}...), "
-          "which you signed", file=sys.stderr)
+    what = "has changed since the run recorded it" if text is not None else "does not exist here"
+    print(printable(f"mnistlab: note: {path or ref} {what}: running the copy {source} recorded (SHA-256 "
+                    f"{want[:12]}...), which you signed"), file=sys.stderr)
     return _recorded_copy(record, record["source"], f"<{source}: recorded copy of {path or ref}>", role)
 
 

@@ -109,7 +109,7 @@ def describe_code(item) -> str:
     head = (f"{item.role} {printable(r['ref'])} ({r['kind']}{', recorded at ' + printable(r['path']) if r['path'] else ''}; "
             f"SHA-256 {r['sha256'][:16]}...; {item.lines} lines; "
             f"{'already approved' if item.signed else 'not approved here'})\n"
-            f"read it in {item.copy or item.files[0]}:")
+            f"read it in {printable(item.copy or item.files[0])}:")
     body = "\n".join(f"{i:5}  {printable(line)}" for i, line in enumerate(r["source"].splitlines(), 1))
     return f"{head}\n{body}\n"
 

@@ -20,6 +20,8 @@ import torch
 from ..errors import MnistlabError
 from .preparation import STEPS, apply
 
+MIN_STD = 1e-4  # per channel, of pixels in [0,1]: far below one grey level (1/255)
+
 MODES = ("standardize", "scale", "none")
 LAYOUTS = ("nchw", "flat", "nhw", "nhwc")
 
@@ -43,10 +45,13 @@ class Normalization:
             raise MnistlabError(f"normalisation mean {list(self.mean)} and std {list(self.std)}: expected one "
                                 "value per channel in each")
         for m, s in zip(self.mean, self.std):
-            if not (math.isfinite(m) and math.isfinite(s)) or (self.mode == "standardize" and s <= 0):
+            # of pixels in [0,1]: a std far below one grey level (1/255), or a mean far outside, would
+            # make every input enormous (a std of 1e-320 made a checkpoint's evaluation all NaN)
+            if (not (math.isfinite(m) and math.isfinite(s)) or abs(m) > 1e3 or abs(s) > 1e3
+                    or (self.mode == "standardize" and s < MIN_STD)):
                 raise MnistlabError(
                     f"normalisation mean {list(self.mean)}, std {list(self.std)}: a standardised input needs a "
-                    "finite mean and a positive std per channel",
+                    f"mean within +-1000 and a std from {MIN_STD:g} to 1000 per channel (pixels scaled to [0,1])",
                     hint="a std of 0 means every training pixel has the same value (an empty or all-zero "
                     "dataset?); check the data, or train with normalize='scale'")
 

@@ -32,7 +32,7 @@ from ..rundir import RunDir
 from . import MODELS
 from .classical import CLASSICAL, ClassicalModel, is_classical, tensors_of
 from .classical import build as build_classical
-from .registry import build, is_known, model_entry
+from .registry import build, check_options, is_known, model_entry
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
@@ -146,6 +146,10 @@ def validate_model(meta: dict, source: str, where: str = "") -> dict:
     args = meta.get("model_args", {})
     if not isinstance(args, dict) or not all(isinstance(k, str) and _json_scalar_or_list(v) for k, v in args.items()):
         raise _bad(source, where + "model_args", "an object of option names to numbers, strings or lists", args)
+    try:
+        check_options(meta["model"], args, "")
+    except MnistlabError as exc:
+        raise _bad(source, where + "model_args", "", detail=exc.message) from None
     shape = meta.get("in_shape")
     if (not isinstance(shape, list) or len(shape) != 3 or any(not isinstance(s, int) or isinstance(s, bool)
                                                               for s in shape)

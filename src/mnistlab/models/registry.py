@@ -72,6 +72,21 @@ def register_model(name: str, summary: str, head: tuple[str, ...] | None = None)
     return wrap
 
 
+MAX_OPTION = 4096  # an integer option of a zoo network (a width, a depth): what building one may cost is bounded
+
+
+def check_options(name: str, options: dict, where: str) -> None:
+    """A zoo network's options within what can be built in seconds (an `rnn` of 3 million layers,
+    asked for by a checkpoint someone sent, took minutes before its shapes could be compared)."""
+    if name not in MODELS:
+        return
+    for key, value in options.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > MAX_OPTION:
+                raise MnistlabError(f"{where}model option {key}={value!r}: expected numbers within +-{MAX_OPTION}",
+                                    hint="a zoo network's widths and depths are at most 4096")
+
+
 def list_models() -> list[str]:
     return list(MODELS)
 

@@ -85,7 +85,7 @@ def _check_copy(copy: Path, record: dict, file: Path) -> None:
 def approve(found: list[CarriedCode]) -> None:
     """Sign every record: their code runs here from now on, without asking."""
     for item in found:
-        consent.sign(item.record)
+        consent.sign(item.record, "approved")
         item.signed = True
 
 

@@ -27,7 +27,6 @@ that bit-identical on a CPU), and restarts runs that died before their first che
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .. import atomic, machine, schema
+from .. import atomic, machine, rundir, schema
 from ..analysis.ensemble import greedy
 from ..errors import MnistlabError
 from ..models import MODELS as ZOO
@@ -109,7 +108,7 @@ def run_path(study: Path, protocol: str, model: str, seed: int) -> Path:
 def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say) -> Path:
     """The run for (protocol, model, seed), trained, resumed or found finished; its outputs written."""
 
-    path = run_path(study, protocol, model, seed)
+    path = rundir.no_links_below(study, run_path(study, protocol, model, seed))  # received studies too
     cfg = run_config(plan, protocol, model, seed, study)
     if (path / RunDir.SUMMARY).is_file():
         if not (path / OUTPUTS).is_file():  # the engine writes them before the summary
@@ -120,7 +119,7 @@ def train_run(plan: Plan, protocol: str, model: str, seed: int, study: Path, say
         resume(path, quiet=True)
     else:
         if path.exists():  # died before its first checkpoint: nothing to keep
-            shutil.rmtree(path)
+            rundir.remove_run(study, path)
         say(f"{protocol} {model} seed {seed}: training ({cfg.epochs} epochs, {cfg.device})")
         path.parent.mkdir(parents=True, exist_ok=True)
         train(cfg, quiet=True)

@@ -19,12 +19,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 import time
 from pathlib import Path
 
-from .. import atomic, schema
+from .. import atomic, rundir, schema
 from ..data import load
 from ..errors import MnistlabError
 from ..machine import describe
@@ -95,8 +94,8 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
                 run = RunDir(runs_dir / name)
                 summary = run.read_summary() if run.summary.is_file() else None  # a finished run is kept: resumable
                 if summary is None:
-                    if run.path.exists():  # interrupted: start that run again
-                        shutil.rmtree(run.path)
+                    if run.path.exists() or run.path.is_symlink():  # interrupted: start that run again
+                        rundir.remove_run(runs_dir, run.path)
                     cfg = dataclasses.replace(base, labels_per_class=n, seed=seed, batch_size=batch, epochs=epochs,
                                               checkpoint_every=epochs, out=str(runs_dir), name=name, progress=False,
                                               **mode_overrides(mode, source, base.lr, lr_backbone))

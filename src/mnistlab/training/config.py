@@ -25,7 +25,7 @@ from ..models import MODELS
 from ..models.classical import CLASSICAL
 from ..models.classical import validate_config as validate_classical
 from ..models.inference import BATCH_SIZE
-from ..models.registry import is_known
+from ..models.registry import check_options, is_known
 from ..names import check_name, did_you_mean
 from ..precision import CHOICES as PRECISIONS
 from ..rundir import RunDir
@@ -319,6 +319,7 @@ def validate(cfg: TrainConfig) -> None:
         raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join([*MODELS, *CLASSICAL])}, or "
                             "your own as path/to/file.py:Name or package.module:Name",
                             hint="`mnistlab models` lists them")
+    check_options(cfg.model, cfg.model_args, "")
     parse_prepare(cfg.prepare)
     if cfg.model in CLASSICAL:
         validate_classical(cfg)

@@ -161,7 +161,7 @@ def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
         run.write_json(RunDir.CONFIG, cfg.as_dict())
         records = code_records(cfg)
         for record in records.values():  # the user named this code to train it: it may run here again
-            consent.sign(record)
+            consent.sign(record, "recorded")
         run.write_code(records)
         run.start_log({"code": code_summary(records),"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
                        "environment": machine.describe(), "world_size": env.world, "device": str(env.device),

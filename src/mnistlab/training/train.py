@@ -132,7 +132,7 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
     config_mod.validate(cfg)
     # the code the run records is read once and pinned: a resumed run keeps its own, a new one what it began
     # with (an edit to the file mid-run changes neither what runs nor what every checkpoint records)
-    recorded = resumed_code(resume) if resume is not None else setup.code_records(cfg)
+    recorded = resumed_code(resume, cfg) if resume is not None else setup.code_records(cfg)
     copies = {role: RunDir(resume).code_file(role, r["path"]) for role, r in recorded.items()} if resume else None
     opened: list[RunDir] = []  # the run directory, once there is one
     try:
@@ -523,9 +523,27 @@ def tensorboard_writer(run: RunDir):
 # Resuming, and several seeds
 
 
-def resumed_code(resume) -> dict[str, dict]:
-    """The user code a run being resumed recorded (checked when it is pinned), by role."""
-    return ckpt.read_header(RunDir(resume).last)[0].get("code", {})
+def resumed_code(resume, cfg) -> dict[str, dict]:
+    """The user code a run being resumed recorded (each record loaded under the consent rules when it is
+    pinned), by role; checked before anything is built: the config is the checkpoint's own, and every
+    piece of user code it names is one the checkpoint carries a record of (a config.json edited to name
+    other code, a library function say, would otherwise run it unasked)."""
+    last = RunDir(resume).last
+    meta, _ = ckpt.read_header(last)
+    if meta["kind"] != "state":
+        raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
+    changed = config_mod.differences(meta["config"], cfg.as_dict())
+    if changed:
+        detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
+        raise MnistlabError(f"cannot resume {resume} with a different config: {detail}",
+                            hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+    records = meta.get("code", {})
+    for role in setup.ROLES:
+        ref = getattr(cfg, role)
+        if user_code.is_reference(ref) and records.get(role, {}).get("ref") != ref:
+            raise MnistlabError(f"{last}: its config names {role} {ref[:200]!r}, which the checkpoint carries no record "
+                                "of, so it does not run", hint="the run was altered; use one as mnistlab wrote it")
+    return records
 
 
 def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:

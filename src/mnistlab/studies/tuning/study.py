@@ -29,7 +29,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -37,7 +36,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import atomic, machine, schema
+from ... import atomic, machine, rundir, schema
 from ..._version import __version__
 from ...analysis.evaluate import evaluate
 from ...errors import MnistlabError
@@ -86,7 +85,7 @@ def _optuna():
     except ImportError:
         raise MnistlabError("`mnistlab tune` needs Optuna", hint="pip install 'mnistlab[tune]' (or optuna>=4.9)") \
             from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one line, not its traceback too
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
@@ -381,9 +380,13 @@ def objective(trial, settings: Settings, sp: Space, base):
     # them), so it finds that trial's run directory and resumes it.
     # Where the dead worker's run directory can be reached (this machine, or a shared disk), the retry
     # resumes it there from its last checkpoint; elsewhere it trains the trial again under the same name.
+    # Only inside this study's own trials folder: a study's storage may come from anyone, and a run_dir
+    # it names elsewhere (another folder of the user's) is never trained into nor removed.
     earlier = trial.user_attrs.get("run_dir")
-    name = Path(earlier).name if earlier else f"trial-{trial.number:04d}"
-    parent = Path(earlier).parent if earlier and Path(earlier).is_dir() else Path(settings.out) / TRIALS_DIR
+    name = Path(str(earlier)).name if earlier else f"trial-{trial.number:04d}"
+    if not (name.startswith("trial-") and name[6:].isdigit()):
+        name = f"trial-{trial.number:04d}"
+    parent = Path(settings.out) / TRIALS_DIR
     cfg = dataclasses.replace(base, **overrides, out=str(parent), name=name)
     config_mod.validate(cfg)
     run = RunDir(Path(cfg.out) / name)
@@ -407,7 +410,7 @@ def objective(trial, settings: Settings, sp: Space, base):
 
     t0 = time.perf_counter()
     try:
-        summary = _train_or_resume(cfg, run, on_epoch, train_mod)
+        summary = _train_or_resume(cfg, run, on_epoch, train_mod, parent)
     except train_mod.TrainingDiverged as exc:
         trial.set_user_attr("diverged", exc.message)
         if single:  # a setting that does not train is a bad setting: pruned, and the search goes on
@@ -426,16 +429,17 @@ def objective(trial, settings: Settings, sp: Space, base):
     return values["accuracy"] if single else tuple(values[o] for o in settings.objectives)
 
 
-def _train_or_resume(cfg, run: RunDir, on_epoch, train_mod) -> dict:
+def _train_or_resume(cfg, run: RunDir, on_epoch, train_mod, trials: Path) -> dict:
     """Train the trial's run, or finish the run an earlier attempt of this trial left behind."""
-    if run.path.exists():
+    if run.path.exists() or run.path.is_symlink():
+        rundir.no_links_below(trials, run.path)
         summary = run.read_summary()
         if summary is not None and summary.get("val_acc") is not None:
             return summary  # it finished; the worker died before telling the study
         if run.last.is_file() and summary is None:
             return train_mod.resume(run.path, {"progress": False, "threads": cfg.threads}, quiet=True,
                                     on_epoch=on_epoch)
-        shutil.rmtree(run.path)  # killed before its first checkpoint: nothing to keep
+        rundir.remove_run(trials, run.path)  # killed before its first checkpoint: nothing to keep
     return train_mod.train(cfg, quiet=True, on_epoch=on_epoch)
 
 
