@@ -12,7 +12,7 @@
 One function per CLI verb, of the verb's name (mnistlab.api); settings are the recipe keys.
 """
 
-import sys
+import importlib
 import types
 
 from . import api
@@ -28,7 +28,6 @@ from .api import (
                   map,
                   predict,
                   pretrain,
-                  recipes,
                   report,
                   serve,
                   sota,
@@ -41,17 +40,20 @@ from .data import Dataset, Split, load, load_data, prepare
 from .data.registry import get_spec, list_datasets
 from .errors import MnistlabError
 
-
-class _ModelsPackage(types.ModuleType):
-    """`mnistlab.models` is the package of networks (`mnistlab.models.predictor`, ...) and, called, the
-    `models` verb like every other verb's function: `mnistlab.models()` lists the zoo."""
-
-    def __call__(self):
-        return api.models()
-
-
-sys.modules[f"{__name__}.models"].__class__ = _ModelsPackage  # the module stays the module, now callable
-
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
            "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "models", "predict", "prepare", "pretrain",
            "recipes", "report", "serve", "sota", "train", "transfer_curve", "trust", "tune"]
+
+
+class _CallablePackage(types.ModuleType):
+    """`mnistlab.models` and `mnistlab.recipes` are packages (the networks; the recipes' TOML files) and,
+    called, the verbs of their names like every other verb's function: `mnistlab.models()` lists the
+    zoo, `mnistlab.recipes(show="seed-cnn")` prints one recipe."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+for _name in ("models", "recipes"):  # each module stays the module, now callable
+    importlib.import_module(f"{__name__}.{_name}").__class__ = _CallablePackage
+del _name

@@ -508,8 +508,8 @@ class RecipeText(Result):
 
     title = "recipe"
 
-    def __str__(self) -> str:
-        return self.record["toml"]
+    def __str__(self) -> str:  # printed, it is the file: `mnistlab recipes --show NAME > my.toml`
+        return self.record["toml"].rstrip("\n")
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(self.record['toml'])}</pre>"

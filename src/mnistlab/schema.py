@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MnistlabError
+from .names import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,5 +221,7 @@ def named_toml(name: str, package: str, what: str) -> tuple[dict, str, Path | No
     candidate = resources.files(package) / f"{name}.toml"
     if not candidate.is_file():
         known = sorted(p.name[:-5] for p in resources.files(package).iterdir() if p.name.endswith(".toml"))
-        raise MnistlabError(f"unknown {what} {name!r}: expected one of {', '.join(known)} or a .toml file")
+        raise MnistlabError(f"unknown {what} {name!r}: expected one of {', '.join(known)} or a .toml file",
+                            hint=did_you_mean(name, known) + f"`mnistlab {what}s` lists them" if what == "recipe"
+                            else did_you_mean(name, known) or None)
     return parse_toml(candidate.read_bytes(), f"{name} (packaged)"), f"{name} (packaged)", None

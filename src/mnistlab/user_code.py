@@ -344,6 +344,18 @@ def _own_frames(exc: BaseException) -> list[traceback.FrameSummary]:
             if not f.filename.startswith(libraries) and not f.filename.startswith("<frozen")]
 
 
+def own_error(exc: BaseException) -> MnistlabError | None:
+    """One line for any exception whose traceback runs through code of the user's own (a model's forward
+    while evaluating, say), naming their file and line; None for anything else (mnistlab's own bugs keep
+    their traceback)."""
+    frames = _own_frames(exc)
+    if not frames:
+        return None
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return MnistlabError(f"your code raised {type(exc).__name__}: {message} (at {frames[-1].filename}:"
+                         f"{frames[-1].lineno})", hint="fix it there, then run the same command again")
+
+
 def raised_in_own_code(exc: BaseException, refs: dict[str, str], doing: str) -> MnistlabError | None:
     """One line for an exception that came out of the user's own code (`refs`: role -> reference of the
     code a run uses), naming its file and line; None where no frame of theirs is in the traceback."""

@@ -61,7 +61,7 @@ CHANCE_FACTOR = 2.0  # mean accuracy under this many times chance is "chance lev
 UNSTABLE_STD = 0.03  # a std over seeds above 3 points
 # the failure a verdict names first: the most specific cause (dead units also zero the gradients and
 # make the output constant, hence "affine")
-PRIORITY = ["output", "softmax", "dead units", "eval determinism", "batch independence", "optimizer",
+PRIORITY = ["output", "softmax", "buffers", "dead units", "eval determinism", "batch independence", "optimizer",
             "step direction", "weight decay", "zero gradient", "momentum", "reproducible step", "optimizer mechanics",
             "nonlinearity", "gradients", "initial loss", "overfit one batch", "normalization"]
 
@@ -197,6 +197,16 @@ def _mechanics(cfg, ds, out: list) -> None:
     count = sum(1 for _ in model.parameters())
     out.append(Finding("gradients", not problems, "; ".join(problems) if problems
                        else f"all {count} parameter tensors get a finite, non-zero gradient"))
+    tracked = [n for n, b in model.named_buffers() if b.grad_fn is not None or b.requires_grad]
+    out.append(Finding("buffers", not tracked, f"buffer(s) {', '.join(tracked)} carry gradient history: they were "
+                       "updated from tensors that require grad (running_mean.lerp_(x.mean(0)), say), so every step "
+                       "keeps the graph of the last, and the model cannot be copied: update running statistics "
+                       "under torch.no_grad() or from .detach()" if tracked
+                       else "no buffer carries gradient history (running statistics updated without it)"))
+    for module in model.modules():  # the other checks go on with them detached
+        for name, b in module._buffers.items():
+            if b is not None and b.grad_fn is not None:
+                module._buffers[name] = b.detach()
     dead_layers = [n for n, d in dead.items() if d]
     out.append(Finding("dead units", not dead_layers,
                        f"ReLU call(s) {', '.join(dead_layers)}: no unit is positive for any of 256 images "

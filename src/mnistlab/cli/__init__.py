@@ -15,6 +15,7 @@ import os
 import re
 import sys
 
+from .. import user_code
 from .._version import __version__
 from ..errors import MnistlabError
 from ..names import did_you_mean, nearest
@@ -74,3 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except Exception as exc:  # out of the user's own code (a forward that raises while evaluating): one line
+        error = user_code.own_error(exc)
+        if error is None:
+            raise
+        print(f"mnistlab: error: {printable(error.message)}\nhint: {error.hint}", file=sys.stderr)
+        return 2

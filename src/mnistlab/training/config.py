@@ -318,7 +318,7 @@ def validate(cfg: TrainConfig) -> None:
     if not is_known(cfg.model) and cfg.model not in CLASSICAL:
         raise MnistlabError(f"unknown model {cfg.model!r}: expected one of {', '.join([*MODELS, *CLASSICAL])}, or "
                             "your own as path/to/file.py:Name or package.module:Name",
-                            hint="`mnistlab models` lists them")
+                            hint=did_you_mean(cfg.model, [*MODELS, *CLASSICAL]) + "`mnistlab models` lists them")
     check_options(cfg.model, cfg.model_args, "")
     parse_prepare(cfg.prepare)
     if cfg.model in CLASSICAL:

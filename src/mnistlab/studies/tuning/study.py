@@ -380,13 +380,15 @@ def objective(trial, settings: Settings, sp: Space, base):
     # them), so it finds that trial's run directory and resumes it.
     # Where the dead worker's run directory can be reached (this machine, or a shared disk), the retry
     # resumes it there from its last checkpoint; elsewhere it trains the trial again under the same name.
-    # Only inside this study's own trials folder: a study's storage may come from anyone, and a run_dir
-    # it names elsewhere (another folder of the user's) is never trained into nor removed.
+    # A study's storage may come from anyone: the run_dir it names is used elsewhere than this study's own
+    # trials/ only where it is a trial's run another worker left (a run directory in a trials/ folder),
+    # and nothing outside trials/ is ever removed.
     earlier = trial.user_attrs.get("run_dir")
     name = Path(str(earlier)).name if earlier else f"trial-{trial.number:04d}"
     if not (name.startswith("trial-") and name[6:].isdigit()):
         name = f"trial-{trial.number:04d}"
-    parent = Path(settings.out) / TRIALS_DIR
+    trials = Path(settings.out) / TRIALS_DIR
+    parent = Path(str(earlier)).parent if earlier and _a_workers_trial(Path(str(earlier))) else trials
     cfg = dataclasses.replace(base, **overrides, out=str(parent), name=name)
     config_mod.validate(cfg)
     run = RunDir(Path(cfg.out) / name)
@@ -427,6 +429,17 @@ def objective(trial, settings: Settings, sp: Space, base):
         raise optuna.TrialPruned(f"pruned at epoch {pruned_at[0]}")
     values = {"accuracy": summary["val_acc"], "time": summary["train_s"]}
     return values["accuracy"] if single else tuple(values[o] for o in settings.objectives)
+
+
+def _a_workers_trial(path: Path) -> bool:
+    """Whether `path` is a trial's run another worker left, interrupted or finished (on a disk they
+    share): a run directory named trial-N in a folder named trials/, no link on the way."""
+    try:
+        return (path.parent.name == TRIALS_DIR and path.name.startswith("trial-") and not path.is_symlink()
+                and not path.parent.is_symlink() and RunDir.is_run(path)
+                and (RunDir(path).last.is_file() or RunDir(path).summary.is_file()))
+    except OSError:
+        return False
 
 
 def _train_or_resume(cfg, run: RunDir, on_epoch, train_mod, trials: Path) -> dict:
