@@ -54,7 +54,8 @@ def pytest_configure(config):
 # pytest-xdist hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`):
 # starting with the longest ones lets the workers finish together instead of one waiting on a
 # long file that came last. A file missing here only runs later; the order never changes a result.
-HEAVIEST_FIRST = ["test_fuzz.py", "test_notebooks.py", "test_train.py", "test_own_model.py", "test_classical.py",
+HEAVIEST_FIRST = ["test_fuzz.py", "test_docs_run.py", "test_notebooks.py", "test_train.py", "test_own_model.py",
+                  "test_first_paths.py", "test_received_runs.py", "test_consent.py", "test_classical.py",
                   "test_tune.py", "test_attack.py", "test_audit.py", "test_precision.py", "test_serve.py",
                   "test_check.py", "test_browser.py", "test_capacity.py", "test_system_and_cli.py", "test_sota.py"]
 
