@@ -28,8 +28,8 @@ from hypothesis import settings
 
 import mnistlab
 from mnistlab.data import registry as datasets
-from mnistlab.training import config as config_mod
-from mnistlab.training.train import train_seeds
+from mnistlab.training import config
+from mnistlab.training.engine import train_seeds
 
 # Every property test draws the same cases on every run (a test's own @settings change only what
 # they name): CI fails on a change, not on the luck of the draw. Explore further with
@@ -138,7 +138,7 @@ def keep_artifact(path: Path) -> None:
 def seed_runs(tmp_path_factory):
     """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST."""
     out = tmp_path_factory.mktemp("runs")
-    cfg = config_mod.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 1000, "epochs": 2,
+    cfg = config.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 1000, "epochs": 2,
                                     "out": str(out), "progress": False})
     summary = train_seeds(cfg, [0, 1, 2], quiet=True)
     return Path(summary["group_dir"]), [Path(r) for r in summary["runs"]]

@@ -17,7 +17,7 @@ from mnistlab.cli import main
 from mnistlab.data.normalization import Normalization
 from mnistlab.models.predictor import Predictor
 from mnistlab.rundir import RunDir
-from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
+from mnistlab.serving.prediction import DEFAULT_MODEL, default_predictor
 
 
 def tiny_logreg(seed: int = 0) -> tuple[Predictor, torch.nn.Linear]:
@@ -138,7 +138,7 @@ def test_the_command_writes_numbers_a_curve_and_a_gallery(tmp_path, capsys):
 def test_adversarial_batches_stay_in_the_ball_and_the_run_records_the_attack(tmp_path, mnist, method):
     from mnistlab.training.adversarial import perturb
     from mnistlab.training.config import resolve
-    from mnistlab.training.train import train
+    from mnistlab.training.engine import train
 
     cfg = resolve("adv-fgsm-rs", {"adversarial": method, "adv_steps": 3, "out": str(tmp_path), "progress": False,
                                   "train_subset": 512, "validation": 500, "epochs": 1, "adv_eval": 50})
@@ -273,11 +273,11 @@ def test_the_masking_checks_pass_on_a_trained_model_and_catch_masked_gradients(m
 def test_autoattack_from_the_command_line_shows_in_evaluate_and_report(tmp_path, capsys):
     """An adversarially trained run, attacked with the strongest evaluation: the figure, the attack's
     name and the checks' verdict reach `evaluate` and `report`."""
-    from mnistlab.analysis.evaluate import evaluate
-    from mnistlab.reporting.report import report
+    from mnistlab.analysis.evaluation import evaluate
+    from mnistlab.reporting.run_report import report
     from mnistlab.results import Evaluation
     from mnistlab.training.config import resolve
-    from mnistlab.training.train import train
+    from mnistlab.training.engine import train
 
     cfg = resolve("adv-fgsm-rs", {"out": str(tmp_path), "progress": False, "train_subset": 512, "validation": 500,
                                   "epochs": 1, "adv_eval": 40})

@@ -11,7 +11,7 @@ import torch
 
 import mnistlab
 from mnistlab import MnistlabError
-from mnistlab.analysis import audit as audit_mod
+from mnistlab.analysis import data_audit
 from mnistlab.cli import main as cli_main
 
 
@@ -29,21 +29,21 @@ def flipped_pool(mnist, n: int = 4000, flips: int = 40, seed: int = 0):
     where = rng.choice(n, flips, replace=False)
     for i in where:
         labels[i] = int((labels[i] + rng.integers(1, 10)) % 10)
-    data = audit_mod.Pool(mnist.test.images[:n], labels, np.full(n, "test"), np.arange(n))
+    data = data_audit.Pool(mnist.test.images[:n], labels, np.full(n, "test"), np.arange(n))
     return data, set(int(i) for i in where)
 
 
 @pytest.mark.slow
 def test_flipped_labels_are_ranked_first_and_no_fold_scores_what_it_trained_on(mnist):
     data, flipped = flipped_pool(mnist)
-    oof = audit_mod.out_of_fold(mnist, data, folds=4, recipe="fast", seed=0, overrides={"epochs": 3})
+    oof = data_audit.out_of_fold(mnist, data, folds=4, recipe="fast", seed=0, overrides={"epochs": 3})
     assert len(oof["trained_on"]) == 4
     for k, trained in enumerate(oof["trained_on"]):  # the record of what each fold's model saw
         assert np.array_equal(trained, np.flatnonzero(oof["fold"] != k))  # fold k's model never saw fold k
     assert sorted(np.bincount(oof["fold"])) == [1000] * 4
-    table, _ = audit_mod.find_issues(data.labels.numpy(), oof["probs"], oof["features"], list(mnist.classes), data)
+    table, _ = data_audit.find_issues(data.labels.numpy(), oof["probs"], oof["features"], list(mnist.classes), data)
     # the ranking (every image, worst label first): the flipped ones at its head
-    ranked = audit_mod.ranking(data, oof["probs"], list(mnist.classes), table)["index"].to_numpy()
+    ranked = data_audit.ranking(data, oof["probs"], list(mnist.classes), table)["index"].to_numpy()
     assert len(set(ranked[:len(flipped)].tolist()) & flipped) >= 0.8 * len(flipped)
     assert set(ranked[:2 * len(flipped)].tolist()) >= flipped
     # confident learning's flags: fold models trained on 3,000 images (about 96% out of fold) leave it
@@ -70,7 +70,7 @@ def test_cleanlab_gets_the_out_of_fold_probabilities(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cleanlab.filter, "find_label_issues", recording)
     ds = small(mnistlab.load("mnist"))
-    table, oof, _, _ = audit_mod._audit(ds.name, split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
+    table, oof, _, _ = data_audit._audit(ds.name, split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
     assert len(seen) == 1 and np.array_equal(seen[0], oof["probs"])
     assert 0.85 < oof["accuracy"] < 1.0  # scored by models that never saw the image: not in-sample perfect
     assert list(table.columns[:4]) == ["index", "split", "index_in_split", "issue"]
@@ -105,29 +105,29 @@ def test_a_damaged_or_foreign_cache_is_recomputed_never_trusted(tmp_path):
     whole = buf.getvalue()
     meta = json.dumps({"key": key, "seconds": 1.0, "accuracy": 0.5})
     write(meta, whole)
-    assert audit_mod.read_cache(tmp_path, key, 10)["cached"]
-    assert audit_mod.read_cache(tmp_path, {**key, "folds": 3}, 10) is None  # another experiment's scores
-    assert audit_mod.read_cache(tmp_path, key, 26) is None  # another dataset's classes
+    assert data_audit.read_cache(tmp_path, key, 10)["cached"]
+    assert data_audit.read_cache(tmp_path, {**key, "folds": 3}, 10) is None  # another experiment's scores
+    assert data_audit.read_cache(tmp_path, key, 26) is None  # another dataset's classes
 
     @settings(max_examples=120, deadline=None)
     @given(st.binary(max_size=200), st.integers(0, len(whole)), st.text(max_size=40))
     def check(noise, cut, meta_text):
         write(meta, whole[:cut] + noise)  # truncated or corrupt archive
-        got = audit_mod.read_cache(tmp_path, key, 10)
+        got = data_audit.read_cache(tmp_path, key, 10)
         assert got is None or all(np.array_equal(got[k], good[k]) for k in good)  # never wrong scores
         write(meta_text, whole)  # any metadata text
-        assert audit_mod.read_cache(tmp_path, key, 10) is None
+        assert data_audit.read_cache(tmp_path, key, 10) is None
 
     check()
     for bad in ({"probs": good["probs"][:3]}, {"fold": np.zeros(5)}, {"probs": np.full((4, 10), np.nan)}):
         buf = io.BytesIO()
         np.savez_compressed(buf, **{**good, **bad})
         write(meta, buf.getvalue())
-        assert audit_mod.read_cache(tmp_path, key, 10) is None
+        assert data_audit.read_cache(tmp_path, key, 10) is None
 
 
 def test_knn_graph_is_exact_and_finds_a_planted_duplicate():
-    from mnistlab.analysis.audit import knn_graph
+    from mnistlab.analysis.data_audit import knn_graph
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(300, 20, generator=gen)
@@ -194,7 +194,7 @@ def test_cleaning_effect_trains_with_the_flagged_images_kept_removed_and_relabel
                           "suggested_label": ["3", "6", "9"]})
     ds = small(mnist, n_train=8000, n_test=100, name="mnist-8000")  # the experiment's plumbing, at a small scale
     n_val = 1000
-    effect = audit_mod.clean_effect(ds, table, recipe="fast", seeds=[0], overrides={"train_subset": 0},
+    effect = data_audit.clean_effect(ds, table, recipe="fast", seeds=[0], overrides={"train_subset": 0},
                                     validation=n_val)
     variants = effect["variants"]
     val = set(ds.train.validation_indices(n_val).tolist())

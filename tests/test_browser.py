@@ -100,7 +100,7 @@ def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
     from test_checkpoints import rewritten
 
     from mnistlab.models import ood
-    from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
+    from mnistlab.serving.prediction import DEFAULT_MODEL, default_predictor
 
     with safe_open(DEFAULT_MODEL, "pt") as f:
         meta = json.loads(f.metadata()["mnistlab"])

@@ -24,8 +24,8 @@ from test_predict import drawn
 from mnistlab.bench.loadgen import constant_rate, http_request
 from mnistlab.cli import main
 from mnistlab.serving.backend import OnnxPredictor, accelerate
-from mnistlab.serving.predict import classify, default_predictor, preprocess
-from mnistlab.serving.serve import is_quick
+from mnistlab.serving.prediction import classify, default_predictor, preprocess
+from mnistlab.serving.server import is_quick
 
 
 def png(img: Image.Image) -> bytes:
@@ -231,7 +231,7 @@ def test_a_stale_drawing_gets_a_503_on_a_connection_that_stays_open():
     """A small body is read before the 503 (reconnecting after every 503 costs the server more); a
     large one is not, and its connection is closed."""
     from mnistlab.serving.limits import Limits
-    from mnistlab.serving.serve import QUICK_BODY, create_app
+    from mnistlab.serving.server import QUICK_BODY, create_app
 
     app = create_app(default_predictor(), limits=Limits(max_wait=0.05))
     body = png(drawn("1", stroke=3))

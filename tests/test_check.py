@@ -80,7 +80,7 @@ def test_a_correct_model_works_between_the_references_and_broken_learning_is_nam
 
 
 def test_pictures_drawn_without_an_out_folder_are_removed_when_the_process_ends():
-    script = ("from mnistlab.analysis.check import _scratch\nd = _scratch()\n(d / 'curves.png').write_bytes(b'x')\n"
+    script = ("from mnistlab.analysis.checks import _scratch\nd = _scratch()\n(d / 'curves.png').write_bytes(b'x')\n"
               "print(d)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -13,13 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mnistlab import MnistlabError
-from mnistlab.analysis import ensemble
+from mnistlab.analysis import ensembles
 from mnistlab.cli import main as cli_main
 from mnistlab.models import checkpoint
 from mnistlab.models.predictor import load_predictor
-from mnistlab.serving.predict import DEFAULT_MODEL, predict
+from mnistlab.serving.prediction import DEFAULT_MODEL, predict
 from mnistlab.training.config import resolve
-from mnistlab.training.train import train
+from mnistlab.training.engine import train
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_tensors_that_do_not_match_the_model(good, tmp_path):
 
 
 def test_an_ensemble_without_members_or_with_mismatched_ones(good, tmp_path):
-    path = ensemble.save(ensemble.build([good, good]), tmp_path / "two.safetensors")
+    path = ensembles.save(ensembles.build([good, good]), tmp_path / "two.safetensors")
     meta = meta_of(path)
     for field, value, fragment in (("members", [], "field 'members': expected a list of 1 to 64"),
                                    ("members.1.classes", list("abcdefghij"), "members[1]"),

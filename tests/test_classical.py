@@ -23,7 +23,7 @@ from mnistlab.models import checkpoint
 from mnistlab.models.classical import ClassicalModel, hog_features
 from mnistlab.models.predictor import load_predictor
 from mnistlab.training.config import resolve
-from mnistlab.training.train import train
+from mnistlab.training.engine import train
 
 SMALL = {"train_subset": 3000, "validation": 1000, "progress": False}
 
@@ -73,10 +73,10 @@ def test_a_knn_run_has_a_network_runs_files_and_numbers(knn_run, mnist):
 def test_a_classical_run_evaluates_reports_ensembles_and_predicts(knn_run, net_run, tmp_path, mnist):
     from PIL import Image
 
-    from mnistlab.analysis.ensemble import build, save
-    from mnistlab.analysis.evaluate import evaluate
-    from mnistlab.reporting.report import report
-    from mnistlab.serving.predict import predict
+    from mnistlab.analysis.ensembles import build, save
+    from mnistlab.analysis.evaluation import evaluate
+    from mnistlab.reporting.run_report import report
+    from mnistlab.serving.prediction import predict
 
     run = knn_run["run_dir"]
     e = evaluate(run, split="test")
@@ -115,7 +115,7 @@ def test_every_classical_model_fits_reproducibly(tmp_path, model, args, floor, m
 
 @pytest.mark.slow
 def test_an_svm_without_probabilities_votes_but_does_not_average(tmp_path, net_run):
-    from mnistlab.analysis.ensemble import build
+    from mnistlab.analysis.ensembles import build
 
     svm = fit_run(tmp_path, "svm", model_args={"pca": 30}, train_subset=1500)
     assert svm["classical"]["probabilities"] == "softmax of decision values"
@@ -514,11 +514,11 @@ def test_a_hostile_checkpoint_of_the_earlier_format_is_a_clear_error_in_every_co
 
 
 def test_what_needs_a_network_says_so_for_a_classical_run(knn_run, tmp_path, mnist):
-    from mnistlab.analysis.inspect import inspect_model
+    from mnistlab.analysis.inspection import inspect_model
     from mnistlab.analysis.maps import build_map
     from mnistlab.attacks import attack
     from mnistlab.serving.backend import accelerate
-    from mnistlab.serving.export import export
+    from mnistlab.serving.onnx_export import export
 
     run = knn_run["run_dir"]
     x, y = mnist.test.images[:20], mnist.test.labels[:20]

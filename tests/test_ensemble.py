@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistlab.analysis import ensemble
-from mnistlab.analysis.evaluate import (
+from mnistlab.analysis import ensembles
+from mnistlab.analysis.evaluation import (
     evaluate,
 )
 from mnistlab.cli import main as cli_main
 from mnistlab.data.normalization import Normalization
 from mnistlab.models.predictor import Predictor, load_predictor
-from mnistlab.training import config as config_mod
-from mnistlab.training.train import train
+from mnistlab.training import config
+from mnistlab.training.engine import train
 
 # ---------- ensembles ----------
 
@@ -50,7 +50,7 @@ def test_an_ensemble_of_one_equals_the_model(seed_runs, tmp_path):
     _, runs = seed_runs
     single = evaluate(runs[0], pictures=False, out=tmp_path / "single")
     for method in ("mean", "vote"):
-        path = ensemble.save(ensemble.build([runs[0]], method), tmp_path / f"one-{method}.safetensors")
+        path = ensembles.save(ensembles.build([runs[0]], method), tmp_path / f"one-{method}.safetensors")
         one = evaluate(path, pictures=False, out=tmp_path / method)
         assert one["accuracy"] == single["accuracy"] and one["confusion_matrix"] == single["confusion_matrix"]
         assert one["member_accuracy"] == [single["accuracy"]]
@@ -73,7 +73,7 @@ def test_ensemble_cli_reports_members_and_selects_on_validation(seed_runs, tmp_p
     assert "greedy selection on the validation split" in capsys.readouterr().out
     # a member that held out other examples (here: 500 instead of 1,000) trained on part of the others'
     # validation split; selecting on it would be unfair, so it is refused
-    other = train(config_mod.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 500, "epochs": 1,
+    other = train(config.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 500, "epochs": 1,
                                             "out": str(tmp_path / "o"), "progress": False}), quiet=True)
     assert cli_main(["ensemble", *map(str, runs), other["run_dir"], "--select", "--out",
                      str(tmp_path / "bad.safetensors")]) == 2

@@ -15,8 +15,8 @@ from conftest import snapshot
 from PIL import Image
 
 from mnistlab import MnistlabError
-from mnistlab.analysis import ensemble
-from mnistlab.analysis.evaluate import (
+from mnistlab.analysis import ensembles
+from mnistlab.analysis.evaluation import (
     compute_metrics,
     evaluate,
     expected_calibration_error,
@@ -25,8 +25,8 @@ from mnistlab.analysis.evaluate import (
 from mnistlab.cli import main as cli_main
 from mnistlab.data import registry as datasets
 from mnistlab.models.inference import BATCH_SIZE, UNRECORDED_BATCH_SIZE
-from mnistlab.training import config as config_mod
-from mnistlab.training.train import train
+from mnistlab.training import config
+from mnistlab.training.engine import train
 
 # ---------- metrics against independent computations ----------
 
@@ -171,10 +171,10 @@ def test_evaluate_bad_inputs(seed_runs, tmp_path, registered, empty_cache):
         evaluate(runs[0], dataset="letters-tiny", out=tmp_path / "never", data_dir=tmp_path / "data")
     assert not (tmp_path / "never").exists() and snapshot(runs[0]) == before
     # an ensemble of models with different class counts
-    other = train(config_mod.resolve(None, {"model": "logreg", "dataset": "letters-tiny", "validation": 4,
+    other = train(config.resolve(None, {"model": "logreg", "dataset": "letters-tiny", "validation": 4,
                                             "epochs": 1, "out": str(tmp_path / "r"), "progress": False,
                                             "data_dir": str(tmp_path / "data")}), quiet=True)
     with pytest.raises(MnistlabError, match="predicts 26 classes"):
-        ensemble.build([runs[0], other["run_dir"]])
+        ensembles.build([runs[0], other["run_dir"]])
     with pytest.raises(MnistlabError, match="expected a file name ending in .safetensors"):
-        ensemble.save(ensemble.build([runs[0]]), tmp_path / "x.pt")
+        ensembles.save(ensembles.build([runs[0]]), tmp_path / "x.pt")

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from mnistlab import MnistlabError
-from mnistlab.analysis import ensemble
+from mnistlab.analysis import ensembles
 from mnistlab.cli import main as cli_main
 from mnistlab.models.predictor import load_predictor
-from mnistlab.serving.export import export
-from mnistlab.serving.predict import DEFAULT_MODEL
+from mnistlab.serving.onnx_export import export
+from mnistlab.serving.prediction import DEFAULT_MODEL
 from mnistlab.training.config import resolve
-from mnistlab.training.train import train
+from mnistlab.training.engine import train
 
 
 def ort_probs(path, images_u8):
@@ -49,12 +49,12 @@ def test_mean_ensemble_exports_as_one_graph(mnist, tmp_path):
     runs = [train(resolve(None, {"model": m, "train_subset": 3000, "validation": 500, "epochs": 1, "seed": s,
                                  "normalize": norm, "out": str(tmp_path), "progress": False}), quiet=True)["run_dir"]
             for m, s, norm in (("mlp", 0, "standardize"), ("lenet5", 1, "scale"))]
-    path = ensemble.save(ensemble.build(runs, "mean"), tmp_path / "two.safetensors")
+    path = ensembles.save(ensembles.build(runs, "mean"), tmp_path / "two.safetensors")
     out = export(path, out=tmp_path / "two.onnx")
     images = mnist.test.images[:500]
     np.testing.assert_allclose(ort_probs(out, images), load_predictor(path).probs(images).numpy(),
                                atol=1e-5)
-    vote = ensemble.save(ensemble.build(runs, "vote"), tmp_path / "vote.safetensors")
+    vote = ensembles.save(ensembles.build(runs, "vote"), tmp_path / "vote.safetensors")
     with pytest.raises(MnistlabError, match="vote ensemble has no probabilities"):
         export(vote, out=tmp_path / "vote.onnx")
     with pytest.raises(MnistlabError, match="expected a file name ending in .onnx"):

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 import mnistlab
 from mnistlab import machine, precision
-from mnistlab.analysis import check as check_mod
+from mnistlab.analysis import checks
 from mnistlab.cli import main
 from mnistlab.pictures import fit_caption, image_grid
 from mnistlab.rundir import RunDir
@@ -161,13 +161,13 @@ def test_check_streams_its_lines_says_skipped_and_catches_optimizer_bugs(lab, ca
     assert r.status == "something is wrong" and r.verdict.startswith("something is wrong: buffers: buffer(s) "
                                                                       "bn.running_mean carry gradient history")
     assert r.settings["lr"] == 0.001 and r.settings["optimizer"] == "adam"
-    found = {f.name: f for f in check_mod.optimizer_mechanics(
+    found = {f.name: f for f in checks.optimizer_mechanics(
         dataclass_cfg(optimizer=f"{lab / 'opt.py'}:WrongDecay", lr=0.05))}
     assert found["weight decay"].ok is False and "sign is wrong" in found["weight decay"].detail
-    found = {f.name: f for f in check_mod.optimizer_mechanics(dataclass_cfg(optimizer=f"{lab / 'opt.py'}:Forgetful",
+    found = {f.name: f for f in checks.optimizer_mechanics(dataclass_cfg(optimizer=f"{lab / 'opt.py'}:Forgetful",
                                                                             lr=0.05))}
     assert found["momentum"].ok is False and "momentum buffer is not kept" in found["momentum"].detail
-    found = {f.name: f for f in check_mod.optimizer_mechanics(dataclass_cfg(optimizer="adam", lr=1e-3))}
+    found = {f.name: f for f in checks.optimizer_mechanics(dataclass_cfg(optimizer="adam", lr=1e-3))}
     assert found["momentum"].skipped and all(f.ok for f in found.values() if not f.skipped)
     no_relu = mnistlab.check("logreg", mechanics_only=True, quiet=True)
     dead = next(f for f in no_relu.findings if f["name"] == "dead units")
@@ -298,7 +298,7 @@ def test_the_teachers_fashion_pictures_and_report(tmp_path):
 
 
 def test_two_groups_seed_runs_are_told_apart_in_a_legend(tmp_path):
-    from mnistlab.analysis.attack import distinct_names
+    from mnistlab.analysis.attack_reports import distinct_names
 
     a, b = tmp_path / "mine-seeds" / "seed-0", tmp_path / "fast-seeds" / "seed-0"
     assert distinct_names([a, b]) == ["mine-seeds/seed-0", "fast-seeds/seed-0"]

@@ -38,7 +38,12 @@ from mnistlab.models import checkpoint
 from mnistlab.models.ood import NotDigitModel, not_digit_model
 from mnistlab.models.predictor import predictor_from
 from mnistlab.serving import requests
-from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor, predict, to_mnist
+from mnistlab.serving.prediction import (
+    DEFAULT_MODEL,
+    default_predictor,
+    predict,
+    to_mnist,
+)
 
 EXAMPLES = int(os.environ.get("MNISTLAB_FUZZ_EXAMPLES", "6000"))
 CASES: dict[str, int] = {}  # surface -> cases run, for the session summary
@@ -237,7 +242,7 @@ def test_images_through_predict(lighter_not_digit, data):
     result = expect_clean(predict, data)  # the packaged model, loaded once
     assert result is None or (len(result) == 1 and 0 <= result[0].not_digit <= 1)
     # the server's look at a PNG header (is it a small drawing?) answers yes or no, whatever the bytes
-    from mnistlab.serving.serve import QUICK_PIXELS, is_quick
+    from mnistlab.serving.server import QUICK_PIXELS, is_quick
 
     quick = is_quick("image/png", data)
     assert quick in (True, False)
@@ -431,7 +436,7 @@ STUDY_SUMMARY = {"test_acc": 0.99, "val_acc": 0.995, "best_epoch": 3, "epochs_ru
 @given(st.data())
 def test_sota_study_files(tmp_path_factory, data):
     case("sota study files")
-    from mnistlab.studies.sota import (
+    from mnistlab.studies.sota_study import (
         OUTPUTS,
         Plan,
         read_outputs,
@@ -494,8 +499,8 @@ def test_run_and_study_json_readers(tmp_path_factory, data):
     case("run and study JSON readers")
     from mnistlab.analysis.robust import robust_figures
     from mnistlab.rundir import RunDir
-    from mnistlab.studies.transfer_curve import read_curve
-    from mnistlab.studies.tuning.study import read_study_summary
+    from mnistlab.studies.transfer_study import read_curve
+    from mnistlab.studies.tuning.search import read_study_summary
 
     run = RunDir(tmp_path_factory.getbasetemp() / "fuzz-readers" / "run")  # one directory, rewritten each case
     for name, seed in READER_SEEDS.items():
@@ -647,10 +652,10 @@ def test_class_names_into_pages_csv_and_terminals(tmp_path_factory, names):
     case("class names")
     import pandas as pd
 
-    from mnistlab.analysis.audit import write_csv
+    from mnistlab.analysis.data_audit import write_csv
     from mnistlab.analysis.maps import write_page
     from mnistlab.names import check_labels
-    from mnistlab.reporting.report import md
+    from mnistlab.reporting.run_report import md
     from mnistlab.tables import format_table
 
     accepted = expect_clean(check_labels, names, "fuzz")

@@ -21,7 +21,7 @@ from mnistlab.cli import main as cli_main
 from mnistlab.errors import MnistlabError
 from mnistlab.rundir import RunDir
 from mnistlab.training.config import resolve
-from mnistlab.training.train import train
+from mnistlab.training.engine import train
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Markup a hostile run might carry in any string field; each sets window.__pwned if it ever runs.
@@ -143,7 +143,7 @@ def test_every_page_generator_fed_hostile_strings_makes_inert_pages(tmp_path):
 def test_fuzzed_run_files_make_an_inert_report_or_one_clear_error(hostile_run, tmp_path_factory, data):
     """The report from run files with generated strings (markup characters included) and generated
     wrong types: an inert page, or a MnistlabError naming the file and field."""
-    from mnistlab.reporting.report import report
+    from mnistlab.reporting.run_report import report
 
     case("report pages from generated run files")
     run = RunDir(tmp_path_factory.mktemp("fuzz-run") / "r")
@@ -173,7 +173,7 @@ def test_a_map_of_a_checkpoint_with_a_hostile_name_is_inert(tmp_path):
 
     from mnistlab.analysis.maps import build_map
     from mnistlab.models.checkpoint import read_header
-    from mnistlab.serving.predict import DEFAULT_MODEL
+    from mnistlab.serving.prediction import DEFAULT_MODEL
 
     meta, _ = read_header(DEFAULT_MODEL)
     meta = {**meta, "name": PAYLOADS[2] + PAYLOADS[0]}  # the title once went in raw, via a marker inside it
@@ -304,7 +304,7 @@ def test_recipe_and_space_files_that_are_not_sane_toml_get_one_line(data, kind, 
 
 
 def test_a_deep_plan_and_a_malformed_throughput_file_get_one_line(tmp_path):
-    from mnistlab.studies.sota import Plan, run_study
+    from mnistlab.studies.sota_study import Plan, run_study
 
     study = tmp_path / "s"
     study.mkdir()
@@ -325,7 +325,7 @@ def test_an_audit_cache_declaring_huge_or_nonfinite_arrays_is_recomputed_not_rea
 
     import numpy as np
 
-    from mnistlab.analysis.audit import read_cache
+    from mnistlab.analysis.data_audit import read_cache
 
     key = {"n": 10, "folds": 2}
     (tmp_path / "oof.json").write_text(json.dumps({"key": key, "seconds": 1.0, "accuracy": 0.5}))

@@ -8,23 +8,23 @@ import pytest
 import torch
 
 from mnistlab.errors import MnistlabError
-from mnistlab.training import config as config_mod
-from mnistlab.training.train import train
+from mnistlab.training import config
+from mnistlab.training.engine import train
 
 
 def quick_run(tmp_path, recipe, name):
-    cfg = config_mod.resolve(recipe, {"epochs": 1, "validation": 0, "labels_per_class": 30, "progress": False,
+    cfg = config.resolve(recipe, {"epochs": 1, "validation": 0, "labels_per_class": 30, "progress": False,
                                       "threads": 1, "out": str(tmp_path), "name": name})
     return train(cfg, quiet=True)["run_dir"]
 
 
 @pytest.mark.slow
 def test_inspect_draws_what_a_cnn_learned_and_the_report_shows_it(tmp_path, mnist):
-    from mnistlab.analysis.inspect import inspect_model, saliency
+    from mnistlab.analysis.inspection import inspect_model, saliency
     from mnistlab.data.normalization import Normalization
     from mnistlab.models.heads import penultimate
     from mnistlab.models.predictor import load_model
-    from mnistlab.reporting.report import report
+    from mnistlab.reporting.run_report import report
 
     run = quick_run(tmp_path, "fast", "cnn")
     r = inspect_model(run, images=[0, 5], units=4, top=5)
@@ -49,7 +49,7 @@ def test_inspect_draws_what_a_cnn_learned_and_the_report_shows_it(tmp_path, mnis
 
 @pytest.mark.slow
 def test_inspect_draws_a_linear_models_templates(tmp_path):
-    from mnistlab.analysis.inspect import inspect_model
+    from mnistlab.analysis.inspection import inspect_model
 
     run = quick_run(tmp_path, "seed-mlp", "mlp")
     r = inspect_model(run, images=[1], units=2, top=3, out=str(tmp_path / "o"))
@@ -68,6 +68,6 @@ def test_inspect_explains_bad_arguments(tmp_path, capsys):
         err = capsys.readouterr().err
         assert fragment in err and "Traceback" not in err, (args, err)
     with pytest.raises(MnistlabError):
-        from mnistlab.analysis.inspect import inspect_model
+        from mnistlab.analysis.inspection import inspect_model
 
         inspect_model(str(tmp_path / "nothing"))

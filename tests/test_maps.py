@@ -89,9 +89,9 @@ def test_learned_features_separate_digits_better_than_pixels(tmp_path):
 
 @pytest.mark.slow
 def test_map_of_a_run_goes_in_the_run_and_the_report_shows_it(tmp_path):
-    from mnistlab.reporting.report import report
+    from mnistlab.reporting.run_report import report
     from mnistlab.training.config import resolve
-    from mnistlab.training.train import train
+    from mnistlab.training.engine import train
 
     cfg = resolve(None, {"model": "logreg", "epochs": 1, "train_subset": 2000, "validation": 500,
                          "out": str(tmp_path), "progress": False})
@@ -133,7 +133,7 @@ def test_map_command_line(tmp_path, capsys):
 
 
 def test_ensembles_and_classical_models_have_no_single_feature_space(tmp_path):
-    from mnistlab.analysis.ensemble import build, save
+    from mnistlab.analysis.ensembles import build, save
     from mnistlab.analysis.maps import learned_features
 
     ens = save(build([DEFAULT_MODEL, DEFAULT_MODEL]), tmp_path / "two.safetensors")

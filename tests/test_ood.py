@@ -20,7 +20,7 @@ from mnistlab.data import drawn
 from mnistlab.models import ood
 from mnistlab.models.predictor import load_predictor
 from mnistlab.rundir import RunDir
-from mnistlab.serving.predict import DEFAULT_MODEL, default_predictor
+from mnistlab.serving.prediction import DEFAULT_MODEL, default_predictor
 
 
 def flagged(results) -> float:

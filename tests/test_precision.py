@@ -65,8 +65,8 @@ TINY_CNN = {"model": "fast", "model_args": {"width": 8, "stem_padding": 0, "flat
 @pytest.mark.parametrize("features, chosen", [(["avx2", "fma"], "fp32"),
                                               (["avx2", "fma", "avx512f", "avx512_bf16"], "bf16")])
 def test_auto_decides_by_the_cpu_features_and_evaluate_reproduces_the_errors(features, chosen, fake_cpu, tmp_path):
-    from mnistlab.analysis.evaluate import evaluate
-    from mnistlab.training.train import train
+    from mnistlab.analysis.evaluation import evaluate
+    from mnistlab.training.engine import train
 
     fake_cpu(features)
     s = train(resolve(None, {**TINY_CNN, "precision": "auto", "out": str(tmp_path)}), quiet=True)
@@ -127,7 +127,7 @@ def test_the_evaluate_command_prints_the_errors_train_printed(model, precision, 
 
 
 def test_a_run_records_the_precision_it_chose_and_why(tmp_path):
-    from mnistlab.training.train import train
+    from mnistlab.training.engine import train
 
     cfg = resolve("fast", {"out": str(tmp_path), "progress": False, "train_subset": 512, "batch_size": 64,
                            "validation": 500})

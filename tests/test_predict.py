@@ -16,7 +16,7 @@ import mnistlab
 from mnistlab import MnistlabError
 from mnistlab.cli import main as cli_main
 from mnistlab.data.images import open_image
-from mnistlab.serving.predict import NOT_DIGIT_THRESHOLD, predict, to_mnist
+from mnistlab.serving.prediction import NOT_DIGIT_THRESHOLD, predict, to_mnist
 
 
 def drawn(digit: str, *, size=140, stroke=2, canvas=(300, 240), at=(60, 20), ink=(25, 25, 25), paper=(235, 230, 220),
@@ -159,7 +159,7 @@ def test_predict_is_a_top_level_function():
 
 def test_predict_with_a_trained_run(tmp_path):
     from mnistlab.training.config import resolve
-    from mnistlab.training.train import train
+    from mnistlab.training.engine import train
 
     s = train(resolve(None, {"model": "logreg", "train_subset": 5000, "validation": 500, "epochs": 1,
                              "out": str(tmp_path), "progress": False}), quiet=True)

@@ -13,7 +13,7 @@ import pytest
 from conftest import keep_artifact
 from PIL import Image
 
-from mnistlab.reporting.report import report
+from mnistlab.reporting.run_report import report
 
 # ---------- report, in a real browser ----------
 

@@ -20,7 +20,13 @@ from safetensors.torch import load_file, save_file
 
 from mnistlab import MnistlabError
 from mnistlab.cli import main
-from mnistlab.studies.sota import OUTPUTS, Plan, run_study, select_two_level, summarise
+from mnistlab.studies.sota_study import (
+    OUTPUTS,
+    Plan,
+    run_study,
+    select_two_level,
+    summarise,
+)
 
 SMALL = ["--models", "fast,mlp", "--seeds", "0-1", "--set", "epochs=2", "--set", "train_subset=800",
          "--set", "ema=0.9", "--throughput-steps", "0"]
@@ -206,7 +212,7 @@ def test_bad_studies_are_refused_by_name(tmp_path):
 
 
 def test_damaged_outputs_give_a_clear_error(tmp_path):
-    from mnistlab.studies.sota import read_outputs
+    from mnistlab.studies.sota_study import read_outputs
 
     run = tmp_path / "run"
     run.mkdir()

@@ -21,14 +21,14 @@ from mnistlab.cli import main as cli_main
 from mnistlab.data import registry as datasets
 from mnistlab.models.checkpoint import load as load_checkpoint
 from mnistlab.models.predictor import load_model
-from mnistlab.training import config as config_mod
-from mnistlab.training.train import resume, train, train_seeds
+from mnistlab.training import config
+from mnistlab.training.engine import resume, train, train_seeds
 
 QUIET = {"progress": False}
 
 
-def cfg(**kw) -> config_mod.TrainConfig:
-    return config_mod.resolve(None, {**QUIET, **kw})
+def cfg(**kw) -> config.TrainConfig:
+    return config.resolve(None, {**QUIET, **kw})
 
 
 def run_cli(*args, timeout=600):
@@ -150,7 +150,7 @@ def test_bad_config_fails_before_writing_anything(overrides, fragment, tmp_path,
     registered(tiny)
     out = tmp_path / "runs"
     with pytest.raises(MnistlabError) as err:
-        train(config_mod.resolve(None, {"out": str(out), "data_dir": str(tmp_path / "data"), **QUIET, **overrides}))
+        train(config.resolve(None, {"out": str(out), "data_dir": str(tmp_path / "data"), **QUIET, **overrides}))
     assert fragment in str(err.value)
     assert not out.exists()
 
@@ -194,11 +194,11 @@ def test_run_errors_leave_existing_runs_untouched(tmp_path, capsys):
     assert "epochs='x' is not a valid int" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("recipe", config_mod.list_recipes())
+@pytest.mark.parametrize("recipe", config.list_recipes())
 def test_every_recipe_resolves_and_fits_mnist(recipe):
     from mnistlab.models import create_model
 
-    c = config_mod.resolve(recipe)
+    c = config.resolve(recipe)
     assert c.recipe == recipe
     create_model(c.model, (1, 28, 28), 10, **c.model_args)
 
@@ -338,7 +338,7 @@ def test_the_step_a_cuda_graph_captures_trains_like_the_eager_step(mnist, settin
         model = create_model("fast", (1, 28, 28), 10)
         opt = make_optimizer(c, model.parameters())
         ema = EMA(model, c.ema) if c.ema else None
-        aug = config_mod.augmentation(c)
+        aug = config.augmentation(c)
         gen = torch.Generator().manual_seed(7)
         if kind == "eager":
             step = EagerStep(model, model, opt, x, y, norm, aug, c, torch.device("cpu"), ema=ema)
@@ -390,7 +390,7 @@ def test_the_captured_step_never_reads_a_device_value_on_the_host(mnist, setting
         group["lr"] = torch.tensor(float(group["lr"]))
     ema = EMA(model, c.ema) if c.ema else None
     step = StaticStep(model, opt, mnist.train.images[:256], mnist.train.labels[:256],
-                      Normalization("scale", (0.0,), (1.0,)), config_mod.augmentation(c), c, 32, torch.device("cpu"),
+                      Normalization("scale", (0.0,), (1.0,)), config.augmentation(c), c, 32, torch.device("cpu"),
                       ema=ema)
     step.run()  # the optimizer creates its state on the first step (eager warm-up, before capture)
     with HostReads() as spy:

@@ -17,15 +17,14 @@ from mnistlab.models import checkpoint as ckpt
 from mnistlab.models import create_model, list_models
 from mnistlab.models.heads import head_modules, penultimate
 from mnistlab.rundir import RunDir
-from mnistlab.training import config as config_mod
-from mnistlab.training import transfer
-from mnistlab.training.train import train
+from mnistlab.training import config, transfer
+from mnistlab.training.engine import train
 
 QUICK = {"epochs": 1, "validation": 0, "progress": False, "threads": 1}
 
 
 def run(tmp_path, name, recipe="fast", **settings_):
-    cfg = config_mod.resolve(recipe, {**QUICK, "out": str(tmp_path), "name": name, **settings_})
+    cfg = config.resolve(recipe, {**QUICK, "out": str(tmp_path), "name": name, **settings_})
     return train(cfg, quiet=True)
 
 
@@ -66,7 +65,7 @@ def test_freezing_features_leaves_only_the_head_to_train(name):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(any(n.startswith(h + ".") for h in heads) for n in trainable), name
     assert len(frozen) + len(trainable) == len(list(model.parameters()))
-    cfg = config_mod.resolve("fast", {"lr_backbone": 0.01})
+    cfg = config.resolve("fast", {"lr_backbone": 0.01})
     assert transfer.param_groups(model, cfg, heads) == [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
@@ -161,8 +160,8 @@ def test_a_run_records_its_labelled_examples(tmp_path):
 
 @pytest.mark.slow
 def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, capsys):
-    from mnistlab.reporting.report import report
-    from mnistlab.studies.transfer_curve import transfer_curve
+    from mnistlab.reporting.run_report import report
+    from mnistlab.studies.transfer_study import transfer_curve
 
     source = run(tmp_path, "src", labels_per_class=50)
     out = tmp_path / "curve"
@@ -190,7 +189,7 @@ def test_the_transfer_curve_trains_three_ways_resumes_and_reports(tmp_path, caps
 
 
 def test_a_budget_trains_in_equal_batches_for_about_the_same_steps():
-    from mnistlab.studies.transfer_curve import schedule
+    from mnistlab.studies.transfer_study import schedule
 
     assert schedule(10, 10, 96, 300) == (50, 150)  # not 96 + 4
     assert schedule(1, 10, 96, 300) == (10, 300)
@@ -217,14 +216,14 @@ def test_the_command_explains_bad_curve_arguments(tmp_path, capsys):
 def test_init_from_any_file_is_an_error_or_works(tmp_path, blob):
     path = tmp_path / "x.safetensors"
     path.write_bytes(blob)
-    cfg = config_mod.resolve("fast", {**QUICK, "init_from": str(path), "labels_per_class": 1})
+    cfg = config.resolve("fast", {**QUICK, "init_from": str(path), "labels_per_class": 1})
     model = create_model("fast", **cfg.model_args)
     with pytest.raises(MnistlabError):
         transfer.initialise(model, cfg, mnistlab.load("mnist").classes, ("1",))
 
 
 def test_contrastive_loss_finds_partners():
-    from mnistlab.training.pretrain import nt_xent
+    from mnistlab.training.pretraining import nt_xent
 
     z = torch.randn(64, 16)
     assert nt_xent(z, z, 0.05).item() < 0.05  # each view's partner is itself: found
@@ -234,9 +233,9 @@ def test_contrastive_loss_finds_partners():
 
 @pytest.mark.slow
 def test_pretraining_without_labels_gives_features_that_init_from_loads(tmp_path):
-    from mnistlab.training.pretrain import pretrain
+    from mnistlab.training.pretraining import pretrain
 
-    cfg = config_mod.resolve("fast", {**QUICK, "train_subset": 1024, "epochs": 2, "batch_size": 128, "lr": 2e-3,
+    cfg = config.resolve("fast", {**QUICK, "train_subset": 1024, "epochs": 2, "batch_size": 128, "lr": 2e-3,
                                       "out": str(tmp_path), "name": "ssl"})
     s = pretrain(cfg, quiet=True)
     assert s["pretraining"]["method"] == "contrastive" and s["test_evaluated"] is False
@@ -247,4 +246,4 @@ def test_pretraining_without_labels_gives_features_that_init_from_loads(tmp_path
     probe = run(tmp_path, "probe", labels_per_class=5, init_from=s["run_dir"], freeze="features")
     assert probe["transfer"]["head"] == "new" and probe["transfer"]["loaded"] == 18  # auto: the head learned nothing
     with pytest.raises(MnistlabError, match="reads no labels"):
-        pretrain(config_mod.resolve("fast", {**QUICK, "labels_per_class": 5}), quiet=True)
+        pretrain(config.resolve("fast", {**QUICK, "labels_per_class": 5}), quiet=True)

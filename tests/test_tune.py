@@ -22,7 +22,7 @@ import mnistlab  # noqa: E402
 from mnistlab.cli import main  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
 from mnistlab.rundir import RunDir  # noqa: E402
-from mnistlab.studies.tuning import study as study_mod  # noqa: E402
+from mnistlab.studies.tuning import search  # noqa: E402
 from mnistlab.studies.tuning.report import IMPORTANCE_TRIALS  # noqa: E402
 from mnistlab.studies.tuning.space import parse_space, read_space  # noqa: E402
 
@@ -89,7 +89,7 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(watched_
     space = tmp_path / "space.toml"
     space.write_text(TINY.replace("[fixed]\n", '[fixed]\ndataset = "mnist-watched"\n'))
 
-    s = study_mod.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"))
+    s = search.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"))
     study_dir = tmp_path / "t" / "seed-mlp-mnist-watched-space"
     assert s["trials"]["complete"] + s["trials"]["pruned"] == 8
     assert s["trials"]["pruned"] >= 1 and s["trials"]["fail"] == 0
@@ -131,11 +131,11 @@ def test_search_prunes_writes_a_recipe_that_trains_and_never_reads_test(watched_
     assert again["test_acc"] == s["test"]["accuracy"]
 
     # running the command again continues the study: nothing new to do, the test set not read again
-    s2 = study_mod.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"),
+    s2 = search.tune("seed-mlp", str(space), trials=8, sampler="random", seed=0, out=str(tmp_path / "t"),
                         quiet=True)
     assert s2["trials"] == s["trials"] and s2["test"]["evaluations"] == 1
     # ...and more trials extend it
-    s3 = study_mod.tune("seed-mlp", str(space), trials=10, sampler="random", seed=0, out=str(tmp_path / "t"),
+    s3 = search.tune("seed-mlp", str(space), trials=10, sampler="random", seed=0, out=str(tmp_path / "t"),
                         quiet=True)
     assert s3["trials"]["complete"] + s3["trials"]["pruned"] == 10
     assert (study_dir / "study-importances.png").exists() == (s3["trials"]["complete"] >= IMPORTANCE_TRIALS)
@@ -266,7 +266,7 @@ def test_two_workers_on_two_machines_share_a_postgresql_study_and_retry_a_killed
 
 @pytest.mark.slow
 def test_accuracy_and_time_give_a_pareto_front(tiny_space, tmp_path):
-    s = study_mod.tune("seed-mlp", str(tiny_space), trials=4, sampler="random", objectives=("accuracy", "time"),
+    s = search.tune("seed-mlp", str(tiny_space), trials=4, sampler="random", objectives=("accuracy", "time"),
                        out=str(tmp_path / "t"), quiet=True)
     front = s["pareto"]
     assert front and s["pruner"].startswith("none")
@@ -281,7 +281,7 @@ def test_accuracy_and_time_give_a_pareto_front(tiny_space, tmp_path):
 
 @pytest.mark.slow
 def test_the_cmaes_sampler_searches_the_numeric_parameters(tiny_space, tmp_path):
-    s = study_mod.tune("seed-mlp", str(tiny_space), trials=4, sampler="cmaes", pruner="none", seed=0,
+    s = search.tune("seed-mlp", str(tiny_space), trials=4, sampler="cmaes", pruner="none", seed=0,
                        out=str(tmp_path / "t"), quiet=True, overrides={"epochs": "1"})
     assert s["trials"]["complete"] >= 4
     with open(tmp_path / "t" / "seed-mlp-mnist-space" / "trials.csv", newline="") as f:
@@ -291,12 +291,12 @@ def test_the_cmaes_sampler_searches_the_numeric_parameters(tiny_space, tmp_path)
 
 @pytest.mark.slow
 def test_a_study_refuses_another_space_under_its_name(tiny_space, tmp_path):
-    study_mod.tune("seed-mlp", str(tiny_space), trials=1, out=str(tmp_path / "t"), quiet=True,
+    search.tune("seed-mlp", str(tiny_space), trials=1, out=str(tmp_path / "t"), quiet=True,
                    overrides={"epochs": "1"})
     other = tmp_path / "space.toml"
     other.write_text(TINY.replace("high = 0.5", "high = 0.4"))
     with pytest.raises(MnistlabError, match="created with another space"):
-        study_mod.tune("seed-mlp", str(other), trials=1, out=str(tmp_path / "t"), quiet=True,
+        search.tune("seed-mlp", str(other), trials=1, out=str(tmp_path / "t"), quiet=True,
                        overrides={"epochs": "1"})
 
 

@@ -21,23 +21,24 @@ from inspect import Parameter, signature
 from pathlib import Path
 
 from . import lists, names, user_code
-from .analysis import attack as attack_verb
-from .analysis import audit as audit_mod
-from .analysis import check as check_mod
-from .analysis import ensemble as ensemble_mod
-from .analysis import evaluate as evaluate_mod
-from .analysis import inspect as inspect_mod
-from .analysis import maps as maps_mod
+from .analysis import (
+    attack_reports,
+    checks,
+    data_audit,
+    ensembles,
+    evaluation,
+    inspection,
+    maps,
+)
 from .attacks import AttackResult
 from .attacks import attack as attack_images
 from .data import Dataset
 from .data import load as load_dataset
 from .errors import MnistlabError
-from .models import registry
-from .models import trust as trust_mod
+from .models import carried_code, registry
 from .models.classical import CLASSICAL
 from .models.classical import options as classical_options
-from .reporting import report as report_mod
+from .reporting import run_report
 from .results import (
     AttackReport,
     Audit,
@@ -57,14 +58,10 @@ from .results import (
     Trusted,
 )
 from .rundir import RunDir
-from .serving import export as export_mod
-from .serving import predict as predict_mod
-from .studies import sota as sota_mod
-from .studies import transfer_curve as curve_mod
-from .studies.tuning import study as study_mod
-from .training import config as config_mod
-from .training import pretrain as pretrain_mod
-from .training import train as train_mod
+from .serving import onnx_export, prediction
+from .studies import sota_study, transfer_study
+from .studies.tuning import search
+from .training import config, engine, pretraining
 
 
 def _settings(settings: dict, where: str = "setting") -> dict:
@@ -78,7 +75,7 @@ def _settings(settings: dict, where: str = "setting") -> dict:
     if isinstance(settings.get("dataset"), Dataset):
         settings["dataset"] = _dataset_name(settings["dataset"])
     for key, value in settings.items():
-        config_mod.coerce(key, value, source=where)
+        config.coerce(key, value, source=where)
     return settings
 
 
@@ -123,16 +120,16 @@ def train(recipe: str | None = None, *, seeds=None, resume: str | os.PathLike | 
             print("dry run: the run was written to a temporary folder, now removed; nothing kept")
         return result
     if resume is not None:
-        return Run(train_mod.resume(resume, overrides, quiet=quiet))
+        return Run(engine.resume(resume, overrides, quiet=quiet))
     return _train(recipe, overrides, seeds, quiet)
 
 
 def _train(recipe, overrides: dict, seeds, quiet: bool) -> Run | Runs:
-    cfg = config_mod.resolve(recipe, overrides)
+    cfg = config.resolve(recipe, overrides)
     if seeds is not None:
-        summary = train_mod.train_seeds(cfg, lists.seeds(seeds), quiet=quiet)
+        summary = engine.train_seeds(cfg, lists.seeds(seeds), quiet=quiet)
         return Runs(summary, [Run(RunDir(r).read_summary()) for r in summary["runs"]])
-    return Run(train_mod.train(cfg, quiet=quiet))
+    return Run(engine.train(cfg, quiet=quiet))
 
 
 def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: str = "contrastive", epochs: int = 5,
@@ -142,10 +139,10 @@ def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: str = "con
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     overrides = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "out": out,
                  "weight_decay": 0.0, "warmup": 0.1, **_settings(settings, "pretrain")}
-    cfg = config_mod.resolve(recipe, overrides)
+    cfg = config.resolve(recipe, overrides)
     if not cfg.name:
         cfg.name = f"pretrain-{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-s{cfg.seed}"
-    return Run(pretrain_mod.pretrain(cfg, method=method, temperature=temperature, quiet=quiet))
+    return Run(pretraining.pretrain(cfg, method=method, temperature=temperature, quiet=quiet))
 
 
 @_trusting
@@ -155,7 +152,7 @@ def evaluate(model, *, split: str = "test", dataset: str | None = None, tta: boo
     and pictures of a run directory, checkpoint or ensemble file, measured as its run measured it; the
     share its not-a-digit score flags when the model has one (`not_digit=True` fits it if missing)."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
-    return Evaluation(evaluate_mod.evaluate(model, split=split, dataset=dataset, tta=tta, out=out, pictures=pictures,
+    return Evaluation(evaluation.evaluate(model, split=split, dataset=dataset, tta=tta, out=out, pictures=pictures,
                                             data_dir=data_dir, not_digit=not_digit))
 
 
@@ -164,7 +161,7 @@ def ensemble(models, *, method: str = "mean", select: bool = False, out, split: 
              data_dir=None, quiet: bool = False) -> Saved:
     """`mnistlab ensemble`: combine models (mean or vote), members chosen on validation with `select`,
     saved as one file that evaluate, predict and serve take; each member compared with the ensemble."""
-    return Saved(ensemble_mod.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir,
+    return Saved(ensembles.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir,
                                        quiet=quiet))
 
 
@@ -189,7 +186,7 @@ def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0
                              step_size=step_size, restarts=restarts, targets=targets, queries=queries, seed=seed,
                              batch_size=batch_size, checks=checks, check_n=check_n, quiet=quiet)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
-    done = attack_verb.attack_models(models, out=out, method=method, norm=norm, eps=eps,
+    done = attack_reports.attack_models(models, out=out, method=method, norm=norm, eps=eps,
                                      target=target if (targeted or target is not None) else None, split=split, n=n,
                                      steps=steps, restarts=restarts, targets=targets, queries=queries, seed=seed,
                                      checks=checks, check_n=check_n, data_dir=data_dir, quiet=quiet)
@@ -202,7 +199,7 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model:
     """`mnistlab audit`: label issues, near-duplicates and outliers of a split, from out-of-fold scores
     (`model`: the recipe each fold trains; `recipe` is its older name). `.table`: the ranked issues."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
-    summary, table = audit_mod.run(dataset, split=split, folds=folds, recipe=recipe or model, seed=seed, out=out,
+    summary, table = data_audit.run(dataset, split=split, folds=folds, recipe=recipe or model, seed=seed, out=out,
                                    clean_seeds=clean_seeds, top=top, data_dir=data_dir, quiet=quiet)
     return Audit(summary, table)
 
@@ -210,16 +207,16 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model:
 def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool = False, mechanics_only: bool = False,
           out=None, quiet: bool = False, **settings) -> Check:
     """`mnistlab check`: does an implementation work? Mechanics checks in seconds, then the model trained
-    over `seeds` at a fixed budget beside references, and a verdict (`analysis/check.py`). `model` is a
+    over `seeds` at a fixed budget beside references, and a verdict (`analysis/checks.py`). `model` is a
     zoo name, `file.py:Name` or an object; an `optimizer` or a `loss` of one's own is checked instead,
     against Adam and SGD or cross-entropy on the same model."""
     chosen = {"model": model, **{k: v for k, v in (("optimizer", optimizer), ("loss", loss)) if v is not None}}
     overrides = _settings({**chosen, **settings}, "check")
     role = "loss" if loss is not None else "optimizer" if optimizer is not None else "model"
-    cfg = config_mod.resolve(None, overrides)
+    cfg = config.resolve(None, overrides)
     if "lr" not in overrides:  # an optimizer of one's own starts from its own default rate, not Adam's
-        cfg.lr = check_mod.own_default_lr(cfg) or cfg.lr
-    result = Check(check_mod.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
+        cfg.lr = checks.own_default_lr(cfg) or cfg.lr
+    result = Check(checks.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
                                    out=out, quiet=quiet))
     if out is not None:  # the verdict as a page beside check.json and the pictures
         result.record["page"] = str(result.save_page(Path(out) / "check.html"))
@@ -231,7 +228,7 @@ def map(model=None, *, dataset: str | None = None, method: str = "umap", feature
         split: str = "test", n: int | None = None, seed: int = 0, out=None, data_dir=None, quiet: bool = False) -> Map:
     """`mnistlab map`: a 2-D map (UMAP or t-SNE) of a split's pixels or a model's learned features."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
-    return Map(maps_mod.build_map(model, dataset=dataset, method=method, features=features, split=split, n=n,
+    return Map(maps.build_map(model, dataset=dataset, method=method, features=features, split=split, n=n,
                                   seed=seed, out=out, data_dir=data_dir, quiet=quiet))
 
 
@@ -241,7 +238,7 @@ def inspect(model, *, dataset: str | None = None, split: str = "test", images="0
     """`mnistlab inspect`: first-layer filters, feature maps, the images that excite units most, saliency."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     positions = lists.items(images, "--images", int, "image positions like 0,1,2")
-    return Inspection(inspect_mod.inspect_model(model, dataset=dataset, split=split, images=positions, units=units,
+    return Inspection(inspection.inspect_model(model, dataset=dataset, split=split, images=positions, units=units,
                                                 top=top, out=out, data_dir=data_dir))
 
 
@@ -251,7 +248,7 @@ def transfer_curve(source: str | None = None, *, dataset: str = "mnist", labels=
                    **settings) -> Curve:
     """`mnistlab transfer-curve`: test accuracy against labels per class, from scratch, probed, fine-tuned."""
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
-    return Curve(curve_mod.transfer_curve(source or "", dataset,
+    return Curve(transfer_study.transfer_curve(source or "", dataset,
                                           lists.items(labels, "--labels", int, "counts per class like 1,5,10"),
                                           lists.seeds(seeds), recipe=recipe, modes=lists.items(modes, "--modes"),
                                           steps=steps, lr_backbone=lr_backbone, overrides=_settings(settings),
@@ -264,7 +261,7 @@ def tune(recipe: str, space: str, *, trials: int = 20, study: str | None = None,
          quiet: bool = False, overrides: dict | None = None, **settings) -> Study:
     """`mnistlab tune`: an Optuna search over `space` starting from `recipe`; every trial a run, the test set
     read once for the chosen trial. Settings (or `overrides`) are fixed for every trial."""
-    return Study(study_mod.tune(recipe, space, trials=trials, study=study, storage=storage, workers=workers,
+    return Study(search.tune(recipe, space, trials=trials, study=study, storage=storage, workers=workers,
                                 timeout=timeout, seed=seed, sampler=sampler, pruner=pruner,
                                 objectives=tuple(lists.items(objectives, "--objectives")), out=out,
                                 overrides={**(overrides or {}), **_settings(settings, "tune")}, heartbeat=heartbeat,
@@ -274,10 +271,10 @@ def tune(recipe: str, space: str, *, trials: int = 20, study: str | None = None,
 def sota(*, out: str = "sota-study", models="m3,m5,m7", seeds="0-4", protocols="paper,val",
          throughput_steps: int = 50, quiet: bool = False, **settings) -> SotaStudy:
     """`mnistlab sota`: An et al.'s M3/M5/M7 over seeds, two protocols, two-level ensembles; resumable."""
-    plan = sota_mod.Plan(models=lists.items(models, "--models"), seeds=lists.seeds(seeds),
+    plan = sota_study.Plan(models=lists.items(models, "--models"), seeds=lists.seeds(seeds),
                          protocols=lists.items(protocols, "--protocols"),
                          overrides={k: str(v) for k, v in _settings(settings, "sota").items()})
-    return SotaStudy(sota_mod.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
+    return SotaStudy(sota_study.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
 
 
 def models() -> Listing:
@@ -294,9 +291,9 @@ def recipes(*, show: str | None = None) -> Listing | RecipeText:
     """`mnistlab recipes`: the packaged recipes; `show` one's TOML, to copy and edit
     (`mnistlab recipes --show seed-cnn > my.toml`, then `mnistlab train --recipe my.toml`)."""
     if show is not None:
-        return RecipeText({"name": show, "toml": config_mod.recipe_path(show).read_text()})
+        return RecipeText({"name": show, "toml": config.recipe_path(show).read_text()})
     return Listing({"title": "recipes", "header": ["recipe", "model", "epochs", "about"],
-                    "rows": config_mod.recipe_catalog(),
+                    "rows": config.recipe_catalog(),
                     "note": "A recipe is a TOML file: copy one (`mnistlab recipes --show NAME > my.toml`), edit it, "
                     "and train with --recipe my.toml."})
 
@@ -305,12 +302,12 @@ def trust(path, *, revoke: bool = False) -> Trusted:
     """`mnistlab trust`: approve the user code a run (a group of runs, a checkpoint) carries, so that it
     runs here without asking from now on (calling this is the consent; the CLI shows the code and asks
     first); `revoke=True` takes the approval back. A run's code/ copy must be the code it carries."""
-    found = trust_mod.carried_code(path)
-    (trust_mod.revoke if revoke else trust_mod.approve)(found)
+    found = carried_code.carried_code(path)
+    (carried_code.revoke if revoke else carried_code.approve)(found)
     return Trusted({"path": str(path), "code": [code_row(c) for c in found]})
 
 
-def code_row(item: trust_mod.CarriedCode) -> dict:
+def code_row(item: carried_code.CarriedCode) -> dict:
     """One carried piece of code as a result records it."""
     r = item.record
     return {"role": item.role, "ref": r["ref"], "kind": r["kind"], "path": r["path"], "sha256": r["sha256"],
@@ -322,21 +319,21 @@ def code_row(item: trust_mod.CarriedCode) -> dict:
 def report(runs, *, out: str = "report", title: str = "mnistlab report") -> Report:
     """`mnistlab report`: one self-contained HTML page and a Markdown summary of runs or seed groups."""
     runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
-    return Report(report_mod.report(runs, out=out, title=title))
+    return Report(run_report.report(runs, out=out, title=title))
 
 
 @_trusting
 def export(model, *, format: str = "onnx", out=None, not_digit: bool = False) -> Saved:  # noqa: A002
     """`mnistlab export`: a model or mean ensemble as ONNX, its normalisation inside; `not_digit`
     adds the not-a-digit score as a second output (one network)."""
-    path = export_mod.export(model, format=format, out=out, not_digit=not_digit)
+    path = onnx_export.export(model, format=format, out=out, not_digit=not_digit)
     return Saved({"model": str(model), "format": format, "file": str(path), "not_digit": bool(not_digit)})
 
 
 @_trusting
 def predict(images, *, model=None, save_preprocessed=None) -> list:
     """`mnistlab predict`: read digits in pictures (paths, bytes, PIL images or arrays)."""
-    return predict_mod.predict(images, model=model, save_preprocessed=save_preprocessed)
+    return prediction.predict(images, model=model, save_preprocessed=save_preprocessed)
 
 
 @_trusting
@@ -344,13 +341,11 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, workers: int
           access_log: bool = False, **limits) -> None:
     """`mnistlab serve`: the draw-a-digit page and the HTTP API, until interrupted; `limits` are the
     fields of `mnistlab.serving.limits.Limits` (max_body, max_inflight, ...)."""
-    from .serving import (
-        serve as serve_mod,  # FastAPI and uvicorn come with the `serve` extra
-    )
+    from .serving import server  # FastAPI and uvicorn come with the `serve` extra
 
-    unknown = sorted(set(limits) - {f for f in serve_mod.Limits.__dataclass_fields__})
+    unknown = sorted(set(limits) - {f for f in server.Limits.__dataclass_fields__})
     if unknown:
         raise MnistlabError(f"serve: unknown limit {unknown[0]!r}",
-                            hint=f"the limits are {', '.join(serve_mod.Limits.__dataclass_fields__)}")
-    serve_mod.serve(model, host=host, port=port, limits=serve_mod.Limits(**limits), workers=workers, backend=backend,
+                            hint=f"the limits are {', '.join(server.Limits.__dataclass_fields__)}")
+    server.serve(model, host=host, port=port, limits=server.Limits(**limits), workers=workers, backend=backend,
                     access_log=access_log)

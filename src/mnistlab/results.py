@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, pages
-from .analysis.attack import format_table as format_attack
-from .analysis.check import finding_line
+from .analysis.attack_reports import format_table as format_attack
+from .analysis.checks import finding_line
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
 from .rundir import RunDir

@@ -1,6 +1,6 @@
 """The baselines suite: the classical models beside the networks, in one table.
 
-Every row is a real run (`mnistlab.training.train.train`, the same data, the same 5,000-image
+Every row is a real run (`mnistlab.training.engine.train`, the same data, the same 5,000-image
 validation split held out, the test set read once), fitted or trained in this process: accuracy
 (mean over the row's seeds; the kNN, SVM and logistic-regression fits do not depend on the seed), the
 seconds to fit or train, inference images per second on the 10,000 test images (predictor.probs,
@@ -22,7 +22,7 @@ import time
 from ..data import load
 from ..models.predictor import load_predictor
 from ..training.config import resolve
-from ..training.train import train
+from ..training.engine import train
 from .registry import suite
 
 # name, model, settings, seeds, anchor test accuracy (%) and its source

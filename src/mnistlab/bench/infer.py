@@ -11,7 +11,7 @@ from .. import data
 from ..models.default import DEFAULT_MODEL
 from ..models.inference import BATCH_SIZE, UNRECORDED_BATCH_SIZE
 from ..models.predictor import load_predictor
-from ..serving.export import export
+from ..serving.onnx_export import export
 from .registry import suite, timeit
 
 

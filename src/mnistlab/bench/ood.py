@@ -26,7 +26,12 @@ from PIL import Image
 from ..data import drawn, load
 from ..errors import MnistlabError
 from ..models.ood import scores_of
-from ..serving.predict import NOT_DIGIT_THRESHOLD, default_predictor, preprocess, score
+from ..serving.prediction import (
+    NOT_DIGIT_THRESHOLD,
+    default_predictor,
+    preprocess,
+    score,
+)
 from .registry import suite
 
 GOAL_AUROC, GOAL_MNIST, GOAL_WRITERS = 0.95, 0.02, 0.05

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..studies.sota import Plan, run_study
+from ..studies.sota_study import Plan, run_study
 from .registry import suite
 
 

@@ -11,7 +11,7 @@ import torch
 from .. import machine
 from ..models import create_model
 from ..training.config import resolve
-from ..training.train import train
+from ..training.engine import train
 from .references import keras_tutorial, plain_script
 from .registry import device, suite, sync
 

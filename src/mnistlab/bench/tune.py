@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 
-from ..studies.tuning.study import tune
+from ..studies.tuning.search import tune
 from .registry import suite
 
 

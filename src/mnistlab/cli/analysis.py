@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import api
-from ..analysis import audit as audit_mod
+from ..analysis import data_audit
 from ..tables import print_table
-from ..training import config as config_mod
+from ..training import config
 from .common import add_set_flag, add_trust_flag
 
 
@@ -136,7 +136,7 @@ def add_audit(verbs) -> None:
 def cmd_audit(args) -> int:
     r = api.audit(args.dataset, split=args.split, folds=args.folds, model=args.model, seed=args.seed,
                   clean_seeds=args.clean_seeds, top=args.top, out=args.out, data_dir=args.data_dir)
-    print(audit_mod.format_summary(r.record))
+    print(data_audit.format_summary(r.record))
     print(f"\nwrote {r['out']}/issues.csv, issues.json, summary.json"
           + (f" and {Path(r['gallery']).name}" if r.get("gallery") else ""))
     return 0
@@ -162,7 +162,7 @@ def add_check(verbs) -> None:
 
 def cmd_check(args) -> int:
     r = api.check(args.model, optimizer=args.optimizer, loss=args.loss, seeds=args.seeds, quick=args.quick,
-                  mechanics_only=args.mechanics_only, out=args.out, **config_mod.parse_set(args.set or []))
+                  mechanics_only=args.mechanics_only, out=args.out, **config.parse_set(args.set or []))
     print(r.conclusion())  # the checks were printed as each completed
     return 0 if r["status"] == "works" else 1
 

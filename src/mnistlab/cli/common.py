@@ -7,19 +7,19 @@ import argparse
 import dataclasses
 
 from ..serving.limits import Limits
-from ..training import config as config_mod
+from ..training import config
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (dest cfg_FIELD), its help taken from the field's metadata."""
     group = p.add_argument_group("run config (each overrides the recipe; see also --set)")
-    for name, f in config_mod.FIELDS.items():
+    for name, f in config.FIELDS.items():
         if name == "recipe":  # set by --recipe itself
             continue
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f"{f.metadata['help']} (default: {default!r})".replace("%", "%%")
-        if config_mod.field_type(name) is bool:
+        if config.field_type(name) is bool:
             group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
         else:
@@ -38,9 +38,9 @@ def add_set_flag(p: argparse.ArgumentParser, help: str = "override any config ke
 
 def settings(args) -> dict:
     """The config settings a command line gave: its config flags, then --set on top."""
-    out = {name: getattr(args, f"cfg_{name}") for name in config_mod.FIELDS if getattr(args, f"cfg_{name}", None)
+    out = {name: getattr(args, f"cfg_{name}") for name in config.FIELDS if getattr(args, f"cfg_{name}", None)
            is not None}
-    out.update(config_mod.parse_set(getattr(args, "set", None) or []))
+    out.update(config.parse_set(getattr(args, "set", None) or []))
     return out
 
 

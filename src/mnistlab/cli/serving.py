@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .. import api
-from ..serving.predict import NOT_DIGIT_THRESHOLD
+from ..serving.prediction import NOT_DIGIT_THRESHOLD
 from ..tables import printable
 from .common import add_limit_flags, add_trust_flag, limits
 
@@ -15,7 +15,7 @@ def add_predict(verbs) -> None:
     p = verbs.add_parser("predict", help="read digits in your own images (PNG, JPEG, BMP, GIF, WebP)",
                          description="Bring each image into MNIST's form (grayscale, light on dark, ink cropped, "
                          "longer side 20 px, centre of mass at the centre of 28x28) and classify it. Flags "
-                         "pictures that are probably not a single digit (see `mnistlab.serving.predict`).")
+                         "pictures that are probably not a single digit (see `mnistlab.serving.prediction`).")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", help="run directory, checkpoint or ensemble file (default: the packaged model)")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 images the model saw")

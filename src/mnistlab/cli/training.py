@@ -8,7 +8,7 @@ import sys
 
 from .. import api
 from ..errors import MnistlabError
-from ..models import trust as trust_mod
+from ..models import carried_code
 from ..tables import printable
 from .common import add_config_flags, add_set_flag, add_trust_flag, settings
 
@@ -88,7 +88,7 @@ def add_trust(verbs) -> None:
 
 
 def cmd_trust(args) -> int:
-    found = trust_mod.carried_code(args.path)  # shown before anything is signed
+    found = carried_code.carried_code(args.path)  # shown before anything is signed
     if not found:
         print(f"{args.path}: no code of your own to approve: it uses only mnistlab's own models")
         return 0

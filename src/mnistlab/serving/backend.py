@@ -26,7 +26,7 @@ from ..data.normalization import to_unit
 from ..data.paths import cache_dir
 from ..models.classical import classical_members
 from ..models.inference import BATCH_SIZE
-from .export import Exported
+from .onnx_export import Exported
 
 logger = logging.getLogger("uvicorn.error.mnistlab")
 AGREEMENT = 1e-4  # largest difference in probability allowed between the exported graph and PyTorch

@@ -15,7 +15,7 @@ def _limit(default, help: str):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request or client may cost the server (see `mnistlab.serving.serve`)."""
+    """What one request or client may cost the server (see `mnistlab.serving.server`)."""
 
     max_body: int = _limit(5 * 1024 * 1024, "bytes of a request body")
     max_pixels: int = _limit(MAX_PIXELS, "pixels an image's header may declare (checked before decoding)")

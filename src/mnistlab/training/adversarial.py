@@ -6,7 +6,7 @@
   steps + 1 times the cost.
 
 The perturbation is found on the augmented [0,1] images with the normalisation inside, as the
-attacks in `analysis/attack.py` measure it, from the epoch's augmentation generator (so a resumed
+attacks in `attacks/` measure it, from the epoch's augmentation generator (so a resumed
 run draws the same starts). The model stays in training mode while the attack runs, as in both
 papers' code.
 """

@@ -32,7 +32,7 @@ from ..models.classical import (
 from ..models.inference import accuracy_and_errors, cross_entropy_of
 from ..models.predictor import reference_probs
 from ..rundir import RunDir
-from . import config as config_mod
+from . import config
 from .setup import load_data, model_meta, open_run, set_up, summary_base
 
 
@@ -67,7 +67,7 @@ def train_classical(cfg, quiet: bool = False) -> dict:
     """Fit `cfg`'s classical model as a run; return its summary (the keys a network run's has, and
     `classical`: fit and predict times, model size)."""
     t_start = time.perf_counter()
-    config_mod.validate(cfg)
+    config.validate(cfg)
     env = set_up(cfg, quiet)
     env.device = torch.device("cpu")
     data = load_data(cfg, env)

@@ -16,17 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from ..data.normalization import Normalization, to_unit
-from . import augment as aug_mod
+from . import augment
 from .adversarial import perturb
 
 
-def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, aug: aug_mod.Augment,
-                 params: aug_mod.Draw | None, cfg, device: torch.device,
+def forward_loss(model, images_u8: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, aug: augment.Augment,
+                 params: augment.Draw | None, cfg, device: torch.device,
                  adversary=None, loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits) of a batch: uint8 -> [0,1] -> augmented -> (made adversarial by `adversary`, a
     function of the [0,1] batch) -> normalised -> model. The loss: mean cross-entropy, or `loss_fn`
     of the float32 logits and the labels (one's own, training/losses.py)."""
-    x = aug_mod.apply(to_unit(images_u8), aug, params)
+    x = augment.apply(to_unit(images_u8), aug, params)
     if adversary is not None:
         x = adversary(x)
     x = norm.apply(x)
@@ -64,7 +64,7 @@ class EagerStep:
         self.attack_s = 0.0  # seconds spent finding adversarial batches (adversarial training)
 
     def __call__(self, idx: torch.Tensor, generator: torch.Generator):
-        params = aug_mod.draw(self.aug, len(idx), tuple(self.train_x.shape[-2:]), generator, self.device)
+        params = augment.draw(self.aug, len(idx), tuple(self.train_x.shape[-2:]), generator, self.device)
         labels = self.train_y[idx]
         adversary = None
         if self.cfg.adversarial != "none":
@@ -92,12 +92,12 @@ class StaticStep:
         self.norm, self.aug, self.cfg, self.batch, self.device = norm, aug, cfg, batch, device
         self.size = tuple(train_x.shape[-2:])
         self.idx = torch.arange(batch, device=device) % train_x.shape[0]
-        self.params = aug_mod.draw(aug, batch, self.size, torch.Generator(device=device).manual_seed(0), device)
+        self.params = augment.draw(aug, batch, self.size, torch.Generator(device=device).manual_seed(0), device)
 
     def fill(self, idx: torch.Tensor, generator: torch.Generator) -> None:
         """Copy a batch's indices, and its draws (the eager step's, in the same order), into the buffers."""
         self.idx.copy_(idx)
-        fresh = aug_mod.draw(self.aug, self.batch, self.size, generator, self.device)
+        fresh = augment.draw(self.aug, self.batch, self.size, generator, self.device)
         if fresh is not None:
             for static, value in zip(self.params.tensors(), fresh.tensors()):
                 static.copy_(value)

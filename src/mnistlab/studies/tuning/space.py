@@ -36,7 +36,7 @@ from ... import schema
 from ...errors import MnistlabError
 from ...models import MODELS
 from ...names import did_you_mean
-from ...training import config as config_mod
+from ...training import config
 
 # Fields a search may not set: where the run goes and how it reports are the tuner's business.
 NOT_SEARCHABLE = {"recipe", "out", "name", "progress", "tensorboard", "evaluate_test", "checkpoint_every"}
@@ -110,9 +110,9 @@ def parse_space(values: dict, recipe: str | None, *, source: str = "search space
     for key in fixed:
         if key in NOT_SEARCHABLE - {"checkpoint_every"}:
             raise MnistlabError(f"{source}: [fixed] {key} is set by the tuner, not the space")
-    fixed = {k: config_mod.coerce(k, v, source=f"{source} [fixed]") for k, v in fixed.items()}
+    fixed = {k: config.coerce(k, v, source=f"{source} [fixed]") for k, v in fixed.items()}
     try:
-        base = config_mod.resolve(recipe, {k: v for k, v in fixed.items()}, source=f"{source} [fixed]")
+        base = config.resolve(recipe, {k: v for k, v in fixed.items()}, source=f"{source} [fixed]")
     except MnistlabError as exc:
         raise MnistlabError(exc.message, hint=exc.hint) from None
     current = base.as_dict()  # the settings a condition can refer to, growing as params are read
@@ -195,12 +195,12 @@ def _field_type(name: str, current: dict, where: str):
         return type(default) if isinstance(default, (bool, int, float, str)) else None
     if name in NOT_SEARCHABLE:
         raise MnistlabError(f"{where}: {name} is set by the tuner, not searched")
-    if name not in config_mod.FIELDS:
-        raise MnistlabError(f"{where}: unknown field {name!r}", hint=did_you_mean(name, config_mod.FIELDS)
+    if name not in config.FIELDS:
+        raise MnistlabError(f"{where}: unknown field {name!r}", hint=did_you_mean(name, config.FIELDS)
                             + "`mnistlab train --help` lists the fields; model options are model_args.NAME")
     import typing
 
-    typ = config_mod.field_type(name)
+    typ = config.field_type(name)
     args = [t for t in typing.get_args(typ) if t is not type(None)]
     return args[0] if args else typ
 
@@ -215,7 +215,7 @@ def _check_value(name: str, value, base_type, recipe, fixed: dict, where: str) -
     if name.startswith("model_args."):
         return  # the model checks its own options when it is built; the first trial says so
     try:
-        config_mod.resolve(recipe, {**fixed, name: value}, source=where)
+        config.resolve(recipe, {**fixed, name: value}, source=where)
     except MnistlabError as exc:
         raise MnistlabError(f"{where}: {exc.message}", hint=exc.hint) from None
 

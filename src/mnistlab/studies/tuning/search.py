@@ -38,14 +38,13 @@ from pathlib import Path
 
 from ... import atomic, machine, rundir, schema
 from ..._version import __version__
-from ...analysis.evaluate import evaluate
+from ...analysis.evaluation import evaluate
 from ...errors import MnistlabError
 from ...models import MODELS
 from ...rundir import RunDir
-from ...training import config as config_mod
-from ...training import train as train_mod
+from ...training import config, engine
 from ...training.config import read_recipe
-from ...training.train import TrainingDiverged
+from ...training.engine import TrainingDiverged
 from . import report
 from .space import Space, read_space, suggest
 
@@ -178,11 +177,11 @@ def check_sqlite_file(path: Path, storage: str) -> None:
                             hint="name a new file, or the study.db of an earlier study")
 
 
-def base_config(recipe: str, sp: Space, workers: int) -> config_mod.TrainConfig:
+def base_config(recipe: str, sp: Space, workers: int) -> config.TrainConfig:
     """The recipe with the space's fixed settings: what every trial starts from. A recipe that trains
     on every example (validation 0) gets the standard holdout, since trials select on validation; a
     trial's threads default to the cores shared out among the workers."""
-    cfg = config_mod.resolve(recipe, sp.fixed, source=f"{sp.source} [fixed]")
+    cfg = config.resolve(recipe, sp.fixed, source=f"{sp.source} [fixed]")
     changes = {"evaluate_test": False, "progress": False}
     if not cfg.validation:
         changes["validation"] = DEFAULT_VALIDATION
@@ -390,7 +389,7 @@ def objective(trial, settings: Settings, sp: Space, base):
     trials = Path(settings.out) / TRIALS_DIR
     parent = Path(str(earlier)).parent if earlier and _a_workers_trial(Path(str(earlier))) else trials
     cfg = dataclasses.replace(base, **overrides, out=str(parent), name=name)
-    config_mod.validate(cfg)
+    config.validate(cfg)
     run = RunDir(Path(cfg.out) / name)
     if earlier:
         trial.set_user_attr("retry_of", trial.user_attrs.get("trial", None))
@@ -412,8 +411,8 @@ def objective(trial, settings: Settings, sp: Space, base):
 
     t0 = time.perf_counter()
     try:
-        summary = _train_or_resume(cfg, run, on_epoch, train_mod, parent)
-    except train_mod.TrainingDiverged as exc:
+        summary = _train_or_resume(cfg, run, on_epoch, engine, parent)
+    except engine.TrainingDiverged as exc:
         trial.set_user_attr("diverged", exc.message)
         if single:  # a setting that does not train is a bad setting: pruned, and the search goes on
             raise optuna.TrialPruned(exc.message) from None
@@ -442,7 +441,7 @@ def _a_workers_trial(path: Path) -> bool:
         return False
 
 
-def _train_or_resume(cfg, run: RunDir, on_epoch, train_mod, trials: Path) -> dict:
+def _train_or_resume(cfg, run: RunDir, on_epoch, engine, trials: Path) -> dict:
     """Train the trial's run, or finish the run an earlier attempt of this trial left behind."""
     if run.path.exists() or run.path.is_symlink():
         rundir.no_links_below(trials, run.path)
@@ -450,10 +449,10 @@ def _train_or_resume(cfg, run: RunDir, on_epoch, train_mod, trials: Path) -> dic
         if summary is not None and summary.get("val_acc") is not None:
             return summary  # it finished; the worker died before telling the study
         if run.last.is_file() and summary is None:
-            return train_mod.resume(run.path, {"progress": False, "threads": cfg.threads}, quiet=True,
+            return engine.resume(run.path, {"progress": False, "threads": cfg.threads}, quiet=True,
                                     on_epoch=on_epoch)
         rundir.remove_run(trials, run.path)  # killed before its first checkpoint: nothing to keep
-    return train_mod.train(cfg, quiet=True, on_epoch=on_epoch)
+    return engine.train(cfg, quiet=True, on_epoch=on_epoch)
 
 
 def _short(value) -> str:

@@ -32,8 +32,8 @@ from ..models.source import locate
 from ..pictures import figure as _figure
 from ..pictures import save_figure
 from ..rundir import RunDir
-from ..training import config as config_mod
-from ..training.train import train
+from ..training import config
+from ..training.engine import train
 
 MODES = ("scratch", "probe", "finetune")
 CURVE_FILE = "curve.json"
@@ -75,7 +75,7 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
         raise MnistlabError(f"--steps {steps}: expected a positive number of optimizer steps")
     if any(m != "scratch" for m in modes):
         locate(source)  # a missing source fails now, not after the scratch runs
-    base = config_mod.resolve(recipe, {**(overrides or {}), "dataset": dataset, "validation": 0})
+    base = config.resolve(recipe, {**(overrides or {}), "dataset": dataset, "validation": 0})
     ds = load(dataset, data_dir=base.data_dir or None)
     smallest = int(ds.train.class_counts().min())
     if max(labels) > smallest:
@@ -99,7 +99,7 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
                     cfg = dataclasses.replace(base, labels_per_class=n, seed=seed, batch_size=batch, epochs=epochs,
                                               checkpoint_every=epochs, out=str(runs_dir), name=name, progress=False,
                                               **mode_overrides(mode, source, base.lr, lr_backbone))
-                    config_mod.validate(cfg)
+                    config.validate(cfg)
                     summary = train(cfg, quiet=True)
                 rows.append({"mode": mode, "labels_per_class": n, "seed": seed, "test_acc": summary["test_acc"],
                              "train_s": summary["train_s"], "epochs": epochs, "batch_size": batch,

@@ -29,8 +29,7 @@ from ..models import count_parameters, create_model_from
 from ..models.heads import head_modules, penultimate
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
-from . import augment as aug_mod
-from . import config as config_mod
+from . import augment, config
 from .setup import (
     epoch_seed,
     load_data,
@@ -42,7 +41,7 @@ from .setup import (
 )
 
 METHODS = ("contrastive",)
-VIEWS = aug_mod.Augment(rotate=15.0, translate=0.15, zoom=0.2, elastic_alpha=20.0, elastic_sigma=4.0)
+VIEWS = augment.Augment(rotate=15.0, translate=0.15, zoom=0.2, elastic_alpha=20.0, elastic_sigma=4.0)
 
 
 class Projector(nn.Module):
@@ -70,7 +69,7 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
         raise MnistlabError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     if not 0 < temperature <= 10:
         raise MnistlabError(f"temperature={temperature!r}: expected a number in (0, 10]")
-    config_mod.validate(cfg)
+    config.validate(cfg)
     if cfg.init_from or cfg.labels_per_class or cfg.freeze.strip() not in ("", "none"):
         raise MnistlabError("pretrain starts from random weights and reads no labels: unset init_from, "
                             "labels_per_class and freeze")
@@ -120,7 +119,7 @@ def pretrain(cfg, method: str = "contrastive", temperature: float = 0.2, quiet: 
                 x = to_unit(data.train_x[idx])
                 if x.ndim == 3:
                     x = x.unsqueeze(1)
-                views = [data.norm.apply(aug_mod.augment(x, VIEWS, gen)) for _ in range(2)]
+                views = [data.norm.apply(augment.augment(x, VIEWS, gen)) for _ in range(2)]
                 if cfg.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 h = features(torch.cat(views))  # one forward for both views: BatchNorm sees them together

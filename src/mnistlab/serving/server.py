@@ -50,7 +50,7 @@ from ..models.predictor import load_predictor
 from ..rundir import SUMMARY_SPEC, RunDir
 from .backend import accelerate
 from .limits import Limits
-from .predict import (
+from .prediction import (
     NOT_DIGIT_THRESHOLD,
     classify,
     default_predictor,

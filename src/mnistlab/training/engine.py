@@ -53,8 +53,7 @@ from ..models.predictor import Predictor, reference_probs
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
 from ..stats import over_seeds as stats_over_seeds
-from . import config as config_mod
-from . import setup, transfer
+from . import config, setup, transfer
 from .classical import train_classical
 from .ema import EMA
 from .losses import CROSS_ENTROPY, loss_function
@@ -117,7 +116,7 @@ class Progress:
 # The story
 
 
-def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = None, quiet: bool = False,
+def train(cfg: config.TrainConfig, *, resume: str | os.PathLike | None = None, quiet: bool = False,
           on_epoch=None) -> dict:
     """Train one model as `cfg` says (or continue the run in `resume`); return its summary.
 
@@ -129,7 +128,7 @@ def train(cfg: config_mod.TrainConfig, *, resume: str | os.PathLike | None = Non
                                 hint="train it again")
         return train_classical(cfg, quiet)
     t_start = time.perf_counter()
-    config_mod.validate(cfg)
+    config.validate(cfg)
     # the code the run records is read once and pinned: a resumed run keeps its own, a new one what it began
     # with (an edit to the file mid-run changes neither what runs nor what every checkpoint records)
     recorded = resumed_code(resume, cfg) if resume is not None else setup.code_records(cfg)
@@ -257,7 +256,7 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
 
 def make_step(cfg, data: Data, parts: Parts, env: Env):
     """The step the loop calls: eager, or a CUDA graph (with an eager twin for a last partial batch)."""
-    aug = config_mod.augmentation(cfg)
+    aug = config.augmentation(cfg)
     cfg = dataclasses.replace(cfg, precision=env.precision.chosen)  # the steps autocast only to bf16
     loss_fn = None if cfg.loss == CROSS_ENTROPY else loss_function(cfg, data.dataset.num_classes)
     eager = EagerStep(parts.model, parts.forward_model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
@@ -484,7 +483,7 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
     in eval mode and its normalisation (the dataset's training statistics, as every run uses).
     `after_epoch(epoch, model, norm)` is called after each epoch (the model in eval mode; training
     mode is put back after), for learning curves."""
-    config_mod.validate(cfg)
+    config.validate(cfg)
     if is_classical(cfg.model):
         raise MnistlabError(f"fit trains networks; {cfg.model} is a scikit-learn model",
                             hint="use a network (e.g. --model fast) for cross-validated audits and cleaning")
@@ -532,7 +531,7 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     meta, _ = ckpt.read_header(last)
     if meta["kind"] != "state":
         raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
-    changed = config_mod.differences(meta["config"], cfg.as_dict())
+    changed = config.differences(meta["config"], cfg.as_dict())
     if changed:
         detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
         raise MnistlabError(f"cannot resume {resume} with a different config: {detail}",
@@ -551,7 +550,7 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
     tensors, meta = ckpt.load(run.last, device=device)
     if meta["kind"] != "state":
         raise MnistlabError(f"{run.last}: a weights-only checkpoint; resuming needs the full training state")
-    changed = config_mod.differences(meta["config"], cfg.as_dict())
+    changed = config.differences(meta["config"], cfg.as_dict())
     if changed:
         detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
         raise MnistlabError(f"cannot resume {run} with a different config: {detail}",
@@ -581,9 +580,9 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
 def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: bool = False, on_epoch=None) -> dict:
     """Continue an interrupted run from its last checkpoint, with its own config."""
     run = RunDir(run_dir)
-    cfg = config_mod.read_run_config(run)
+    cfg = config.read_run_config(run)
     for key, value in (overrides or {}).items():
-        setattr(cfg, key, config_mod.coerce(key, value, source="override"))
+        setattr(cfg, key, config.coerce(key, value, source="override"))
     if is_classical(cfg.model):
         raise MnistlabError(f"{run}: a {cfg.model} run is fitted in one step; there is nothing to resume",
                             hint="train it again")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from .. import atomic, pages
 from .._version import __version__
-from ..analysis.evaluate import evaluate
+from ..analysis.evaluation import evaluate
 from ..analysis.robust import format_robust, robust_figures
 from ..errors import MnistlabError
 from ..rundir import RunDir
-from ..studies.transfer_curve import LABELS, curve_of, read_curve
-from ..studies.tuning.study import read_study_summary, study_of
+from ..studies.transfer_study import LABELS, curve_of, read_curve
+from ..studies.tuning.search import read_study_summary, study_of
 
 PICTURES = ("confusion", "per_class", "reliability", "mistakes")  # what a report shows of every evaluation
 

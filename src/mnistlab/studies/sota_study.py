@@ -36,13 +36,13 @@ from pathlib import Path
 import torch
 
 from .. import atomic, machine, rundir, schema
-from ..analysis.ensemble import greedy
+from ..analysis.ensembles import greedy
 from ..errors import MnistlabError
 from ..models import MODELS as ZOO
 from ..models.predictor import combine
 from ..rundir import RunDir
 from ..training.config import resolve
-from ..training.train import resume, train
+from ..training.engine import resume, train
 
 MODELS = ("m3", "m5", "m7")
 PROTOCOLS = ("paper", "val")

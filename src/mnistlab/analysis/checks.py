@@ -46,11 +46,11 @@ from ..models import create_model_from
 from ..models.features import as_input
 from ..models.registry import is_known
 from ..pictures import figure, save_figure
-from ..training import config as config_mod
+from ..training import config
+from ..training.engine import fit
 from ..training.losses import CROSS_ENTROPY, loss_function
 from ..training.optim import make_optimizer
-from ..training.train import fit
-from .evaluate import compute_metrics
+from .evaluation import compute_metrics
 from .plots import confusion_heatmap, mistakes_gallery
 
 BUDGET = {"epochs": 2, "train_images": 10_000, "validation": 5_000}
@@ -471,40 +471,32 @@ def _val_accuracy(cfg, ds, data, seed: int) -> dict:
 
 
 LR_FACTORS = (0.1, 0.3, 1.0, 3.0)  # around each arm's own learning rate, the same for every arm
-SEARCH_IMAGES = 2_000  # training images of each search trial (one epoch, seed 0)
 
 
-def tuned(cfg, ds, data, say=None) -> tuple[object, list[dict]]:
-    """`cfg` at the best of the same small learning-rate grid every arm gets (lr x 0.1, 0.3, 1, 3; one
-    epoch of 2,000 training images, seed 0, scored on the validation split): each is compared at a rate
-    that suits it, not at one tuned for another. (config at the chosen rate, the trials)."""
-    xtr, ytr, xval, yval = data
-    trials = []
+def tuned(cfg, ds, data, seed: int) -> tuple[object, list[dict], dict]:
+    """`cfg` at the best of the same small learning-rate grid every arm gets (its own lr x 0.1, 0.3, 1, 3),
+    each trial the arm's own budget for its first seed, scored on the validation split: each method is
+    compared at a rate that suits it, not at one tuned for another. (config at the chosen rate, the
+    trials, the winning trial's run: it is that seed's run, not trained again)."""
+    trials, results = [], {}
     for factor in LR_FACTORS:
-        trial = dataclasses.replace(cfg, lr=cfg.lr * factor, epochs=1, seed=0)
-        try:
-            model, norm = fit(trial, ds, xtr[:SEARCH_IMAGES], ytr[:SEARCH_IMAGES])
-            acc = float((_val_probs(model, norm, xval).argmax(1) == yval).float().mean())
-        except MnistlabError as exc:
-            if "diverged" not in str(exc):
-                raise
-            acc = float("nan")
-        trials.append({"lr": trial.lr, "val_acc": acc})
+        trial = dataclasses.replace(cfg, lr=cfg.lr * factor)
+        results[trial.lr] = _val_accuracy(trial, ds, data, seed)
+        trials.append({"lr": trial.lr, "val_acc": results[trial.lr].get("val_acc", float("nan"))})
     scored = [t for t in trials if t["val_acc"] == t["val_acc"]]
     best = max(scored, key=lambda t: (round(t["val_acc"], 3), -abs(math.log(t["lr"] / cfg.lr)))) if scored \
         else {"lr": cfg.lr}
-    return dataclasses.replace(cfg, lr=best["lr"]), trials
+    return dataclasses.replace(cfg, lr=best["lr"]), trials, results[best["lr"]]
 
 
-def _arm(name: str, cfg, ds, data, seeds, say=None, search: bool = True) -> dict:
-    trials = []
-    if search:
-        cfg, trials = tuned(cfg, ds, data)
-        if say:
-            say(f"  {name}: learning rate {cfg.lr:g} chosen on validation ("
-                + ", ".join(f"{t['lr']:g}: {t['val_acc']:.1%}" for t in trials) + ")")
-    runs = []
-    for seed in seeds:
+def _arm(name: str, cfg, ds, data, seeds, say=None) -> dict:
+    cfg, trials, first = tuned(cfg, ds, data, seeds[0])
+    if say:
+        say(f"  {name}: learning rate {cfg.lr:g} chosen on validation (seed {seeds[0]}: "
+            + ", ".join(f"{t['lr']:g} {t['val_acc']:.1%}" if t["val_acc"] == t["val_acc"] else f"{t['lr']:g} diverged"
+                        for t in trials) + ")")
+    runs = [first]
+    for seed in seeds[1:]:
         runs.append(_val_accuracy(cfg, ds, data, seed))
         if say:
             r = runs[-1]
@@ -625,7 +617,7 @@ def _rate_advice(mine: dict) -> str:
     if not given or math.isclose(given["lr"], mine["lr"]):
         return ""
     reached = f"{given['val_acc']:.1%}" if given["val_acc"] == given["val_acc"] else "diverged"
-    return (f"; it learns best at lr={mine['lr']:g}, not at the lr={given['lr']:g} it was given ({reached} there "
+    return (f"; at this budget it learns best at lr={mine['lr']:g}, not at the lr={given['lr']:g} it was given ({reached} there "
             f"in the search): train it with --lr {mine['lr']:g}")
 
 
@@ -640,7 +632,7 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
     budget = QUICK_BUDGET if quick else BUDGET
     cfg = dataclasses.replace(cfg, epochs=budget["epochs"], validation=0, train_subset=0, progress=False,
                               label_smoothing=0.0, early_stopping=0)
-    config_mod.validate(cfg)
+    config.validate(cfg)
     say = None if quiet else (lambda text: print(text, flush=True))
     settings = describe_settings(cfg)
     if say:

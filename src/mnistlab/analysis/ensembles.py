@@ -19,7 +19,7 @@ from ..models import checkpoint
 from ..models.classical import ClassicalModel, gives_probabilities
 from ..models.predictor import ENSEMBLE, Predictor, combine, load_predictor
 from ..models.source import locate_each
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .splits import target_split
 
 

@@ -4,7 +4,7 @@
     table = mnistlab.audit("mnist", split="test")          # a pandas DataFrame, worst first
 
 1. Out-of-fold probabilities: the images are cut into K stratified folds; for each fold a model is
-   trained by mnistlab's own engine (`training.train.fit`, the recipe's settings) on every other
+   trained by mnistlab's own engine (`training.engine.fit`, the recipe's settings) on every other
    labelled image the dataset has (the other folds, and when one split is audited, all of the other
    split too) and scores the fold, so every image is scored by a model that never saw it, and as
    strong as the data allows. `folds.json` records what each fold's model trained on. The
@@ -46,7 +46,7 @@ from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
 from ..tables import csv_cell
 from ..training.config import resolve
-from ..training.train import fit
+from ..training.engine import fit
 
 SPLITS = ("train", "test", "all")
 AMBIGUOUS_P = 0.10  # a flagged image whose given label keeps this much probability reads as both
