@@ -98,7 +98,7 @@ def test_bad_arguments_are_clear_errors(mnist):
                           ({"eps": []}, "at least one value"),
                           ({"norm": "l1"}, "expected linf or l2"),
                           ({"method": "cw"}, "expected one of fgsm, pgd"),
-                          ({"method": "fgsm", "norm": "l2"}, "FGSM is an L-inf attack"),
+                          ({"method": "fgsm", "norm": "l2"}, "fgsm attacks in linf only, not l2"),
                           ({"target": 10}, "expected a class index from 0 to 9"),
                           ({"steps": 0}, "expected 1-10000 steps")):
         with pytest.raises(MnistlabError, match=words):

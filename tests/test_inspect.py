@@ -62,7 +62,7 @@ def test_inspect_explains_bad_arguments(tmp_path, capsys):
 
     run = quick_run(tmp_path, "fast", "cnn")
     for args, fragment in [(["--images", "10000"], "test split has images 0 to 9999"),
-                           (["--images", "a"], "--images 'a'"), (["--split", "val"], "expected train or test"),
+                           (["--images", "a"], "--images 'a'"), (["--split", "val"], "invalid choice: 'val' (choose from 'test', 'train')"),
                            (["--units", "0"], "expected 1 to 32 units")]:
         assert main(["inspect", run, *args]) != 0
         err = capsys.readouterr().err

@@ -337,7 +337,7 @@ def test_the_command_reports_a_bad_space_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[params.lr]: empty range low=0.5 high=0.1" in err and "Traceback" not in err
     for argv, text in ((["--trials", "0"], "--trials 0"), (["--objectives", "time"], "--objectives"),
-                       (["--sampler", "grid"], "--sampler 'grid'"), (["--storage", "nosuch://x"], "--storage")):
+                       (["--sampler", "grid"], "--sampler: invalid choice: 'grid'"), (["--storage", "nosuch://x"], "--storage")):
         assert main(["tune", "--recipe", "seed-mlp", "--space", "seed-mlp", "--out", str(tmp_path / "t"),
                      *argv]) == 2
         assert text in capsys.readouterr().err

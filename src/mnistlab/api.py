@@ -1,5 +1,7 @@
-"""The Python API: one function per CLI verb, of the verb's own name, flags and defaults. The CLI's
-handlers parse their flags and call exactly these; a notebook calls them directly.
+"""The Python API: one function per CLI verb, of the verb's own name, flags and defaults. Each verb's
+parameters are declared once, here: the signature gives the names, types and defaults, the docstring's
+`Args:` the help (where a parameter is Python-only it says so), and the command line is built from
+them (`mnistlab.cli`), whose handlers parse, call exactly these and print what they return.
 
     import mnistlab
     run = mnistlab.train(recipe="seed-cnn", epochs=3, seeds=[0, 1, 2])      # settings: the --set keys
@@ -19,8 +21,9 @@ import os
 import tempfile
 from inspect import Parameter, signature
 from pathlib import Path
+from typing import Literal
 
-from . import lists, names, user_code
+from . import lists, rundir, user_code
 from .analysis import (
     attack_reports,
     checks,
@@ -30,7 +33,7 @@ from .analysis import (
     inspection,
     maps,
 )
-from .attacks import AttackResult
+from .attacks import AttackResult, list_attacks, norms
 from .attacks import attack as attack_images
 from .data import Dataset
 from .data import load as load_dataset
@@ -44,6 +47,7 @@ from .results import (
     Audit,
     Check,
     Curve,
+    Ensemble,
     Evaluation,
     Inspection,
     Listing,
@@ -100,13 +104,34 @@ def _trusting(fn):
     wrapper.__signature__ = signature(fn).replace(parameters=params)
     return wrapper
 
+AttackMethod = Literal[tuple(list_attacks())]  # the attack registry's names: the CLI's choices come from here
+Norm = Literal[tuple(norms())]
+
 
 @_trusting
-def train(recipe: str | None = None, *, seeds=None, resume: str | os.PathLike | None = None, dry_run: bool = False,
-          quiet: bool = False, **settings) -> Run | Runs:
-    """Train a model as `mnistlab train` does: a recipe, then settings on top (`epochs=3`, `model="m5"`,
-    `model_args={"width": 32}`, ...); `seeds` (a list, or "0-4") trains one run per seed under one group
-    directory; `resume` continues an interrupted run. Returns the `Run` (or `Runs` over seeds)."""
+def train(recipe: str | None = None, *, seeds: str | None = None, resume: str | os.PathLike | None = None,
+          dry_run: bool = False, quiet: bool = False, **settings) -> Run | Runs:
+    """Train a model: a recipe, flags, several seeds, or resume a run.
+
+    Train a model and evaluate it: validation each epoch, the test set once at the end. Writes a run
+    directory (config, log, checkpoints, summary). Settings are the recipe keys (`epochs=3`, `model="m5"`,
+    `model_args={"width": 32}`; on the command line a flag each, or --set KEY=VALUE). Returns the `Run`
+    (or `Runs` over seeds).
+
+    Args:
+        recipe: a packaged recipe (`mnistlab recipes`) or a TOML file
+        seeds: train one run per seed, e.g. 0-4 or 0,1,2 (Python: a list too), and summarise mean/std/min/max
+        resume: continue an interrupted run from its last checkpoint (a run directory)
+        dry_run: smoke run: 1 epoch on 1024 examples, 512 validation images, the test set left unread, nothing kept
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab train --recipe seed-cnn
+        mnistlab train --model m5 --dataset fashion-mnist --epochs 30 --augment an2020
+        mnistlab train --recipe seed-mlp --seeds 0-4
+        mnistlab train --resume runs/seed-cnn-mnist-s0
+        torchrun --nproc_per_node 2 -m mnistlab train --recipe seed-mlp
+    """
     overrides = _settings(settings, "train")
     if dry_run:  # a smoke run: one short epoch on a slice of the data, in a folder removed after it
         if resume is not None:
@@ -132,49 +157,137 @@ def _train(recipe, overrides: dict, seeds, quiet: bool) -> Run | Runs:
     return Run(engine.train(cfg, quiet=quiet))
 
 
-def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: str = "contrastive", epochs: int = 5,
-             batch_size: int = 256, lr: float = 2e-3, temperature: float = 0.2, seed: int = 0, out: str = "runs",
-             quiet: bool = False, **settings) -> Run:
-    """`mnistlab pretrain`: a model's features learned from the training images without labels (SimCLR)."""
+def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: Literal["contrastive"] = "contrastive",
+             epochs: int = 5, batch_size: int = 256, lr: float = 2e-3, temperature: float = 0.2, seed: int = 0,
+             out: str = "runs", quiet: bool = False, **settings) -> Run:
+    """Learn a model's features from unlabelled images (contrastive, SimCLR).
+
+    Train the recipe's model's feature extractor on the training images without their labels: two
+    augmented views of each image, pulled together against the rest of the batch (NT-Xent). Writes a
+    run directory to start other runs from (--init-from) and to probe with transfer-curve.
+
+    Args:
+        recipe: the model (and its options) to pretrain
+        dataset: whose training images
+        method: the pretraining method
+        epochs: passes over the images
+        batch_size: images per batch, each seen twice
+        lr: Adam's peak learning rate, one-cycle
+        temperature: NT-Xent temperature
+        seed: seed
+        out: parent directory of the run
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab pretrain --recipe fast --dataset mnist --epochs 5
+        mnistlab transfer-curve --source runs/pretrain-fast-mnist-s0 --dataset mnist
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     overrides = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "out": out,
                  "weight_decay": 0.0, "warmup": 0.1, **_settings(settings, "pretrain")}
     cfg = config.resolve(recipe, overrides)
     if not cfg.name:
-        cfg.name = f"pretrain-{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-s{cfg.seed}"
+        cfg.name = rundir.name_for(cfg, prefix="pretrain")
     return Run(pretraining.pretrain(cfg, method=method, temperature=temperature, quiet=quiet))
 
 
 @_trusting
-def evaluate(model, *, split: str = "test", dataset: str | None = None, tta: bool = False, out=None,
-             pictures: bool = True, data_dir=None, not_digit: bool = False) -> Evaluation:
-    """`mnistlab evaluate`: accuracy, top-k, per-class precision/recall/F1, confusion matrix, calibration
-    and pictures of a run directory, checkpoint or ensemble file, measured as its run measured it; the
-    share its not-a-digit score flags when the model has one (`not_digit=True` fits it if missing)."""
+def evaluate(model: str, *, split: Literal["test", "val"] = "test", dataset: str | None = None, tta: bool = False,
+             out: str | None = None, pictures: bool = True, data_dir: str | None = None,
+             not_digit: bool = False) -> Evaluation:
+    """Metrics, confusion matrix, calibration and pictures of a trained model.
+
+    Evaluate a run directory, checkpoint or ensemble file (or a `Run`), measured as its run measured it:
+    accuracy, top-k, cross-entropy, per-class precision/recall/F1, confusion matrix, calibration (ECE),
+    the most confident mistakes, and pictures. Writes JSON and PNGs (default: RUN_DIR/eval/).
+
+    Args:
+        model: run directory, .safetensors checkpoint, or ensemble file
+        split: which split
+        dataset: evaluate on another dataset of the same shape and classes
+        tta: test-time augmentation: average over 1-pixel shifts
+        out: directory for the JSON and pictures
+        pictures: draw the pictures (--no-pictures: only the numbers, no pictures)
+        data_dir: directory to look for data in first
+        not_digit: also report the share of the split the model's not-a-digit score flags, fitting that score
+            first if the model has none (a few seconds)
+
+    Examples:
+        mnistlab evaluate runs/seed-cnn-mnist-s0
+        mnistlab evaluate runs/seed-cnn-mnist-s0/best.safetensors --split val --no-pictures
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     return Evaluation(evaluation.evaluate(model, split=split, dataset=dataset, tta=tta, out=out, pictures=pictures,
-                                            data_dir=data_dir, not_digit=not_digit))
+                                          data_dir=data_dir, not_digit=not_digit))
 
 
 @_trusting
-def ensemble(models, *, method: str = "mean", select: bool = False, out, split: str = "test",
-             data_dir=None, quiet: bool = False) -> Saved:
-    """`mnistlab ensemble`: combine models (mean or vote), members chosen on validation with `select`,
-    saved as one file that evaluate, predict and serve take; each member compared with the ensemble."""
-    return Saved(ensembles.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir,
+def ensemble(models: list[str], *, method: Literal["mean", "vote"] = "mean", select: bool = False, out: str,
+             split: Literal["test", "val"] = "test", data_dir: str | None = None, quiet: bool = False) -> Ensemble:
+    """Combine trained models (mean or vote), save as one artifact, compare.
+
+    Combine models by averaged probabilities or majority vote, save the ensemble as one file that
+    evaluate, predict and serve take, and report each member next to it.
+
+    Args:
+        models: run directories, groups of seed runs (each run) or checkpoints
+        method: how to combine
+        select: choose members greedily on the validation split
+        out: the ensemble file to write (.safetensors)
+        split: split to compare on
+        data_dir: directory to look for data in first
+        quiet: no progress lines, only the results
+
+    Examples:
+        mnistlab ensemble runs/seed-mlp-mnist-seeds --out five.safetensors
+    """
+    return Ensemble(ensembles.ensemble(models, method=method, select=select, out=out, split=split, data_dir=data_dir,
                                        quiet=quiet))
 
 
 @_trusting
-def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0.1, 0.2, 0.3), norm: str = "linf",
-           targeted: bool = False, target: int | None = None, split: str = "test", n: int = 1000,
-           steps: int | None = None, restarts: int = 1, targets: int = 9, queries: int = 5000, checks: bool = True,
-           check_n: int = 200, seed: int = 0, out=None, data_dir=None, step_size: float | None = None,
+def attack(model: list[str], images=None, labels=None, *, method: AttackMethod = "pgd",
+           eps: str | list[float] = (0.05, 0.1, 0.2, 0.3), norm: Norm = "linf", targeted: bool = False,
+           target: int | None = None, split: Literal["test", "val"] = "test", n: int = 1000, steps: int | None = None,
+           restarts: int = 1, targets: int = 9, queries: int = 5000, checks: bool = True, check_n: int = 200,
+           seed: int = 0, out: str | None = None, data_dir: str | None = None, step_size: float | None = None,
            batch_size: int = 500, quiet: bool = False) -> AttackResult | AttackReport:
-    """Adversarial attacks. With `images` and `labels` (uint8, or float in [0,1]): those images, in memory,
-    returning an `AttackResult` (robust accuracy per eps, adversarial images, masking checks). Without:
-    `mnistlab attack` on the first `n` images of `split` for one model or a list of models, writing JSON,
-    curves and galleries (several: into `out`, with one comparison picture)."""
+    """Adversarial robustness: FGSM, PGD, APGD, Square, AutoAttack-style; robust accuracy per epsilon.
+
+    Attack the first N images of a split: robust accuracy per epsilon, with checks against gradient
+    masking, a curve and a gallery (JSON and PNGs beside the model: RUN_DIR/eval/). Several models: one
+    picture compares them (--out needed). From Python, `images` and `labels` attack those images in memory
+    and return an `AttackResult` (robust accuracy per eps, adversarial images, checks).
+
+    Args:
+        model: run directories, checkpoints or mean ensembles (Python: one, or a list)
+        images: Python only: images to attack in memory (uint8, or float in [0,1])
+        labels: Python only: their labels
+        method: the attack (the registry: `mnistlab.attacks.ATTACKS`)
+        eps: budgets in pixel units of the [0,1] image, e.g. 0.1,0.2,0.3
+        norm: the threat model
+        targeted: push every image toward --target
+        target: the target class index (with --targeted)
+        split: which split's images
+        n: how many images (the first N)
+        steps: iterations (default: the attack's own, e.g. PGD 40, APGD 100)
+        restarts: restarts on the images still standing
+        targets: target classes of APGD-T
+        queries: queries of Square
+        checks: run the checks against gradient masking (--no-checks: skip the checks against gradient masking)
+        check_n: images for the costlier checks
+        seed: seeds random starts and Square
+        out: directory for the JSON and pictures
+        data_dir: directory to look for data in first
+        step_size: Python only: PGD's step (default 2.5*eps/steps)
+        batch_size: Python only: images attacked at once
+        quiet: no progress, only the results
+
+    Examples:
+        mnistlab attack runs/seed-cnn-mnist-s0 --method pgd --eps 0.05,0.1,0.2,0.3
+        mnistlab attack runs/adv-pgd-mnist-s0 --method autoattack --eps 0.3
+        mnistlab attack runs/a runs/b --method fgsm --out cmp/
+    """
     eps = lists.items(eps, "--eps", float, "numbers separated by commas, like 0.1,0.2,0.3") \
         if isinstance(eps, str) else eps
     if targeted and target is None:
@@ -187,29 +300,74 @@ def attack(model, images=None, labels=None, *, method: str = "pgd", eps=(0.05, 0
                              batch_size=batch_size, checks=checks, check_n=check_n, quiet=quiet)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     done = attack_reports.attack_models(models, out=out, method=method, norm=norm, eps=eps,
-                                     target=target if (targeted or target is not None) else None, split=split, n=n,
-                                     steps=steps, restarts=restarts, targets=targets, queries=queries, seed=seed,
-                                     checks=checks, check_n=check_n, data_dir=data_dir, quiet=quiet)
+                                        target=target if (targeted or target is not None) else None, split=split, n=n,
+                                        steps=steps, restarts=restarts, targets=targets, queries=queries, seed=seed,
+                                        checks=checks, check_n=check_n, data_dir=data_dir, quiet=quiet)
     return AttackReport(done, done["docs"])
 
 
-def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, model: str = "audit", seed: int = 0,
-          clean_seeds: int = 0, top: int = 40, out=None, data_dir=None, quiet: bool = False,
-          recipe: str | None = None) -> Audit:
-    """`mnistlab audit`: label issues, near-duplicates and outliers of a split, from out-of-fold scores
-    (`model`: the recipe each fold trains; `recipe` is its older name). `.table`: the ranked issues."""
+def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] = "test", folds: int = 5,
+          model: str = "audit", seed: int = 0, clean_seeds: int = 0, top: int = 40, out: str | None = None,
+          data_dir: str | None = None, quiet: bool = False, recipe: str | None = None) -> Audit:
+    """Find mislabeled, ambiguous, near-duplicate and out-of-place images (out-of-fold predictions + cleanlab).
+
+    Score every image with a model that never trained on it (K-fold, mnistlab's engine), then let
+    cleanlab's confident learning and Datalab flag label issues, outliers and near-duplicates. Writes
+    issues.csv/json, ranking.csv, summary.json and galleries; the out-of-fold scores are cached in --out.
+    `.table` holds the ranked issues (pandas).
+
+    Args:
+        dataset: dataset name (`mnistlab data list`)
+        split: which images
+        folds: cross-validation folds
+        model: the recipe each fold trains (audit: the packaged model's recipe, 99.41% out-of-fold on MNIST
+            test; fast: 99.15% in an eighth of the time)
+        seed: seeds the folds and the models
+        clean_seeds: also train the recipe with the flagged training images kept, removed and relabelled, over
+            this many seeds, and compare validation accuracy (0: off)
+        top: label issues in the gallery
+        out: output directory (default: audit-DATASET-SPLIT)
+        data_dir: directory to look for data in first
+        quiet: print nothing but the result
+        recipe: Python only: the older name of `model`
+
+    Examples:
+        mnistlab audit mnist --split test
+        mnistlab audit mnist --split all --folds 5 --clean-seeds 3 --out audit-mnist/
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     summary, table = data_audit.run(dataset, split=split, folds=folds, recipe=recipe or model, seed=seed, out=out,
-                                   clean_seeds=clean_seeds, top=top, data_dir=data_dir, quiet=quiet)
+                                    clean_seeds=clean_seeds, top=top, data_dir=data_dir, quiet=quiet)
     return Audit(summary, table)
 
 
-def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool = False, mechanics_only: bool = False,
-          out=None, quiet: bool = False, **settings) -> Check:
-    """`mnistlab check`: does an implementation work? Mechanics checks in seconds, then the model trained
-    over `seeds` at a fixed budget beside references, and a verdict (`analysis/checks.py`). `model` is a
-    zoo name, `file.py:Name` or an object; an `optimizer` or a `loss` of one's own is checked instead,
-    against Adam and SGD or cross-entropy on the same model."""
+def check(model: str = "fast", *, optimizer: str | None = None, loss: str | None = None, seeds: str = "0-2",
+          quick: bool = False, mechanics_only: bool = False, out: str | None = None, quiet: bool = False,
+          **settings) -> Check:
+    """Does my implementation work? A verdict on a model, optimizer or loss, against the zoo.
+
+    Mechanics checks in seconds (output, softmax, initial loss, gradients, buffers, dead units, eval
+    determinism, nonlinearity, batch independence, the optimizer's mechanics, overfit one batch), then
+    the model trained over seeds at a fixed budget on the validation split beside references (logistic
+    regression, the MLP, the fast CNN; or Adam and SGD for your optimizer, cross-entropy for your loss),
+    each at the best of the same learning-rate grid, and a verdict. The exit status is 0 for "works".
+
+    Args:
+        model: a zoo name (`mnistlab models`) or your own: file.py:Name or package.module:Name (Python: a class,
+            a function or an nn.Module)
+        optimizer: your optimizer (file.py:Name), checked against Adam and SGD on MODEL
+        loss: your loss (file.py:name), checked against cross-entropy on MODEL
+        seeds: seeds of the learning part
+        quick: a smaller budget (1 epoch of 5,000 images)
+        mechanics_only: the mechanics checks alone (seconds)
+        out: write check.json (and check.html, the pictures) here
+        quiet: print nothing as the checks run; the result says it all
+
+    Examples:
+        mnistlab check mynet.py:Net
+        mnistlab check mlp --optimizer opt.py:Lion
+        mnistlab check mynet.py:Net --mechanics-only
+    """
     chosen = {"model": model, **{k: v for k, v in (("optimizer", optimizer), ("loss", loss)) if v is not None}}
     overrides = _settings({**chosen, **settings}, "check")
     role = "loss" if loss is not None else "optimizer" if optimizer is not None else "model"
@@ -217,69 +375,190 @@ def check(model="fast", *, optimizer=None, loss=None, seeds="0-2", quick: bool =
     if "lr" not in overrides:  # an optimizer of one's own starts from its own default rate, not Adam's
         cfg.lr = checks.own_default_lr(cfg) or cfg.lr
     result = Check(checks.check(cfg, role=role, seeds=lists.seeds(seeds), quick=quick, learning=not mechanics_only,
-                                   out=out, quiet=quiet))
+                                out=out, quiet=quiet))
     if out is not None:  # the verdict as a page beside check.json and the pictures
         result.record["page"] = str(result.save_page(Path(out) / "check.html"))
     return result
 
 
 @_trusting
-def map(model=None, *, dataset: str | None = None, method: str = "umap", features: str | None = None,  # noqa: A001
-        split: str = "test", n: int | None = None, seed: int = 0, out=None, data_dir=None, quiet: bool = False) -> Map:
-    """`mnistlab map`: a 2-D map (UMAP or t-SNE) of a split's pixels or a model's learned features."""
+def map(model: str | None = None, *, dataset: str | None = None,  # noqa: A001
+        method: Literal["umap", "tsne"] = "umap", features: Literal["pixels", "penultimate"] | None = None,
+        split: Literal["test", "train"] = "test", n: int | None = None, seed: int = 0, out: str | None = None,
+        data_dir: str | None = None, quiet: bool = False) -> Map:
+    """A 2-D map (UMAP or t-SNE) of a split's raw pixels or of a model's learned features.
+
+    Embed a dataset split in 2-D with umap-learn or openTSNE (the `maps` extra), seeded: the raw pixels,
+    or with a run the features its classifier reads (the penultimate layer), the run's mistakes marked.
+    Writes map.png, a self-contained map.html (hover or tap a point to see the image, label and
+    prediction; toggle classes), coords.npy/.csv and map.json (default: RUN_DIR/maps/METHOD-FEATURES-SPLIT/,
+    or maps/ without a run).
+
+    Args:
+        model: run directory or checkpoint (optional: without it, the dataset's pixels)
+        dataset: dataset (default: the model's, or mnist)
+        method: the embedding
+        features: what is embedded (default: penultimate with a model, else pixels)
+        split: which split
+        n: map N images drawn with --seed (default: the whole split)
+        seed: seeds the draw and the embedding
+        out: output directory
+        data_dir: directory to look for data in first
+        quiet: no progress output (the command then prints the page's path alone)
+
+    Examples:
+        mnistlab map --dataset mnist
+        mnistlab map runs/seed-cnn-mnist-s0 --method tsne --n 2000
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     return Map(maps.build_map(model, dataset=dataset, method=method, features=features, split=split, n=n,
-                                  seed=seed, out=out, data_dir=data_dir, quiet=quiet))
+                              seed=seed, out=out, data_dir=data_dir, quiet=quiet))
 
 
 @_trusting
-def inspect(model, *, dataset: str | None = None, split: str = "test", images="0,1,2,3", units: int = 8,
-            top: int = 8, out=None, data_dir=None) -> Inspection:
-    """`mnistlab inspect`: first-layer filters, feature maps, the images that excite units most, saliency."""
+def inspect(model: str, *, dataset: str | None = None, split: Literal["test", "train"] = "test",
+            images: str = "0,1,2,3", units: int = 8, top: int = 8, out: str | None = None,
+            data_dir: str | None = None) -> Inspection:
+    """What a network learned: first-layer filters, feature maps, top images per unit, saliency.
+
+    Draw a trained model's first-layer filters (or a linear layer's templates), the feature maps of each
+    convolution for chosen images, the images that most excite the penultimate units of highest variance,
+    and saliency maps. Writes PNGs and inspect.json (default: RUN_DIR/inspect/); `mnistlab report RUN`
+    shows them.
+
+    Args:
+        model: run directory or checkpoint
+        dataset: dataset to draw images from (default: the model's)
+        split: which split's images
+        images: image positions for feature maps and saliency
+        units: penultimate units to show
+        top: images per unit
+        out: output directory (default: RUN_DIR/inspect)
+        data_dir: directory to look for data in first
+
+    Examples:
+        mnistlab inspect runs/seed-cnn-mnist-s0 --images 0,7,42
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     positions = lists.items(images, "--images", int, "image positions like 0,1,2")
     return Inspection(inspection.inspect_model(model, dataset=dataset, split=split, images=positions, units=units,
-                                                top=top, out=out, data_dir=data_dir))
+                                               top=top, out=out, data_dir=data_dir))
 
 
-def transfer_curve(source: str | None = None, *, dataset: str = "mnist", labels="1,5,10,100,1000", seeds="0-2",
-                   recipe: str = "fast", modes="scratch,probe,finetune", steps: int = 300,
+def transfer_curve(source: str | None = None, *, dataset: str = "mnist", labels: str = "1,5,10,100,1000",
+                   seeds: str = "0-2", recipe: str = "fast", modes: str = "scratch,probe,finetune", steps: int = 300,
                    lr_backbone: float | None = None, out: str = "transfer-curve", quiet: bool = False,
                    **settings) -> Curve:
-    """`mnistlab transfer-curve`: test accuracy against labels per class, from scratch, probed, fine-tuned."""
+    """Test accuracy vs labels per class: from scratch, linear probe, fine-tune from a source run.
+
+    At each label budget and seed, train the recipe three ways on the same labelled images (from
+    scratch; the source's features frozen under a new head; the whole model fine-tuned under a new head)
+    and plot test accuracy against labels per class, mean +- std over seeds. Fixed settings, no selection
+    on the test set. Run it again to continue an interrupted curve.
+
+    Args:
+        source: run directory or checkpoint whose features start the probe and fine-tune
+        dataset: the dataset to learn from few labels
+        labels: labelled images per class
+        seeds: seeds: each draws its own labelled images
+        recipe: the recipe of every run
+        modes: some of scratch, probe, finetune
+        steps: optimizer steps per run, at least one epoch
+        lr_backbone: fine-tune: the feature extractor's learning rate (default: the recipe's lr / 10)
+        out: output directory
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab train --recipe fast --dataset fashion-mnist --name fashion
+        mnistlab transfer-curve --source runs/fashion --dataset mnist --labels 1,5,10,100,1000 --seeds 0-2
+    """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     return Curve(transfer_study.transfer_curve(source or "", dataset,
-                                          lists.items(labels, "--labels", int, "counts per class like 1,5,10"),
-                                          lists.seeds(seeds), recipe=recipe, modes=lists.items(modes, "--modes"),
-                                          steps=steps, lr_backbone=lr_backbone, overrides=_settings(settings),
-                                          out=out, quiet=quiet))
+                                               lists.items(labels, "--labels", int, "counts per class like 1,5,10"),
+                                               lists.seeds(seeds), recipe=recipe, modes=lists.items(modes, "--modes"),
+                                               steps=steps, lr_backbone=lr_backbone, overrides=_settings(settings),
+                                               out=out, quiet=quiet))
 
 
 def tune(recipe: str, space: str, *, trials: int = 20, study: str | None = None, storage: str | None = None,
-         workers: int = 1, timeout: float | None = None, seed: int = 0, sampler: str = "tpe", pruner: str = "median",
-         objectives="accuracy", out: str = "runs/tune", heartbeat: int = 60, baseline: bool = True,
+         workers: int = 1, timeout: float | None = None, seed: int = 0,
+         sampler: Literal["tpe", "random", "cmaes"] = "tpe", pruner: Literal["median", "asha", "none"] = "median",
+         objectives: str = "accuracy", out: str = "runs/tune", heartbeat: int = 60, baseline: bool = True,
          quiet: bool = False, overrides: dict | None = None, **settings) -> Study:
-    """`mnistlab tune`: an Optuna search over `space` starting from `recipe`; every trial a run, the test set
-    read once for the chosen trial. Settings (or `overrides`) are fixed for every trial."""
+    """Hyperparameter search over a recipe (Optuna): pruning, workers, resume.
+
+    Search a recipe's settings over a TOML space with Optuna. Each trial is a run directory scored on
+    the validation split (the test set is not read); at the end the chosen trial is evaluated on the test
+    set once, written as a recipe (best.toml), and shown in a study report (study.html). Run the same
+    command again to continue the study; point several processes or machines at one --storage to share it.
+    Settings (--set) are fixed for every trial.
+
+    Args:
+        recipe: the recipe every trial starts from (`mnistlab recipes`, or a .toml file)
+        space: a packaged search space (`--list-spaces`) or a TOML file
+        trials: finished (complete or pruned) trials the study should reach, counting earlier sessions
+        study: study name (default: RECIPE-DATASET-SPACE)
+        storage: Optuna storage URL shared by the workers (default: sqlite:///OUT/STUDY/study.db)
+        workers: processes on this machine, each taking trials (threads per trial default to the cores divided
+            among them)
+        timeout: stop starting trials after this many seconds
+        seed: the sampler's seed (trials train with the recipe's seed)
+        sampler: the Optuna sampler
+        pruner: on each epoch's validation accuracy
+        objectives: accuracy, or accuracy,time for the Pareto front of validation accuracy vs training seconds
+        out: parent directory of study directories
+        heartbeat: seconds between a running trial's heartbeats; a trial silent for twice this is taken as dead
+            and retried
+        baseline: start with the recipe's own values as trial 0 (--no-baseline: do not start with the recipe's
+            own values as trial 0)
+        quiet: print nothing but errors
+        overrides: Python only: settings fixed for every trial, as a dict
+
+    Examples:
+        mnistlab tune --recipe fast --space fast --trials 40 --workers 2
+        mnistlab tune --recipe fast --space fast-pareto --objectives accuracy,time --trials 30
+        mnistlab tune --recipe seed-mlp --space my-space.toml --storage postgresql://user@db/optuna --study mlp-1
+    """
     return Study(search.tune(recipe, space, trials=trials, study=study, storage=storage, workers=workers,
-                                timeout=timeout, seed=seed, sampler=sampler, pruner=pruner,
-                                objectives=tuple(lists.items(objectives, "--objectives")), out=out,
-                                overrides={**(overrides or {}), **_settings(settings, "tune")}, heartbeat=heartbeat,
-                                baseline=baseline, quiet=quiet))
+                             timeout=timeout, seed=seed, sampler=sampler, pruner=pruner,
+                             objectives=tuple(lists.items(objectives, "--objectives")), out=out,
+                             overrides={**(overrides or {}), **_settings(settings, "tune")}, heartbeat=heartbeat,
+                             baseline=baseline, quiet=quiet))
 
 
-def sota(*, out: str = "sota-study", models="m3,m5,m7", seeds="0-4", protocols="paper,val",
+def sota(*, out: str = "sota-study", models: str = "m3,m5,m7", seeds: str = "0-4", protocols: str = "paper,val",
          throughput_steps: int = 50, quiet: bool = False, **settings) -> SotaStudy:
-    """`mnistlab sota`: An et al.'s M3/M5/M7 over seeds, two protocols, two-level ensembles; resumable."""
+    """An et al.'s M3/M5/M7 over seeds, two protocols, two-level ensembles chosen on validation; resumable.
+
+    The state-of-the-art study: train every (protocol, model, seed) run that is missing (resuming
+    interrupted ones), then write study.json, table.md and report.md. Protocols: paper (all 60,000 train,
+    last-epoch weights, no selection) and val (5,000 held out; best-on-validation epochs; ensemble members
+    chosen greedily on validation). On a GPU every step runs as one CUDA graph with bf16 and channels-last.
+
+    Args:
+        out: the study directory; rerun with it to resume
+        models: comma-separated zoo models
+        seeds: seeds of every model, e.g. 0-4 or 0,2
+        protocols: paper, val or both
+        throughput_steps: steps per timed epoch of the eager-vs-graph throughput measurement; 0 skips it
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab sota --out sota-study
+        mnistlab sota --out smoke --models m5 --seeds 0-1 --set epochs=2 --set train_subset=1000 --throughput-steps 0
+    """
     plan = sota_study.Plan(models=lists.items(models, "--models"), seeds=lists.seeds(seeds),
-                         protocols=lists.items(protocols, "--protocols"),
-                         overrides={k: str(v) for k, v in _settings(settings, "sota").items()})
+                           protocols=lists.items(protocols, "--protocols"),
+                           overrides={k: str(v) for k, v in _settings(settings, "sota").items()})
     return SotaStudy(sota_study.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
 
 
 def models() -> Listing:
-    """`mnistlab models`: the networks of the zoo (parameters at MNIST's shape, options) and the
-    classical baselines; any `nn.Module` of your own goes wherever a name goes."""
+    """The model zoo: names, parameter counts, options.
+
+    The networks of the zoo (parameters at MNIST's shape, options) and the classical baselines; any
+    `nn.Module` of your own goes wherever a name goes.
+    """
     rows = registry.catalog() + [{"model": name, "params": "(fitted)", "description": f"{entry.summary} [options: "
                                   f"{', '.join(f'{k}={v!r}' for k, v in classical_options(name).items())}]"}
                                  for name, entry in CLASSICAL.items()]  # fitted: their size depends on the data
@@ -288,8 +567,12 @@ def models() -> Listing:
 
 
 def recipes(*, show: str | None = None) -> Listing | RecipeText:
-    """`mnistlab recipes`: the packaged recipes; `show` one's TOML, to copy and edit
-    (`mnistlab recipes --show seed-cnn > my.toml`, then `mnistlab train --recipe my.toml`)."""
+    """The packaged training recipes.
+
+    Args:
+        show: print a recipe's TOML alone, to copy and edit (`mnistlab recipes --show seed-cnn > my.toml`,
+            then `mnistlab train --recipe my.toml`)
+    """
     if show is not None:
         return RecipeText({"name": show, "toml": config.recipe_path(show).read_text()})
     return Listing({"title": "recipes", "header": ["recipe", "model", "epochs", "about"],
@@ -298,10 +581,24 @@ def recipes(*, show: str | None = None) -> Listing | RecipeText:
                     "and train with --recipe my.toml."})
 
 
-def trust(path, *, revoke: bool = False) -> Trusted:
-    """`mnistlab trust`: approve the user code a run (a group of runs, a checkpoint) carries, so that it
-    runs here without asking from now on (calling this is the consent; the CLI shows the code and asks
-    first); `revoke=True` takes the approval back. A run's code/ copy must be the code it carries."""
+def trust(path: str, *, revoke: bool = False) -> Trusted:
+    """Show the code of your own a run from elsewhere carries, and approve it.
+
+    A run's model, optimizer or loss of the user's own runs without asking only where you recorded it
+    (train signs what it records) or approved it here. This shows the code a run, a group of runs or a
+    checkpoint carries (what would run: the copy in its code/ folder), asks, and signs it with your key
+    (in your config folder: $MNISTLAB_CONFIG_DIR, else ~/.config/mnistlab/trust). From Python, calling it
+    is the consent.
+
+    Args:
+        path: a run directory, a group of runs, a checkpoint or an ensemble file
+        revoke: take an approval back: the code asks again
+
+    Examples:
+        mnistlab trust runs/from-a-colleague
+        mnistlab trust runs/from-a-colleague --yes
+        mnistlab trust runs/from-a-colleague --revoke
+    """
     found = carried_code.carried_code(path)
     (carried_code.revoke if revoke else carried_code.approve)(found)
     return Trusted({"path": str(path), "code": [code_row(c) for c in found]})
@@ -316,31 +613,74 @@ def code_row(item: carried_code.CarriedCode) -> dict:
 
 
 @_trusting
-def report(runs, *, out: str = "report", title: str = "mnistlab report") -> Report:
-    """`mnistlab report`: one self-contained HTML page and a Markdown summary of runs or seed groups."""
+def report(runs: list[str], *, out: str = "report", title: str = "mnistlab report") -> Report:
+    """A self-contained HTML page and a Markdown summary of runs.
+
+    One page of runs or seed groups (the first named is the headline, the others compared with it): their
+    figures over seeds, curves, confusion matrices, mistakes, attacks, maps and what they learned.
+
+    Args:
+        runs: run directories or seed-group directories (Python: `Run`/`Runs` too)
+        out: output directory
+        title: page title
+    """
     runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
     return Report(run_report.report(runs, out=out, title=title))
 
 
 @_trusting
-def export(model, *, format: str = "onnx", out=None, not_digit: bool = False) -> Saved:  # noqa: A002
-    """`mnistlab export`: a model or mean ensemble as ONNX, its normalisation inside; `not_digit`
-    adds the not-a-digit score as a second output (one network)."""
+def export(model: str, *, format: Literal["onnx"] = "onnx", out: str | None = None,  # noqa: A002
+           not_digit: bool = False) -> Saved:
+    """Export a model or mean ensemble to ONNX.
+
+    The graph takes float32 (N,C,H,W) in [0,1] and returns probabilities; the normalisation (and an
+    ensemble's averaging) is inside.
+
+    Args:
+        model: run directory, checkpoint or ensemble file
+        format: output format
+        out: output file (default: NAME.onnx here)
+        not_digit: a second output, not_digit_score (above 0.5: not a digit); the file grows by the reference
+            features (47 MB for the packaged model)
+    """
     path = onnx_export.export(model, format=format, out=out, not_digit=not_digit)
     return Saved({"model": str(model), "format": format, "file": str(path), "not_digit": bool(not_digit)})
 
 
 @_trusting
-def predict(images, *, model=None, save_preprocessed=None) -> list:
-    """`mnistlab predict`: read digits in pictures (paths, bytes, PIL images or arrays)."""
+def predict(images: list[str], *, model: str | None = None, save_preprocessed: str | None = None) -> list:
+    """Read digits in your own images (PNG, JPEG, BMP, GIF, WebP).
+
+    Bring each image into MNIST's form (grayscale, light on dark, ink cropped, longer side 20 px, centre
+    of mass at the centre of 28x28) and classify it. Flags pictures that are probably not a single digit
+    (see `mnistlab.serving.prediction`).
+
+    Args:
+        images: image files (Python: paths, bytes, PIL images or arrays)
+        model: run directory, checkpoint or ensemble file (default: the packaged model)
+        save_preprocessed: write the 28x28 images the model saw to this folder
+    """
     return prediction.predict(images, model=model, save_preprocessed=save_preprocessed)
 
 
 @_trusting
-def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, backend: str = "auto",
-          access_log: bool = False, **limits) -> None:
-    """`mnistlab serve`: the draw-a-digit page and the HTTP API, until interrupted; `limits` are the
-    fields of `mnistlab.serving.limits.Limits` (max_body, max_inflight, ...)."""
+def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          backend: Literal["auto", "pytorch"] = "auto", access_log: bool = False, **limits) -> None:
+    """The draw-a-digit web page and HTTP API.
+
+    Serve the draw-a-digit page at / and the API at /api/predict, /api/health, /api/model (OpenAPI at
+    /docs), until interrupted. Every cost a request can cause is bounded by the limits (the fields of
+    `mnistlab.serving.limits.Limits`: max_body, max_inflight, ...).
+
+    Args:
+        model: run directory, checkpoint or ensemble file (default: the packaged model)
+        host: address to listen on
+        port: port
+        workers: server processes sharing the port, each with its own model (one per CPU core holds the most
+            requests; the limits apply per worker)
+        backend: auto: the model in ONNX Runtime when installed (about 5x faster per image), else PyTorch
+        access_log: log a line per request (off: it costs ~5% of a prediction's time at classroom rates)
+    """
     from .serving import server  # FastAPI and uvicorn come with the `serve` extra
 
     unknown = sorted(set(limits) - {f for f in server.Limits.__dataclass_fields__})
@@ -348,4 +688,4 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, workers: int
         raise MnistlabError(f"serve: unknown limit {unknown[0]!r}",
                             hint=f"the limits are {', '.join(server.Limits.__dataclass_fields__)}")
     server.serve(model, host=host, port=port, limits=server.Limits(**limits), workers=workers, backend=backend,
-                    access_log=access_log)
+                 access_log=access_log)

@@ -21,6 +21,7 @@ import numpy as np
 from . import atomic, pages
 from .analysis.attack_reports import format_table as format_attack
 from .analysis.checks import finding_line
+from .analysis.data_audit import format_summary
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
 from .rundir import RunDir
@@ -67,6 +68,10 @@ class Result(Mapping):
     def __repr__(self) -> str:
         figures = ", ".join(f"{k} {v}" for k, v in self.headline()[:4])
         return f"{type(self).__name__}({figures})"
+
+    def __str__(self) -> str:
+        """What the verb's command prints: the headline, a line each (results override it)."""
+        return "\n".join(f"{k}: {v}" for k, v in self.headline())
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in self.headline())
@@ -309,6 +314,11 @@ class Audit(Result):
 
     title = "label audit"
 
+    def __str__(self) -> str:
+        r = self.record
+        return (format_summary(r) + f"\n\nwrote {r['out']}/issues.csv, issues.json, summary.json"
+                + (f" and {Path(r['gallery']).name}" if r.get("gallery") else ""))
+
     def __init__(self, record: dict, table=None):
         super().__init__(record)
         self.table = table
@@ -401,6 +411,9 @@ class Inspection(Result):
 
     title = "inspect"
 
+    def __str__(self) -> str:
+        return "\n".join(f"{name}: {path}" for name, path in self.record["pictures"].items())
+
     def headline(self):
         r = self.record
         return [("model", r["model"]), ("first layer", r["first_layer"]), ("units shown", len(r["units"]))]
@@ -457,17 +470,45 @@ class Report(Result):
 
     title = "report"
 
+    def __str__(self) -> str:
+        return f"wrote {self.record['html']} and {self.record['markdown']}"
+
     def headline(self):
         return [("page", self.record["html"]), ("markdown", self.record["markdown"])]
 
 
 class Saved(Result):
-    """A file a verb wrote (an ONNX export, an ensemble), and what it holds."""
+    """A file a verb wrote (an ONNX export), and what it holds."""
 
     title = "saved"
 
     def headline(self):
         return [(k, v) for k, v in self.record.items() if isinstance(v, (str, int, float))]
+
+    def __str__(self) -> str:
+        return f"wrote {self.record['file']}"
+
+
+class Ensemble(Result):
+    """An ensemble saved as one file: its members (chosen on validation where asked), each beside it."""
+
+    title = "ensemble"
+
+    def headline(self):
+        e = self.record["evaluation"]
+        return [("saved", self.record["saved"]), ("method", self.record["method"]),
+                ("members", len(self.record["members"])), (f"{e['split']} accuracy", _pct(e["accuracy"]))]
+
+    def __str__(self) -> str:
+        r, e = self.record, self.record["evaluation"]
+        lines = []
+        if r["selection"]:
+            lines.append("greedy selection on the validation split:")
+            lines += [f"  + {path}  (val accuracy {acc:.2%})" for path, acc in r["selection"]]
+        lines += [f"wrote {r['saved']} ({len(r['members'])} members, method {r['method']})", ""]
+        rows = [[str(p), f"{a:.2%}", str(round((1 - a) * e["n"]))] for p, a in zip(r["members"], r["member_accuracy"])]
+        rows.append([f"ensemble ({r['method']})", f"{e['accuracy']:.2%}", str(e["errors"])])
+        return "\n".join(lines) + format_table(rows, ["model", f"{e['split']} accuracy", "errors"])
 
 
 class Trusted(Result):

@@ -336,9 +336,14 @@ def output_dir(path: str | os.PathLike, chosen_in: str | os.PathLike | None = No
     return path
 
 
-def name_for(cfg) -> str:
-    """A run's directory name: its own, or <recipe or model>-<dataset>-s<seed>."""
-    return cfg.name or f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-s{cfg.seed}"
+def name_for(cfg, *, prefix: str = "", group: bool = False) -> str:
+    """A run's directory name (the one place it is spelled): its own, or [PREFIX-]<recipe or
+    model>-<dataset>-s<seed>, or for a group of seed runs [PREFIX-]<recipe or model>-<dataset>-seeds."""
+    if cfg.name:
+        return cfg.name
+    base = f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}"
+    base = f"{prefix}-{base}" if prefix else base
+    return f"{base}-seeds" if group else f"{base}-s{cfg.seed}"
 
 
 def new(cfg) -> RunDir:

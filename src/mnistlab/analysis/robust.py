@@ -3,6 +3,7 @@ an adversarially trained run (summary.json) and every `mnistlab attack` result i
 
 from __future__ import annotations
 
+from ..attacks.registry import ATTACKS
 from ..rundir import RunDir
 
 
@@ -45,17 +46,8 @@ def format_robust(rows: list[dict]) -> list[str]:
 
 
 def describe(doc: dict) -> str:
-    """The attack in words, as a robust-accuracy figure should name it."""
-    m, steps = doc["method"], doc.get("steps")
-    what = {"fgsm": "FGSM", "pgd": f"PGD-{steps}", "apgd-ce": f"APGD-CE ({steps} steps)",
-            "apgd-t": f"APGD-T ({steps} steps, {doc.get('target_classes')} targets)",
-            "square": f"Square ({doc.get('queries')} queries)"}.get(m)
-    if m == "autoattack":
-        parts = [f"APGD-CE ({steps} steps)"]
-        if "apgd-t" in doc.get("attacks", ()):
-            parts.append(f"APGD-T ({steps} steps, {doc.get('target_classes')} targets)")
-        if "square" in doc.get("attacks", ()):
-            parts.append(f"Square ({doc.get('queries')} queries)")
-        what = "AutoAttack-style minimum over " + " + ".join(parts)
+    """The attack in words, as a robust-accuracy figure should name it (each attack's entry words it)."""
+    entry = ATTACKS.get(doc["method"])
+    what = entry.named(doc) if entry is not None else str(doc["method"])
     restarts = doc.get("restarts", 1)
     return f"{what} {doc['norm']}" + (f", {restarts} restarts" if restarts > 1 else "")

@@ -4,8 +4,9 @@ AutoAttack-style minimum (autoattack.py), and robust accuracy with checks agains
 (evaluation.py). Epsilon is in pixel units of the [0,1] image; adversarial images stay in [0,1]."""
 
 from .autoattack import apgd, autoattack, square
-from .evaluation import METHODS, NORMS, AttackResult, attack, masking_checks
+from .evaluation import AttackResult, attack, masking_checks
 from .gradient import Attacked, fgsm, pgd
+from .registry import ATTACKS, list_attacks, norms, register_attack
 
-__all__ = ["METHODS", "NORMS", "AttackResult", "Attacked", "apgd", "attack", "autoattack", "fgsm", "masking_checks",
-           "pgd", "square"]
+__all__ = ["ATTACKS", "AttackResult", "Attacked", "apgd", "attack", "autoattack", "fgsm", "list_attacks",
+           "masking_checks", "norms", "pgd", "register_attack", "square"]

@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .registry import register_attack
+
 # the fraction of the iterations at which APGD checks its progress: 0, 0.22, then steps shrinking by
 # 0.03 down to 0.06 (Croce and Hein 2020, section 3.2)
 
@@ -198,11 +200,11 @@ def square(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, queries: int 
     return adv
 
 
-ATTACKS = ("apgd-ce", "apgd-t", "square")
+COMPONENTS = ("apgd-ce", "apgd-t", "square")  # the AutoAttack-style minimum runs these in turn
 
 
 def autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf", steps: int = 100,
-               targets: int = 9, queries: int = 5000, attacks=ATTACKS, generator: torch.Generator | None = None
+               targets: int = 9, queries: int = 5000, attacks=COMPONENTS, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, dict]:
     """APGD-CE, APGD-T (`targets` classes), Square (L-inf) in turn, each on the examples still
     standing (any subset of them, in that order). Returns the adversarial images and, per attack, how
@@ -233,3 +235,41 @@ def autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str
     if "square" in attacks and norm == "linf":
         attempt("square", lambda i: square(model, x[i], y[i], eps, queries=queries, generator=generator))
     return adv, broke
+
+
+def _apgd_family(parts: tuple[str, ...]):
+    """An entry's run: the components in turn on the images still standing (autoattack above)."""
+    def run(net, x, y, eps, *, norm, steps, step_size, target, targets, queries, generator):
+        return autoattack(net, x, y, eps, norm=norm, steps=steps, targets=targets, queries=queries, attacks=parts,
+                          generator=generator)
+    return run
+
+
+def _apgd_t(s: dict) -> str:
+    return f"APGD-T ({s.get('steps')} steps, {s.get('target_classes')} targets)"
+
+
+def _autoattack_named(s: dict) -> str:
+    parts = [f"APGD-CE ({s.get('steps')} steps)"]
+    if "apgd-t" in s.get("attacks", ()):
+        parts.append(_apgd_t(s))
+    if "square" in s.get("attacks", ()):
+        parts.append(f"Square ({s.get('queries')} queries)")
+    return "AutoAttack-style minimum over " + " + ".join(parts)
+
+
+APGD_STEP = "APGD: 2*eps, halved on stalls"
+register_attack("apgd-ce", norms=("linf", "l2"), targeted=False, steps=100, components=("apgd-ce",), rank=2,
+                named=lambda s: f"APGD-CE ({s.get('steps')} steps)", step_size=APGD_STEP,
+                summary="APGD-CE (Croce and Hein 2020): step-size-free PGD on the cross-entropy")(_apgd_family(("apgd-ce",)))
+register_attack("apgd-t", norms=("linf", "l2"), targeted=False, steps=100, components=("apgd-t",), named=_apgd_t, rank=3,
+                step_size=APGD_STEP, summary="APGD-T: APGD on the targeted DLR loss, toward each of --targets "
+                "classes")(_apgd_family(("apgd-t",)))
+register_attack("square", norms=("linf",), targeted=False, steps=0, components=("square",), rank=4,
+                named=lambda s: f"Square ({s.get('queries')} queries)", step_size=APGD_STEP,
+                summary="Square (Andriushchenko et al. 2020): random square updates, no gradient (queries only)"
+                )(_apgd_family(("square",)))
+register_attack("autoattack", norms=("linf", "l2"), targeted=False, steps=100, components=COMPONENTS, rank=5,
+                named=_autoattack_named, step_size=APGD_STEP,
+                summary="the AutoAttack-style minimum: APGD-CE, APGD-T and (L-inf) Square, each on what stands"
+                )(_apgd_family(COMPONENTS))

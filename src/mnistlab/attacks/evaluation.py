@@ -7,6 +7,7 @@ minimum at each epsilon, and `masking_checks` tests the figure against gradient 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,14 +18,11 @@ from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.classical import refuse_classical
 from ..models.predictor import Predictor, load_predictor
+from ..names import did_you_mean
 from ..progress import Stages
-from .autoattack import ATTACKS, autoattack, square
+from .autoattack import square
 from .gradient import Attacked, _predict, fgsm, pgd
-
-METHODS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "square", "autoattack")
-NORMS = ("linf", "l2")
-DEFAULT_STEPS = {"fgsm": 1, "pgd": 40, "apgd-ce": 100, "apgd-t": 100, "square": 0, "autoattack": 100}
-ATTACKS_OF = {"apgd-ce": ("apgd-ce",), "apgd-t": ("apgd-t",), "square": ("square",), "autoattack": ATTACKS}
+from .registry import ATTACKS, list_attacks, norms
 
 
 @dataclass
@@ -49,15 +47,18 @@ class AttackResult:
 
 def check_arguments(method: str, eps, norm: str, target: int | None, num_classes: int, steps: int | None,
                     restarts: int, targets: int = 9, queries: int = 5000) -> list[float]:
-    """The epsilons as floats; a clear error for anything an attack cannot take."""
-    if method not in METHODS:
-        raise MnistlabError(f"method {method!r}: expected one of {', '.join(METHODS)}")
-    if norm not in NORMS:
-        raise MnistlabError(f"norm {norm!r}: expected linf or l2")
-    if method == "fgsm" and norm != "linf":
-        raise MnistlabError("FGSM is an L-inf attack", hint="use --method pgd for --norm l2")
-    if method == "square" and norm != "linf":
-        raise MnistlabError("the Square attack here is L-inf only", hint="use --method apgd-ce or autoattack for l2")
+    """The epsilons as floats; a clear error for anything an attack cannot take (each attack's entry
+    says which norms it attacks in and whether it takes a target)."""
+    if method not in ATTACKS:
+        raise MnistlabError(f"method {method!r}: expected one of {', '.join(list_attacks())}",
+                            hint=did_you_mean(method, list_attacks()) or None)
+    entry = ATTACKS[method]
+    if norm not in norms():
+        raise MnistlabError(f"norm {norm!r}: expected {' or '.join(norms())}")
+    if norm not in entry.norms:
+        able = [n for n, e in ATTACKS.items() if norm in e.norms]
+        raise MnistlabError(f"{method} attacks in {' and '.join(entry.norms)} only, not {norm}",
+                            hint=f"for --norm {norm}: --method {' or '.join(able)}")
     values = [eps] if isinstance(eps, (int, float)) else list(eps)
     if not values:
         raise MnistlabError("eps: expected at least one value")
@@ -66,9 +67,10 @@ def check_arguments(method: str, eps, norm: str, target: int | None, num_classes
             raise MnistlabError(f"eps {e!r}: expected a finite number >= 0 (pixel units of the [0,1] image)")
     if target is not None and not (isinstance(target, int) and 0 <= target < num_classes):
         raise MnistlabError(f"target {target!r}: expected a class index from 0 to {num_classes - 1}")
-    if target is not None and method not in ("fgsm", "pgd"):
-        raise MnistlabError(f"--target is for fgsm and pgd; {method} chooses its own targets"
-                            if method in ("apgd-t", "autoattack") else f"{method} is untargeted; --target is for fgsm and pgd")
+    if target is not None and not entry.targeted:
+        takes = " and ".join(n for n, e in ATTACKS.items() if e.targeted)
+        raise MnistlabError(f"--target is for {takes}; {method} chooses its own targets" if "apgd-t" in entry.components
+                            else f"{method} is untargeted; --target is for {takes}")
     if not ((steps is None or (isinstance(steps, int) and 1 <= steps <= 10_000))
             and isinstance(restarts, int) and 1 <= restarts <= 100):
         raise MnistlabError(f"steps={steps!r}, restarts={restarts!r}: expected 1-10000 steps and 1-100 restarts")
@@ -99,20 +101,19 @@ def _add_counts(a: dict, b: dict) -> dict:
 
 
 def _one_batch(net, x, y, eps, method, norm, target, steps, step_size, restarts, targets, queries, generator):
-    """Adversarial images for one batch at one epsilon, and (APGD/Square/AutoAttack) how many each
-    attack was the first to break. Each restart attacks only the examples still standing."""
-    if method == "fgsm":
-        return fgsm(net, x, y, eps, target=target), {}
+    """Adversarial images for one batch at one epsilon, and how many each component attack was the first
+    to break. Each restart (of an attack that takes them) attacks only the examples still standing."""
+    entry = ATTACKS[method]
+    run = functools.partial(entry.run, net, norm=norm, steps=steps, step_size=step_size, targets=targets,
+                            queries=queries, generator=generator)
+    if not entry.restarts:
+        return run(x, y, eps, target=target)
     best, broke = x.clone(), {}
     idx = torch.arange(len(x))
     for _ in range(restarts):
         xs, ys, ts = x[idx], y[idx], None if target is None else target[idx]
-        if method == "pgd":
-            adv = pgd(net, xs, ys, eps, norm=norm, steps=steps, step_size=step_size, target=ts, generator=generator)
-        else:
-            adv, b = autoattack(net, xs, ys, eps, norm=norm, steps=steps, targets=targets, queries=queries,
-                                attacks=ATTACKS_OF[method], generator=generator)
-            broke = _add_counts(broke, b)
+        adv, b = run(xs, ys, eps, target=ts)
+        broke = _add_counts(broke, b)
         best[idx] = adv
         pred = _predict(net, best)
         idx = ((pred == y) if target is None else (pred != target)).nonzero()[:, 0]
@@ -139,7 +140,8 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
     net = Attacked(predictor)
     x, y = load_inputs(predictor, images, labels)
     epsilons = check_arguments(method, eps, norm, target, len(predictor.classes), steps, restarts, targets, queries)
-    steps = steps if steps is not None else DEFAULT_STEPS[method]
+    entry = ATTACKS[method]
+    steps = steps if steps is not None else entry.steps
     t = None if target is None else torch.full_like(y, target)
     generator = torch.Generator().manual_seed(seed)
     clean = _predict(net, x)
@@ -164,21 +166,16 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
             adversarial.append(adv_x)
             broken_by.append(counts)
             show.say(f"  eps {e:g}: robust accuracy {accuracy[-1]:.2%} ({time.perf_counter() - t0:.0f}s)")
-    settings = {"n": len(x), "targeted": t is not None, "target": target, "seed": seed, "restarts": restarts,
-                "steps": steps}
-    if method == "pgd":
-        settings["step_size"] = step_size if step_size is not None else "2.5*eps/steps"
-    elif method == "fgsm":
-        settings.update(steps=1, restarts=1, step_size="eps")
-    else:
-        settings.update(attacks=[a for a in ATTACKS_OF[method] if a != "square" or norm == "linf"],
-                        broken_by=broken_by, step_size="APGD: 2*eps, halved on stalls")
-        if "apgd-t" in ATTACKS_OF[method]:
+    settings = {"n": len(x), "targeted": t is not None, "target": target, "seed": seed,
+                "restarts": restarts if entry.restarts else 1,
+                "steps": steps if entry.restarts and entry.steps else entry.steps,
+                "step_size": step_size if step_size is not None and not entry.components else entry.step_size}
+    if entry.components:
+        settings.update(attacks=[a for a in entry.components if a != "square" or norm == "linf"], broken_by=broken_by)
+        if "apgd-t" in entry.components:
             settings["target_classes"] = min(targets, len(predictor.classes) - 1)
-        if "square" in ATTACKS_OF[method]:
+        if "square" in entry.components:
             settings["queries"] = queries
-        if method == "square":
-            settings["steps"] = 0
     result = AttackResult(method, norm, epsilons, float((clean == y).float().mean()), accuracy, success,
                           adversarial, settings)
     if checks:
@@ -210,7 +207,8 @@ def masking_checks(net, x: torch.Tensor, y: torch.Tensor, result: AttackResult, 
     found = [{"check": "accuracy falls monotonically with epsilon",
               "passed": all(a >= b for a, b in zip(curve_, curve_[1:])),
               "eps": [0.0, *(eps[i] for i in order)], "accuracy": curve_}]
-    gradient = result.method not in ("fgsm", "square") and result.success is None
+    entry = ATTACKS[result.method]
+    gradient = entry.steps > 1 and result.success is None  # an iterative attack on the gradient
     if gradient:
         one_step = []
         for e in eps:
@@ -224,7 +222,7 @@ def masking_checks(net, x: torch.Tensor, y: torch.Tensor, result: AttackResult, 
                       "passed": all(a <= f for a, f in zip(acc, one_step)), "accuracy": acc,
                       "one_step_accuracy": one_step})
     xs, ys = x[:n], y[:n]
-    if result.success is None and result.method != "fgsm":
+    if result.success is None and entry.steps != 1:
         wide = 1.0 if result.norm == "linf" else math.sqrt(xs[0].numel())
         adv = pgd(net, xs, ys, wide, norm=result.norm, steps=40, generator=generator)
         left = float((_predict(net, adv) == ys).float().mean())
@@ -234,7 +232,7 @@ def masking_checks(net, x: torch.Tensor, y: torch.Tensor, result: AttackResult, 
         # where the gradient attack left the most standing (ties: the larger eps): at an eps where it
         # broke everything, Square has nothing left to find and the check would say nothing
         top = max(range(len(eps)), key=lambda i: (acc[i], eps[i]))
-        if result.method == "autoattack":
+        if "square" in entry.components and len(entry.components) > 1:  # Square ran last, on what stood
             by_square = result.settings["broken_by"][top].get("square", 0)
             found.append({"check": "a gradient-free attack does not beat the gradient attacks",
                           "passed": by_square <= 0.01 * result.settings["n"], "eps": eps[top],

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..errors import MnistlabError
 from ..models.inference import NormalizedModel
 from .autoattack import ascent_direction, into_ball
+from .registry import register_attack
 
 
 class Attacked(torch.nn.Module):
@@ -83,6 +84,19 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "lin
         _, g = _loss_grad(model, x + delta, labels)
         delta = _project(delta + sign * alpha * ascent_direction(g, norm), x, eps, norm)
     return (x + delta).detach()
+
+
+@register_attack("fgsm", norms=("linf",), targeted=True, steps=1, restarts=False, named=lambda s: "FGSM",
+                 summary="FGSM (Goodfellow et al. 2015): one signed-gradient step of size eps", step_size="eps", rank=0)
+def run_fgsm(net, x, y, eps, *, norm, steps, step_size, target, targets, queries, generator):
+    return fgsm(net, x, y, eps, target=target), {}
+
+
+@register_attack("pgd", norms=("linf", "l2"), targeted=True, steps=40, named=lambda s: f"PGD-{s.get('steps')}",
+                 summary="PGD (Madry et al. 2018): projected steps from a random start in the eps-ball",
+                 step_size="2.5*eps/steps", rank=1)
+def run_pgd(net, x, y, eps, *, norm, steps, step_size, target, targets, queries, generator):
+    return pgd(net, x, y, eps, norm=norm, steps=steps, step_size=step_size, target=target, generator=generator), {}
 
 
 @torch.no_grad()

@@ -1,11 +1,9 @@
-"""The `mnistlab` command: a thin shell that parses, validates and calls the library.
+"""The `mnistlab` command: a thin shell that parses, calls the library and prints what it returned.
 
-One module per stage, each verb's parser beside its handler: data.py (data, models, recipes),
-training.py (train, pretrain), analysis.py (evaluate, ensemble, attack, audit, inspect, map),
-studies.py (tune, transfer-curve, sota), reporting.py (report), serving.py (predict, serve, export),
-bench.py (bench). Each handler calls the library function of its verb's name (`mnistlab attack` ->
-`mnistlab.attack`), so everything the CLI does, Python can do. A `MnistlabError` is printed as one
-message and a hint, without a traceback, and the exit status is 2.
+verbs.py builds each verb from its function in `mnistlab.api` (the signature and docstring declare the
+flags once; `mnistlab attack` -> `mnistlab.attack`), so everything the CLI does, Python can do; data.py
+(the datasets' actions) and bench.py (the benchmark suites) add the two verbs that are not one function.
+A `MnistlabError` is printed as one message and a hint, without a traceback, and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from .._version import __version__
 from ..errors import MnistlabError
 from ..names import did_you_mean, nearest
 from ..tables import printable
-from . import analysis, bench, data, reporting, serving, studies, training
+from . import bench, data, verbs
 
-STAGES = (data, training, studies, analysis, reporting, serving, bench)
+STAGES = (data, verbs, bench)
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # said by the verb's own parser, with its usage and the flag it may have meant
-        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        verbs.choices[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:  # argparse says what was wrong (or prints the help) and exits: a caller of main() gets the status
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the verb's own parser, with its usage and the flag it may have meant
+            verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            verbs.choices[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         status = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe can be handled, not at the interpreter's exit

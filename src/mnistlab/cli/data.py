@@ -1,12 +1,12 @@
-"""`mnistlab data ...` (list, info, show, verify, fetch), `mnistlab models` and `mnistlab recipes`:
-the datasets, and what there is to train; each verb's parser beside its handler."""
+"""`mnistlab data ...` (list, info, show, verify, fetch): the datasets, each action's parser beside its
+handler, which calls the function of its name in `mnistlab.data` and prints what it returned."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from .. import api, data
+from .. import data
 from ..data.registry import ALIASES, list_datasets
 from ..tables import print_table
 
@@ -88,18 +88,8 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
-    print(api.models())
-    return 0
-
-
-def cmd_recipes(args) -> int:
-    print(api.recipes(show=args.show))  # with --show, the TOML alone: `> my.toml` makes a recipe file
-    return 0
-
-
 def add(verbs) -> None:
-    """The `data` verb and its actions; `models` and `recipes`: what there is to train."""
+    """The `data` verb and its actions."""
     data_p = verbs.add_parser("data", help="list, inspect, show, verify and fetch datasets")
     data_verbs = data_p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
 
@@ -139,9 +129,3 @@ def add(verbs) -> None:
                  cmd_data_fetch)
     p.add_argument("--force", action="store_true", help="download again even if the files are present")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = verbs.add_parser("models", help="the model zoo: names, parameter counts, options")
-    p.set_defaults(func=cmd_models)
-
-    p = verbs.add_parser("recipes", help="the packaged training recipes")
-    p.add_argument("--show", metavar="NAME", help="print a recipe's TOML, to copy and edit")
-    p.set_defaults(func=cmd_recipes)

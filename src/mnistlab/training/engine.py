@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .. import atomic, lists, names, rundir, user_code
+from .. import atomic, lists, rundir, user_code
 from ..attacks import attack
 from ..data import Dataset, preparation
 from ..data.normalization import Normalization
@@ -601,7 +601,7 @@ def parse_seeds(text) -> list[int]:
 
 def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
     """Train one run per seed under one group directory, and summarise them (mean, std, min, max)."""
-    group = rundir.new(dataclasses.replace(cfg, name=cfg.name or f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}-seeds"))
+    group = rundir.new(dataclasses.replace(cfg, name=rundir.name_for(cfg, group=True)))
     group.path.mkdir(parents=True)
     try:
         runs = [train(dataclasses.replace(cfg, seed=s, out=str(group), name=f"seed-{s}"), quiet=quiet) for s in seeds]
