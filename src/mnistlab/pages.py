@@ -57,6 +57,11 @@ def render(template: str, *, styles: tuple[str, ...] = (), scripts: tuple[str, .
         **values)
 
 
+def fragment(template: str, **values) -> Markup:
+    """A piece of a page (a notebook display) from `templates/<template>`, every value escaped."""
+    return Markup(_ENV.get_template(template).render(**values))
+
+
 def json_data(value) -> Markup:
     """`value` as JSON safe to place inside `<script type="application/json">`: <, >, & and ' escaped."""
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -4,7 +4,6 @@ written atomically (a temporary file, then a rename). Every figure mnistlab draw
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import os
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import atomic
+from . import atomic, pages
 from .errors import MnistlabError
 
 
@@ -132,9 +131,8 @@ def grid_html(images: np.ndarray, captions: Sequence[str], title: str) -> str:
     """An image grid as an inline PNG in a small HTML block (a notebook display)."""
     buf = io.BytesIO()
     image_grid(images, captions).save(buf, format="PNG")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return (f"<div><b>{html.escape(title)}</b><br><img src='data:image/png;base64,{data}' "
-            f"alt='{html.escape(title)}'></div>")
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return pages.fragment("result.html", title=title, figures=[{"src": src, "caption": title}])
 
 
 def coloured(values: np.ndarray, cmap: str, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:

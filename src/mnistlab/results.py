@@ -11,7 +11,6 @@ verbs returned before), so code that indexed those keeps working.
 
 from __future__ import annotations
 
-import html
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,22 +73,19 @@ class Result(Mapping):
         return "\n".join(f"{k}: {v}" for k, v in self.headline())
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in self.headline())
-        figs = []
+        figures = []
         for caption, path in list(self.pictures().items())[:2]:
             pic = pages.picture(path, Path(path).parent, caption) if path else {"missing": "not drawn"}
             if pic.get("src"):
-                figs.append(f"<figure style='margin:0'><img src='{pic['src']}' style='max-width:640px'>"
-                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        return (f"<div><b>{html.escape(self.title)}</b><table>{rows}</table>{''.join(figs)}</div>")
+                figures.append(pic)
+        return pages.fragment("result.html", title=self.title, rows=[(k, str(v)) for k, v in self.headline()],
+                              figures=figures)
 
     def save_page(self, path) -> Path:
         """The notebook display as a page of its own (values escaped, pictures embedded, nothing
         else allowed by its Content-Security-Policy), written atomically."""
-        page = (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
-                f"content=\"{pages.csp()}\"><title>mnistlab {html.escape(self.title)}</title></head>"
-                f"<body>{self._repr_html_()}</body></html>\n")
-        return atomic.write_text(Path(path), page)
+        page = pages.render("result-page.html", title=self.title, body=self._repr_html_())
+        return atomic.write_text(Path(path), page + "\n")
 
 
 def _curves_png(log: list[dict]) -> str | None:
@@ -191,10 +187,8 @@ class Labelled(np.ndarray):
         return format_table([[n, *row] for n, row in zip(self.names, self.tolist())], ["true \\ read as", *self.names])
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
-        rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                       for n, row in zip(self.names, self.tolist()))
-        return f"<table><tr><th>true \\ read as</th>{head}</tr>{rows}</table>"
+        return pages.fragment("result.html", title="confusion matrix", header=["true \\ read as", *self.names],
+                              body=[[n, *row] for n, row in zip(self.names, self.tolist())])
 
 
 class Evaluation(Result):
@@ -538,10 +532,9 @@ class Listing(Result):
         return f"Listing({len(self.record['rows'])} {self.record['title']})"
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.record["header"])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(h, '')))}</td>" for h in self.record["header"])
-                       + "</tr>" for r in self.record["rows"])
-        return f"<div><b>{html.escape(self.record['title'])}</b><table><tr>{head}</tr>{body}</table></div>"
+        header = list(self.record["header"])
+        return pages.fragment("result.html", title=self.record["title"], header=header,
+                              body=[[r.get(h, "") for h in header] for r in self.record["rows"]])
 
 
 class RecipeText(Result):
@@ -553,4 +546,4 @@ class RecipeText(Result):
         return self.record["toml"].rstrip("\n")
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.record['toml'])}</pre>"
+        return pages.fragment("result.html", title=f"recipe {self.record['name']}", text=self.record["toml"])

@@ -44,6 +44,7 @@ from ..models.features import features_and_probs
 from ..models.inference import BATCH_SIZE
 from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
+from ..stats import over_seeds
 from ..tables import csv_cell
 from ..training.config import resolve
 from ..training.engine import fit
@@ -350,8 +351,8 @@ def clean_effect(ds, table, *, recipe: str, seeds: list[int], overrides: dict | 
             model, norm = fit(cfg, ds, train.images[idx], labels[idx], quiet=quiet)
             probs, _ = score(model, norm, val_x)
             accs.append(float((probs.argmax(1) == val_y).mean()))
-        out["variants"][name] = {"val_accuracy": accs, "mean": float(np.mean(accs)),
-                                 "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+        stat = over_seeds(accs)
+        out["variants"][name] = {"val_accuracy": accs, "mean": stat["mean"], "std": stat["std"],
                                  "training_images": int(mask.sum())}
     return out
 

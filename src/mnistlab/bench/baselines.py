@@ -15,12 +15,12 @@ is the row's test accuracy minus the anchor's, in points.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 
 from ..data import load
 from ..models.predictor import load_predictor
+from ..stats import over_seeds
 from ..training.config import resolve
 from ..training.engine import train
 from .registry import suite
@@ -44,8 +44,8 @@ ROWS = [
 
 
 def _mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+    stat = over_seeds(values)
+    return stat["mean"] if stat else None
 
 
 @suite
@@ -75,17 +75,15 @@ def bench_baselines(quick: bool = False) -> list[dict]:
                 t0 = time.perf_counter()
                 predictor.probs(test.images)
                 speeds.append(len(test) / (time.perf_counter() - t0))
-            test_accs = [100 * r["test_acc"] for r in runs]
+            test = over_seeds(100 * r["test_acc"] for r in runs)
             classical = runs[0].get("classical")
             row = {"name": name, "model": model, "seeds": seeds,
                    "val_acc": _mean([100 * r["val_acc"] for r in runs if r.get("val_acc") is not None]),
-                   "test_acc": statistics.fmean(test_accs),
-                   "test_std": statistics.stdev(test_accs) if len(test_accs) > 1 else 0.0,
-                   "train_s": statistics.fmean(r["train_s"] for r in runs),
-                   "infer_img_s": statistics.fmean(speeds),
+                   "test_acc": test["mean"], "test_std": test["std"],
+                   "train_s": _mean(r["train_s"] for r in runs), "infer_img_s": _mean(speeds),
                    "size": classical["size"]["what"] if classical else f"{runs[0]['params']:,} parameters",
                    "params": runs[0]["params"], "anchor": anchor, "anchor_of": {"source": source},
-                   "vs_anchor": statistics.fmean(test_accs) - anchor if anchor is not None else None,
+                   "vs_anchor": test["mean"] - anchor if anchor is not None else None,
                    "threads": torch.get_num_threads(), "settings": settings}
             rows.append(row)
     reference = next(r for r in rows if r["model"] == "recipe:fast")

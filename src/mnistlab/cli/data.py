@@ -55,28 +55,14 @@ def cmd_data_show(args) -> int:
 
 
 def cmd_data_verify(args) -> int:
-    names = list_datasets() if args.name == "all" else [args.name]
-    rows, statuses = [], []
-    for name in names:
-        for r in data.verify(name, args.data_dir):
-            if args.name == "all" and r["status"] == "missing":
-                continue
-            statuses.append(r["status"])
-            rows.append([name, r["file"], r["status"], r.get("method", ""), r["detail"]])
-    if rows:
-        print_table(rows, ["dataset", "file", "status", "method", "detail"])
+    report = data.verify_all(args.name, args.data_dir)
+    if report["rows"]:
+        print_table(report["rows"], ["dataset", "file", "status", "method", "detail"])
     else:
         print("no dataset files found")
-    if {"mismatch", "error"} & set(statuses) or (args.name != "all" and "missing" in statuses):
-        print("\nverification FAILED: delete the bad files and fetch them again (`mnistlab data fetch NAME`)",
-              file=sys.stderr)
-        return 1
-    if "unpinned" in statuses:
-        print(f"\nNOT VERIFIED: {statuses.count('unpinned')} file(s) have no pinned hash to compare with (an "
-              "unpacked archive or a re-compressed copy); keep the files as their publisher distributes them, "
-              "or compare the content SHA-256 above with a copy you trust", file=sys.stderr)
-        return 1
-    return 0
+    if report["verdict"]:
+        print(f"\n{report['verdict']}", file=sys.stderr)
+    return 0 if report["ok"] else 1
 
 
 def cmd_data_fetch(args) -> int:

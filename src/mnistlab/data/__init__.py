@@ -11,10 +11,10 @@ and the uint8 tensors every other stage starts from.
     catalog.py        status, info, verify, show: what `mnistlab data` answers
 """
 
-from .catalog import info, show, status, verify
+from .catalog import info, show, status, verify, verify_all
 from .dataset import Dataset, Holdout, Split, load, load_data
 from .fetch import fetch
 from .normalization import Normalization, prepare, to_unit
 
 __all__ = ["Dataset", "Holdout", "Normalization", "Split", "fetch", "info", "load", "load_data", "prepare", "show",
-           "status", "to_unit", "verify"]
+           "status", "to_unit", "verify", "verify_all"]

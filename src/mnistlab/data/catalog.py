@@ -12,7 +12,7 @@ from ..errors import MnistlabError
 from ..pictures import image_grid, save_png
 from . import files
 from .dataset import load
-from .registry import get_spec
+from .registry import get_spec, list_datasets
 
 # `verify` statuses: ok (a pin matched), unpinned (nothing to compare with: not ok, not corrupt),
 # mismatch / error (corrupt, truncated, unreadable), missing (not found).
@@ -93,6 +93,27 @@ def verify(name: str, data_dir=None) -> list[dict]:
             results.append({"file": fname, "status": "ok", "location": str(loc), "method": record.verified,
                             "detail": detail})
     return results
+
+
+def verify_all(name: str, data_dir=None) -> dict:
+    """`mnistlab data verify NAME` (or `all`): each file's verdict, and the verdict on them all:
+    {"rows": [dataset, file, status, method, detail], "ok": bool, "verdict": what failed, or ""}."""
+    names = list_datasets() if name == "all" else [name]
+    rows, statuses = [], []
+    for n in names:
+        for r in verify(n, data_dir):
+            if name == "all" and r["status"] == "missing":  # all: what is here; one dataset: all of it
+                continue
+            statuses.append(r["status"])
+            rows.append([n, r["file"], r["status"], r.get("method", ""), r["detail"]])
+    verdict = ""
+    if {"mismatch", "error"} & set(statuses) or (name != "all" and "missing" in statuses):
+        verdict = "verification FAILED: delete the bad files and fetch them again (`mnistlab data fetch NAME`)"
+    elif "unpinned" in statuses:
+        verdict = (f"NOT VERIFIED: {statuses.count('unpinned')} file(s) have no pinned hash to compare with (an "
+                   "unpacked archive or a re-compressed copy); keep the files as their publisher distributes them, "
+                   "or compare the content SHA-256 above with a copy you trust")
+    return {"rows": rows, "ok": not verdict, "verdict": verdict}
 
 
 def show(name: str, *, out: str | os.PathLike, split: str = "train", count: int = 25, start: int = 0,

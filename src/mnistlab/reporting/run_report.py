@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..analysis.evaluation import evaluate
 from ..analysis.robust import format_robust, robust_figures
 from ..errors import MnistlabError
 from ..rundir import RunDir
+from ..stats import over_seeds
 from ..studies.transfer_study import LABELS, curve_of, read_curve
 from ..studies.tuning.search import read_study_summary, study_of
 
@@ -54,11 +54,7 @@ def _row(name: str, runs: list[RunDir]) -> dict:
         raise MnistlabError(f"{name}: no finished run (summary.json) inside", hint="finish or resume the run first")
 
     def agg(key, scale=1.0):
-        vals = [s[key] * scale for s in summaries if s.get(key) is not None]
-        if not vals:
-            return None
-        return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "n": len(vals), "values": vals}
+        return over_seeds(s[key] * scale for s in summaries if s.get(key) is not None)
 
     first = summaries[0]
     return {"name": name, "model": first["model"], "params": first.get("params") or 0, "dataset": first["dataset"],

@@ -27,7 +27,6 @@ that bit-identical on a CPU), and restarts runs that died before their first che
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ..errors import MnistlabError
 from ..models import MODELS as ZOO
 from ..models.predictor import combine
 from ..rundir import RunDir
+from ..stats import over_seeds
 from ..training.config import resolve
 from ..training.engine import resume, train
 
@@ -200,12 +200,10 @@ def summarise(plan: Plan, study: Path) -> dict:
                                  "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                                  "train_s": summary["train_s"], "precision": summary["precision"]["chosen"],
                                  "holdout": summary["holdout"], "run_dir": str(p)})
-            accs = [r["test_acc"] for r in per_seed]
-            vals = [r["val_acc"] for r in per_seed if r["val_acc"] is not None]
-            singles[m] = {"per_seed": per_seed, "test_acc_mean": statistics.fmean(accs),
-                          "val_acc_mean": statistics.fmean(vals) if vals else None,
-                          "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                          "train_s_mean": statistics.fmean(r["train_s"] for r in per_seed)}
+            test, val = over_seeds(r["test_acc"] for r in per_seed), over_seeds(r["val_acc"] for r in per_seed)
+            singles[m] = {"per_seed": per_seed, "test_acc_mean": test["mean"],
+                          "val_acc_mean": val["mean"] if val else None, "test_acc_std": test["std"],
+                          "train_s_mean": over_seeds(r["train_s"] for r in per_seed)["mean"]}
         entry = {"singles": singles, "ensembles": []}
         if protocol == "paper":
             test = {m: [read_outputs(p, "test")[0] for p in ps] for m, ps in paths.items()}

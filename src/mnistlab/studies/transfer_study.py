@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..models.source import locate
 from ..pictures import figure as _figure
 from ..pictures import save_figure
 from ..rundir import RunDir
+from ..stats import over_seeds
 from ..training import config
 from ..training.engine import train
 
@@ -137,8 +137,8 @@ def _table(rows: list[dict], modes, labels) -> list[dict]:
         for mode in modes:
             accs = [r["test_acc"] for r in rows if r["mode"] == mode and r["labels_per_class"] == n]
             times = [r["train_s"] for r in rows if r["mode"] == mode and r["labels_per_class"] == n]
-            entry[mode] = {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                           "n": len(accs), "train_s": statistics.fmean(times)}
+            stat = over_seeds(accs)
+            entry[mode] = {"mean": stat["mean"], "std": stat["std"], "n": stat["n"], "train_s": over_seeds(times)["mean"]}
         table.append(entry)
     return table
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .. import atomic, lists, rundir, user_code
+from .. import atomic, rundir, user_code
 from ..attacks import attack
 from ..data import Dataset, preparation
 from ..data.normalization import Normalization
@@ -592,11 +592,6 @@ def resume(run_dir: str | os.PathLike, overrides: dict | None = None, quiet: boo
     if run.summary.exists():
         raise MnistlabError(f"{run} already finished ({RunDir.SUMMARY} exists); nothing to resume")
     return train(cfg, resume=run.path, quiet=quiet, on_epoch=on_epoch)
-
-
-def parse_seeds(text) -> list[int]:
-    """'0-4' -> [0,1,2,3,4]; '1,3,7' -> [1,3,7] (mnistlab.lists.seeds)."""
-    return lists.seeds(text)
 
 
 def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
