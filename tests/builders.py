@@ -1,4 +1,6 @@
-"""Small datasets written in the real file formats, and a real HTTP server on 127.0.0.1, for tests.
+"""What tests build and share (conftest.py holds only fixtures): small datasets written in the real file
+formats, mnistlab in a new process, the real `mnistlab serve` in its own, a plain HTTP server on
+127.0.0.1, snapshots of a folder.
 
 `write_tiny(spec, root)` writes a few examples of `spec`'s splits in its own format (gzip IDX,
 QMNIST's int32 label rows, EMNIST's zip of transposed images, CIFAR-10's binary tar.gz) and returns
@@ -12,15 +14,85 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
+import shutil
+import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from mnistlab.data.registry import ArchiveSpec, DatasetSpec, SplitSpec
+
+
+def mnistlab(*args, cwd=None, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`mnistlab ARGS` in a new process, as a user's next command is (its output captured as text)."""
+    return subprocess.run([sys.executable, "-m", "mnistlab", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes: to show that a failed operation wrote nothing."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def keep_artifact(path: Path) -> None:
+    """Copy a screenshot to $MNISTLAB_TEST_ARTIFACTS, when set, for people to look at."""
+    dest = os.environ.get("MNISTLAB_TEST_ARTIFACTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(dest) / Path(path).name)
+
+
+# ---------- the HTTP server, started for real ----------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mnistlab serve` started for real in its own process, its log in a file."""
+
+    def __init__(self, log: Path, *flags: str):
+        port = free_port()
+        self.url, self.log = f"http://127.0.0.1:{port}", log
+        self.proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), *flags],
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+        self.proc.kill()
+        raise RuntimeError("server did not start within 60 s")
+
+    def memory_mb(self) -> tuple[int, int]:
+        """(resident now, peak resident) of the server process, MB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines())
+              if k in ("VmRSS", "VmHWM")}
+        return kb["VmRSS"] // 1024, kb["VmHWM"] // 1024
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+MAX_BODY = 300_000  # the shared server's body limit (small, so the limit is cheap to test)
 
 
 def idx_bytes(array: np.ndarray, dtype_code: int = 0x08) -> bytes:

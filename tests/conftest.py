@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache for the whole session, and per-test empty caches."""
+"""Shared fixtures (and only fixtures: the helpers tests import live in builders.py): an isolated cache
+and config for the whole session, per-test empty caches, trained runs, the running server."""
 
 from __future__ import annotations
 
@@ -16,14 +17,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import compileall
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from builders import MAX_BODY, Server
 from hypothesis import settings
 
 import mnistlab
@@ -119,21 +117,6 @@ def registered():
         datasets.unregister(name)
 
 
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under `directory` with its bytes: to show that a failed operation wrote nothing."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
-
-
-def keep_artifact(path: Path) -> None:
-    """Copy a screenshot to $MNISTLAB_TEST_ARTIFACTS, when set, for people to look at."""
-    import shutil
-
-    dest = os.environ.get("MNISTLAB_TEST_ARTIFACTS")
-    if dest:
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(dest) / Path(path).name)
-
-
 @pytest.fixture(scope="session")
 def seed_runs(tmp_path_factory):
     """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST."""
@@ -144,48 +127,6 @@ def seed_runs(tmp_path_factory):
     return Path(summary["group_dir"]), [Path(r) for r in summary["runs"]]
 
 
-# ---------- the HTTP server, started for real ----------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mnistlab serve` started for real in its own process, its log in a file."""
-
-    def __init__(self, log: Path, *flags: str):
-        port = free_port()
-        self.url, self.log = f"http://127.0.0.1:{port}", log
-        self.proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), *flags],
-                                     stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-        self.proc.kill()
-        raise RuntimeError("server did not start within 60 s")
-
-    def memory_mb(self) -> tuple[int, int]:
-        """(resident now, peak resident) of the server process, MB."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines())
-              if k in ("VmRSS", "VmHWM")}
-        return kb["VmRSS"] // 1024, kb["VmHWM"] // 1024
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-MAX_BODY = 300_000  # the shared server's body limit (small, so the limit is cheap to test)
 
 
 @pytest.fixture(scope="session")

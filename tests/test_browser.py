@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import keep_artifact
+from builders import keep_artifact
 
 from mnistlab.data.drawn import LETTERS
 
@@ -95,7 +95,7 @@ def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
     import json
     import shutil
 
-    from conftest import Server
+    from builders import Server
     from safetensors import safe_open
     from test_checkpoints import rewritten
 

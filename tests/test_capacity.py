@@ -9,15 +9,13 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 import torch
-from conftest import Server, free_port
+from builders import Server
 from PIL import Image
 from test_predict import drawn
 
@@ -154,10 +152,8 @@ def test_the_load_generator_offers_a_constant_rate_and_counts_what_comes_back(se
 
 @pytest.mark.slow
 def test_two_worker_processes_share_the_port_and_stop_together(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "workers.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--port", str(port), "--workers", "2"],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    server = Server(tmp_path / "workers.log", "--workers", "2")  # the one helper that starts `mnistlab serve`
+    proc, port = server.proc, server.url.rsplit(":", 1)[1]
     try:
         deadline = time.time() + 90
         while (tmp_path / "workers.log").read_text().count("(worker ") < 2:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import gz, idx_bytes, write_tiny
-from conftest import snapshot
+from builders import gz, idx_bytes, snapshot, write_tiny
 
 import mnistlab
 from mnistlab import MnistlabError

@@ -10,8 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from builders import write_tiny
-from conftest import snapshot
+from builders import snapshot, write_tiny
 from PIL import Image
 
 from mnistlab import MnistlabError

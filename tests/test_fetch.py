@@ -6,8 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from builders import FileServer, write_tiny
-from conftest import snapshot
+from builders import FileServer, snapshot, write_tiny
 
 import mnistlab
 from mnistlab import MnistlabError

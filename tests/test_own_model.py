@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import Server
+from builders import Server
+from builders import mnistlab as mnistlab_cli
 from PIL import Image
 
 import mnistlab
@@ -67,12 +68,6 @@ class SignSGD(torch.optim.Optimizer):
 def smoothed(logits, labels):
     return F.cross_entropy(logits, labels, label_smoothing=0.05)
 '''
-
-
-def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    """mnistlab in a new process: what a user's next command is."""
-    return subprocess.run([sys.executable, "-m", "mnistlab", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +142,16 @@ def test_edited_code_runs_as_recorded_and_elsewhere_only_when_approved(own_run, 
     original = source.read_text()
     try:
         source.write_text(original.replace("nn.ReLU(), nn.MaxPool2d", "nn.Tanh(), nn.MaxPool2d"))
-        edited = cli("evaluate", run, "--no-pictures")  # this user signed it: the recorded copy runs, said so
+        edited = mnistlab_cli("evaluate", run, "--no-pictures")  # this user signed it: the recorded copy runs, said so
         assert edited.returncode == 0, edited.stderr
         assert f"the same {summary['test_errors']} errors" in edited.stdout  # the recorded copy, not the edit
         assert f"{source} has changed since the run recorded it: running the copy" in edited.stderr
         # another user (a config folder without this key): refused, then --trust-code runs code/nets.py
         other = {**os.environ, "MNISTLAB_CONFIG_DIR": str(tmp_path / "other")}
-        refused = cli("evaluate", run, "--no-pictures", env=other)
+        refused = mnistlab_cli("evaluate", run, "--no-pictures", env=other)
         assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
         assert "did not record or approve" in refused.stderr and str(run / "code" / "nets.py") in refused.stderr
-        trusted = cli("evaluate", run, "--no-pictures", "--trust-code", env=other)
+        trusted = mnistlab_cli("evaluate", run, "--no-pictures", "--trust-code", env=other)
         assert trusted.returncode == 0, trusted.stderr
         assert f"the same {summary['test_errors']} errors" in trusted.stdout
     finally:
@@ -213,7 +208,7 @@ def test_an_instance_from_a_notebook_trains_here_and_is_refused_elsewhere(tmp_pa
                        quiet=True, out=str(tmp_path))
     assert r.accuracy > 0.5
     assert mnistlab.evaluate(r.run_dir, pictures=False).errors == r["test_errors"]  # this process: the object
-    elsewhere = cli("evaluate", r.run_dir, "--no-pictures")
+    elsewhere = mnistlab_cli("evaluate", r.run_dir, "--no-pictures")
     assert elsewhere.returncode == 2 and "an object made in another Python session" in elsewhere.stderr
 
 
@@ -249,7 +244,7 @@ def test_a_dataset_from_arrays_and_one_from_an_image_folder_train_and_evaluate(t
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == str(folder) and summary["test_acc"] > 0.9
     assert summary["dataset_hash"] == mnistlab.Dataset.from_folder(folder).content_hash
-    again = cli("evaluate", run, "--no-pictures")
+    again = mnistlab_cli("evaluate", run, "--no-pictures")
     assert again.returncode == 0 and f"the same {summary['test_errors']} errors" in again.stdout
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot
+from builders import snapshot
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file

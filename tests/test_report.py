@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import keep_artifact
+from builders import keep_artifact
 from PIL import Image
 
 from mnistlab.reporting.run_report import report

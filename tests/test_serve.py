@@ -10,7 +10,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import MAX_BODY, Server  # noqa: F401  (Server: the tests below start their own)
+from builders import MAX_BODY, Server  # noqa: F401  (Server: the tests below start their own)
 from PIL import Image
 from test_predict import drawn
 

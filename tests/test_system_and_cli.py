@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import mnistlab as mnistlab_cli
 from PIL import Image
 
 import mnistlab
@@ -35,15 +36,9 @@ def test_fashion_mnist_from_the_debian_package(empty_cache):
     assert ds.classes[9] == "Ankle boot"
 
 
-def run_cli(*args, cwd=None, env_extra=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
-
-
 @pytest.mark.slow
 def test_cli_data_list_info_show_verify(tmp_path, capsys):
-    out = run_cli("data", "list")  # the installed command, in a new process
+    out = mnistlab_cli("data", "list")  # the installed command, in a new process
     assert out.returncode == 0, out.stderr
     assert "mnist " in out.stdout and "bundled" in out.stdout and "cifar10" in out.stdout
 
@@ -75,7 +70,7 @@ def test_cli_verify_reports_a_corrupt_copy_and_exits_nonzero(tmp_path):
     for f in bundled.glob("*-ubyte.gz"):
         (target / f.name).write_bytes(f.read_bytes())
     (target / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage")
-    out = run_cli("data", "verify", "mnist", "--data-dir", str(tmp_path))
+    out = mnistlab_cli("data", "verify", "mnist", "--data-dir", str(tmp_path))
     assert out.returncode == 1
     assert "error" in out.stdout and "not a valid gzip file" in out.stdout and "Traceback" not in out.stderr
 

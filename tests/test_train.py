@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from builders import write_tiny
-from conftest import snapshot
+from builders import mnistlab as mnistlab_cli
+from builders import snapshot, write_tiny
 
 from mnistlab import MnistlabError
 from mnistlab.bench import gpu as gpu_bench
@@ -29,11 +28,6 @@ QUIET = {"progress": False}
 
 def cfg(**kw) -> config.TrainConfig:
     return config.resolve(None, {**QUIET, **kw})
-
-
-def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
 @pytest.mark.slow
@@ -209,7 +203,7 @@ def test_every_recipe_resolves_and_fits_mnist(recipe):
 def test_recipe_dry_runs_from_the_cli(recipe, tmp_path, capsys):
     argv = ["train", "--recipe", recipe, "--dry-run", "--out", str(tmp_path)]
     if recipe == "seed-cnn":  # the installed command in a new process once; the others through its main() here
-        out = run_cli(*argv)
+        out = mnistlab_cli(*argv)
         assert out.returncode == 0, out.stderr
         stdout = out.stdout
         # its output is a pipe, not a terminal: one line per epoch, no progress bar redrawn in a log file
