@@ -8,6 +8,7 @@
     x, y = train.prepare(normalize="standardize", layout="nchw", device="cpu")
     mine = mnistlab.Dataset.from_arrays(x_train, y_train, x_test, y_test, classes=[...])  # your own
     mnistlab.load("path/to/folder")                # root/train/<class>/*.png, root/test/<class>/*.png
+    mnistlab.load("mnist", imbalance="exp:100", label_noise="sym:0.4", seed=0)   # a variant (data/variants.py)
 
 A dataset of one's own is usable by every verb by its name: from arrays, the name given (or
 `arrays-HASH`), known to this process; from a folder, its path, read again (and its content hash
@@ -20,6 +21,7 @@ Files are looked for where `mnistlab.data.paths` says and read and verified by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -32,11 +34,12 @@ import torch
 
 from .. import atomic, pictures
 from ..errors import MnistlabError
-from . import files, formats, own, paths
+from . import files, formats, own, paths, variants
 from .fetch import fetch
 from .files import FileRecord, Located
 from .normalization import pixel_stats, prepare
 from .registry import DatasetSpec, SplitSpec, get_spec
+from .variants import Variant, VariantSpec, draw, with_positions
 
 VERIFIED = ("sha256", "md5", "archive md5")  # FileRecord.verified values that checked something
 
@@ -80,6 +83,7 @@ class Split:
         self.name = name
         self.dataset = dataset
         self.holdout: Holdout | None = None  # set on a validation split drawn by `split`
+        self.variant: Variant | None = None  # set on a training split made by a variant (data/variants.py)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -153,6 +157,20 @@ class Split:
                 val_parts.append(members[torch.randperm(len(members), generator=gen)[: take[c]]])
         return torch.cat(val_parts)
 
+    def drawn(self, spec: VariantSpec, *, where: str | None = None, positions: torch.Tensor | None = None,
+              stream_offset: int = 0) -> Split:
+        """The variant `spec` of this split (data/variants.py): the examples it keeps, with their given
+        labels, and `.variant` saying what it did. `positions` are this split's examples' positions in
+        the split it was cut from (recorded, hashed); `stream_offset` moves the seeded draws."""
+        v = draw(self.labels, self.dataset.num_classes, spec, stream_offset=stream_offset,
+                 where=where or f"{self.dataset.name}'s {self.name} split")
+        if positions is not None:
+            v = with_positions(v, positions)
+        out = Split(self.images[v.indices.to(self.images.device)], v.labels.to(self.labels.device), name=self.name,
+                    dataset=self.dataset)
+        out.variant = v
+        return out
+
     def held_out(self, record: Holdout) -> tuple[Split, Split]:
         """(rest, validation) exactly as the run that wrote `record` drew them; an error if the data
         or the draw no longer give the same examples."""
@@ -168,7 +186,7 @@ class Split:
 
     def to(self, device: str | torch.device) -> Split:
         moved = Split(self.images.to(device), self.labels.to(device), name=self.name, dataset=self.dataset)
-        moved.holdout = self.holdout
+        moved.holdout, moved.variant = self.holdout, self.variant
         return moved
 
     def prepare(self, normalize: str = "standardize", layout: str = "nchw", device=None,
@@ -217,6 +235,8 @@ class Dataset:
     sources: list[FileRecord]
     train: Split = field(init=False, repr=False)
     test: Split = field(init=False, repr=False)
+    variant: VariantSpec | None = None  # a variant of `base`: its training split made by it, the test split unchanged
+    base: str | None = None  # the name of the dataset it is a variant of
 
     @property
     def name(self) -> str:
@@ -400,18 +420,35 @@ def _own_dataset(name: str, splits: dict, classes: tuple[str, ...], hashes: dict
 
 
 def load(name: str = "mnist", *, data_dir: str | os.PathLike | None = None, download: bool = True,
-         verify: bool = True, progress: bool | None = None) -> Dataset:
+         verify: bool = True, progress: bool | None = None, imbalance: str = "", label_noise: str = "",
+         labels_per_class: int = 0, seed: int = 0) -> Dataset:
     """Load a dataset's train and test splits as uint8 tensors (images) and int64 tensors (labels).
 
     Looks for the files in `data_dir` (or $MNISTLAB_DATA_DIR), the user cache, the system dataset
     directories and the package's bundled copy; downloads what is missing if `download`. A folder's
     path loads the folder (`Dataset.from_folder`); a name made by `Dataset.from_arrays` its arrays.
+
+    `imbalance` (exp:RHO, step:RHO), `label_noise` (sym:P, pair:P, trace:T, matrix:FILE) and
+    `labels_per_class` make a variant of the training split, drawn with `seed` (data/variants.py); the
+    test split is never altered. The variant is named `NAME[imbalance=...,seed=S]`, a name every verb
+    (and `load`) takes.
     """
+    wanted = VariantSpec(imbalance, label_noise, labels_per_class, seed)
+    if wanted.active:
+        base = load(name, data_dir=data_dir, download=download, verify=verify, progress=progress)
+        if base.variant is not None:
+            raise MnistlabError(f"{base.name} is a variant already: give the whole variant at once",
+                                hint=f"load({base.base!r}, imbalance=..., label_noise=..., labels_per_class=...)")
+        return variant_of(base, wanted.check(base.num_classes))
     if isinstance(name, Dataset):
         OWN.setdefault(name.name, name)
         return name
     if name in OWN:
         return OWN[name]
+    base_name, named = variants.split_name(name) if isinstance(name, str) else (name, None)
+    if named is not None:
+        base = load(base_name, data_dir=data_dir, download=download, verify=verify, progress=progress)
+        return variant_of(base, named.check(base.num_classes))
     if isinstance(name, (str, os.PathLike)) and ("/" in str(name) or os.sep in str(name)):
         if not Path(name).expanduser().is_dir():
             raise MnistlabError(f"dataset {str(name)!r}: no such folder",
@@ -429,6 +466,18 @@ def load(name: str = "mnist", *, data_dir: str | os.PathLike | None = None, down
         setattr(ds, split_name, Split(torch.from_numpy(images), torch.from_numpy(labels), name=split_name, dataset=ds))
     if verify:
         files.remember_decoded(contents, located)
+    return ds
+
+
+def variant_of(base: Dataset, spec: VariantSpec) -> Dataset:
+    """`base` with its training split replaced by the variant `spec` draws from all of it; the test
+    split, the files and the normalisation constants are the base's."""
+    ds = Dataset(spec=dataclasses.replace(base.spec, name=spec.name(base.name)), sources=base.sources,
+                 variant=spec, base=base.name)
+    ds.__dict__["stats"] = base.stats  # the base's: a variant is normalised as the dataset it comes from
+    ds.train = Split(base.train.images, base.train.labels, name="train", dataset=ds).drawn(
+        spec, where=f"{base.name}'s training split")
+    ds.test = Split(base.test.images, base.test.labels, name="test", dataset=ds)
     return ds
 
 
