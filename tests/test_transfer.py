@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import mnistlab
 from mnistlab.data import registry as datasets
+from mnistlab.data import variants
 from mnistlab.errors import MnistlabError
 from mnistlab.models import checkpoint as ckpt
 from mnistlab.models import create_model, list_models
@@ -141,12 +142,12 @@ def test_bad_transfer_settings_get_clear_errors(tmp_path):
 
 def test_label_budgets_are_stratified_and_drawn_by_seed(mnist):
     labels = mnist.train.labels
-    a = transfer.labelled_subset(labels, 7, 0, 10, "train")
+    a = variants.labelled_subset(labels, 7, 0, 10, "train")
     assert torch.equal(torch.bincount(labels[a], minlength=10), torch.full((10,), 7))
-    assert torch.equal(a, transfer.labelled_subset(labels, 7, 0, 10, "train"))
-    assert not torch.equal(a, transfer.labelled_subset(labels, 7, 1, 10, "train"))
+    assert torch.equal(a, variants.labelled_subset(labels, 7, 0, 10, "train"))
+    assert not torch.equal(a, variants.labelled_subset(labels, 7, 1, 10, "train"))
     # budgets of one seed are nested: the 7 images of a class are among its 50
-    assert set(a.tolist()) <= set(transfer.labelled_subset(labels, 50, 0, 10, "train").tolist())
+    assert set(a.tolist()) <= set(variants.labelled_subset(labels, 50, 0, 10, "train").tolist())
 
 
 def test_a_run_records_its_labelled_examples(tmp_path):

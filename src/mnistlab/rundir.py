@@ -7,9 +7,12 @@
       best.safetensors   the weights with the best validation accuracy (+ best.json)
       summary.json       the final numbers: validation, the test set (touched once), seeds, timings
       outputs.safetensors the kept weights' probabilities on validation and test (save_outputs)
+      variant.json       a dataset variant's training examples, given labels and flipped positions, and
+                         what the label cleaning removed (imbalance, label_noise, clean_labels...)
       eval/              what `mnistlab evaluate` (test.json, val.json, PNGs) and `mnistlab attack`
                          (attack-METHOD-NORM.json, PNGs) write
       inspect/           what `mnistlab inspect` writes (inspect.json, PNGs)
+      audit/             what `mnistlab audit RUN` writes of the run's training examples
       maps/M-F-S/        what `mnistlab map` writes (map.json, map.png, map.html, coords)
       tensorboard/       TensorBoard scalars, when asked for
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +51,11 @@ SUMMARY_SPEC = obj({
     "evaluation": obj({"batch_size": integer(1, 1 << 20, optional=True), "threads": integer(1, 4096, optional=True)},
                       optional=True),
     "labelled": obj({"per_class": integer(0), "count": integer(0), "seed": integer()}, optional=True),
+    "variant": obj({"imbalance": text(200), "label_noise": text(4096), "labels_per_class": integer(0),
+                    "seed": integer(), "count": integer(0), "class_counts": listof(integer(0), 1000),
+                    "flipped": integer(0), "sha256": text(64)}, optional=True),
+    "train_class_counts": listof(integer(0), 1000, optional=True),
+    "test_balanced_acc": _ACC, "test_macro_f1": _ACC,
     "transfer": obj({"source": text(4096, optional=True), "source_model": text(200, optional=True),
                      "source_dataset": text(200, optional=True), "loaded": integer(0, optional=True),
                      "head": text(100, optional=True), "frozen": integer(0, optional=True),
@@ -85,7 +94,9 @@ class RunDir:
     CONFIG, LOG, LAST, BEST, SUMMARY, EVAL = ("config.json", "log.jsonl", "last.safetensors", "best.safetensors",
                                               "summary.json", "eval")
     OUTPUTS = "outputs.safetensors"  # the kept weights' probabilities on validation and test (save_outputs)
+    VARIANT = "variant.json"  # a variant's examples, labels and flips; what clean_labels removed (setup.variant_file)
     INSPECT, INSPECT_FILE = "inspect", "inspect.json"
+    AUDIT = "audit"  # `mnistlab audit RUN`: the label audit of the run's training examples
     MAPS, MAP_FILE = "maps", "map.json"
     TENSORBOARD = "tensorboard"
     OOD = "ood.safetensors"  # the not-a-digit model (models/ood.py), fitted on first use
@@ -108,7 +119,9 @@ class RunDir:
     summary = property(lambda self: self.path / self.SUMMARY)
     eval_dir = property(lambda self: self.path / self.EVAL)
     outputs = property(lambda self: self.path / self.OUTPUTS)
+    variant = property(lambda self: self.path / self.VARIANT)
     inspect_dir = property(lambda self: self.path / self.INSPECT)
+    audit_dir = property(lambda self: self.path / self.AUDIT)
     maps_dir = property(lambda self: self.path / self.MAPS)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
     code_dir = property(lambda self: self.path / self.CODE)
@@ -268,8 +281,8 @@ class RunDir:
 
     # --- writing (only rank 0 of a run writes) ---
 
-    def write_json(self, name: str, value: dict) -> None:
-        atomic.write_text(self.path / name, json.dumps(value, indent=2))
+    def write_json(self, name: str, value: dict, indent: int | None = 2) -> None:
+        atomic.write_text(self.path / name, json.dumps(value, indent=indent))
 
     def write_code(self, records: dict[str, dict]) -> None:
         """Copy each recorded source (one file once, however many roles it fills) into code/."""
@@ -342,6 +355,9 @@ def name_for(cfg, *, prefix: str = "", group: bool = False) -> str:
     if cfg.name:
         return cfg.name
     base = f"{names.short(cfg.recipe or cfg.model)}-{names.short(cfg.dataset)}"
+    variant = "-".join(re.sub(r"[^A-Za-z0-9.]+", "", v)[:16] for v in (getattr(cfg, "imbalance", ""),
+                                                                       getattr(cfg, "label_noise", "")) if v)
+    base = f"{base}-{variant}" if variant else base  # runs of two variants are two names
     base = f"{prefix}-{base}" if prefix else base
     return f"{base}-seeds" if group else f"{base}-s{cfg.seed}"
 

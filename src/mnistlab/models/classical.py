@@ -102,7 +102,8 @@ def resolved_args(name: str, args: dict, source: str = "model_args") -> dict:
 
 # Settings of the network engine that mean nothing to a model fitted once on fixed features
 NETWORK_ONLY = {"augment": "none", "adversarial": "none", "init_from": "", "freeze": "none", "cuda_graphs": False,
-                "compile": False, "ema": 0.0, "label_smoothing": 0.0}
+                "compile": False, "ema": 0.0, "label_smoothing": 0.0, "sampling": "uniform", "clean_labels": "none",
+                "loss": "cross_entropy"}
 
 
 def validate_config(cfg) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
 from ..data.normalization import Normalization, to_unit
@@ -90,3 +91,34 @@ def torch_threads(n: int | None):
 def cross_entropy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean cross-entropy of probabilities (clipped at 1e-12, as evaluate's log loss is)."""
     return float(-torch.log(probs.float().clamp_min(1e-12)).gather(1, labels.view(-1, 1).to(probs.device)).mean())
+
+
+def per_class_scores(labels: np.ndarray, pred: np.ndarray, k: int) -> dict:
+    """The confusion matrix (true x predicted) and each class's precision, recall, F1 and support,
+    with their macro and support-weighted means; a class never predicted (or never present) scores 0
+    where its denominator is 0 (scikit-learn's `zero_division=0`, whose formulas these are)."""
+    cm = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+    tp, support, predicted = np.diag(cm).astype(np.float64), cm.sum(1), cm.sum(0)
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros(k), where=den > 0)
+
+    precision, recall, f1 = ratio(tp, predicted), ratio(tp, support), ratio(2 * tp, support + predicted)
+    weights = support / support.sum() if support.sum() else np.zeros(k)
+    averages = {"macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
+                "weighted": {"precision": float(precision @ weights), "recall": float(recall @ weights),
+                             "f1": float(f1 @ weights)}}
+    return {"confusion": cm, "precision": precision, "recall": recall, "f1": f1, "support": support,
+            "averages": averages}
+
+
+def class_balanced(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Balanced accuracy (the mean recall over the classes present, scikit-learn's
+    balanced_accuracy_score) and macro-F1 of scores (N, C) against labels: the figures that matter
+    when the classes are not equally common."""
+    y = labels.cpu().numpy().astype(np.int64)
+    pred = scores.argmax(1).cpu().numpy().astype(np.int64)
+    s = per_class_scores(y, pred, num_classes)
+    present = s["support"] > 0
+    return {"balanced_acc": float(s["recall"][present].mean()) if present.any() else 0.0,
+            "macro_f1": s["averages"]["macro"]["f1"]}

@@ -123,7 +123,7 @@ def predictor_from(tensors: dict[str, torch.Tensor], meta: dict, source: str) ->
 def describe(meta: dict, source: str) -> dict:
     """What a Predictor expects and where it came from."""
     file = Path(source)
-    out = {k: meta[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape", "holdout")
+    out = {k: meta[k] for k in ("dataset", "dataset_hash", "classes", "num_classes", "in_shape", "holdout", "variant")
            if k in meta}
     if meta["kind"] == ENSEMBLE:
         out.update({k: meta["members"][0][k] for k in ("dataset", "classes", "num_classes", "in_shape")})

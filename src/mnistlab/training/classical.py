@@ -29,7 +29,7 @@ from ..models.classical import (
     size_of,
     tensors_of,
 )
-from ..models.inference import accuracy_and_errors, cross_entropy_of
+from ..models.inference import accuracy_and_errors, class_balanced, cross_entropy_of
 from ..models.predictor import reference_probs
 from ..rundir import RunDir
 from . import config
@@ -96,12 +96,14 @@ def train_classical(cfg, quiet: bool = False) -> dict:
     meta = {**model_meta(cfg, data, model), "params": size["params"], "kind": "weights", "epoch": 1}
     ckpt.save(run.best, ckpt.prefixed(tensors_of(model), "model"), meta)
     test_acc = test_loss = test_errors = None
+    balanced = {}
     if data.test is not None:
         t0 = time.perf_counter()
         probs = reference_probs(model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
         predict["test_s"] = time.perf_counter() - t0
         test_acc, test_errors = accuracy_and_errors(probs, data.test.labels)
         test_loss = cross_entropy_of(probs, data.test.labels)
+        balanced = class_balanced(probs, data.test.labels, data.dataset.num_classes)
     n_pred = (n_val if "val_s" in predict else 0) + (len(data.test) if "test_s" in predict else 0)
     seconds = sum(predict.values())
     summary = {
@@ -110,6 +112,7 @@ def train_classical(cfg, quiet: bool = False) -> dict:
         "best_epoch": 1 if data.val is not None else None, "val_acc": row.get("val_acc"),
         "final_val_acc": row.get("val_acc"), "transfer": None,
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors, "test_evaluated": data.test is not None,
+        "test_balanced_acc": balanced.get("balanced_acc"), "test_macro_f1": balanced.get("macro_f1"),
         "test_at_training_precision": None, "train_s": fit_s + features_s, "wall_s": time.perf_counter() - t_start,
         "precision": {"chosen": "fp32", "reason": "scikit-learn"},
         "classical": {"model_args": args, "fit_s": fit_s, "features_s": features_s, "size": size,

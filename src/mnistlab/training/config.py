@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .. import schema, user_code
 from ..data.preparation import parse as parse_prepare
+from ..data.variants import VALIDATION as VARIANT_VALIDATION
+from ..data.variants import VariantSpec, split_name
 from ..errors import MnistlabError
 from ..models import MODELS
 from ..models.classical import CLASSICAL
@@ -30,6 +32,7 @@ from ..names import check_name, did_you_mean
 from ..precision import CHOICES as PRECISIONS
 from ..rundir import RunDir
 from .augment import PRESETS, preset
+from .losses import LOSSES
 from .optim import OPTIMIZERS, SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -63,6 +66,17 @@ class TrainConfig:
                            "every image (training, evaluation, prediction), for any model")
     labels_per_class: int = setting(0, "train on N labelled images of each class (stratified, drawn with the run's "
                                     "seed, after the validation holdout); 0 = all")
+    imbalance: str = setting("", "make the training examples imbalanced (after the validation holdout): exp:RHO (class c "
+                             "keeps n_max * RHO^(-c/(C-1))) or step:RHO (the last half of the classes keep n_max / RHO); "
+                             "'' = as they are (docs/variants.md)")
+    label_noise: str = setting("", "flip training labels: sym:P (to another class, uniformly, with probability P), pair:P "
+                               "(c -> c+1), trace:T (cleanlab's generate_noise_matrix_from_trace) or matrix:FILE (JSON "
+                               "rows: true class x given label); '' = none. The test split is never altered")
+    variant_seed: int | None = setting(None, "seed of the variant's draws (imbalance, label_noise, labels_per_class); "
+                                       "None = the run's seed")
+    variant_validation: str = setting("balanced", "the validation examples of a variant: balanced (held out before "
+                                      "it: each class's share, true labels) | as-train (the same imbalance and label "
+                                      "noise as the training examples)")
 
     # --- transfer learning (training/transfer.py) ---
     init_from: str = setting("", "start from a run directory or checkpoint's weights, matched by name ('' = "
@@ -80,8 +94,9 @@ class TrainConfig:
     optimizer: str = setting("adam", "sgd | adam | adamw | adadelta, or your own: file.py:Name or "
                              "package.module:Name (a torch.optim.Optimizer class or factory)")
     optimizer_args: dict = setting(dict(), "your own optimizer's keyword arguments beyond lr, e.g. {betas = [0.9, 0.99]}")
-    loss: str = setting("cross_entropy", "cross_entropy, or your own: file.py:name, a function of (logits, labels) "
-                        "returning a scalar")
+    loss: str = setting("cross_entropy", "cross_entropy | class_weighted (weights N / (C n_c)) | logit_adjusted "
+                        "(Menon et al. 2021) | gce (generalized cross-entropy, Zhang & Sabuncu 2018), or your own: "
+                        "file.py:name, a function of (logits, labels) returning a scalar")
     lr: float = setting(1e-3, "learning rate (peak rate for onecycle)")
     momentum: float = setting(0.9, "SGD momentum; Adam beta1")
     nesterov: bool = setting(False, "SGD: Nesterov momentum")
@@ -95,6 +110,16 @@ class TrainConfig:
     ema: float = setting(0.0, "decay of an exponential moving average of the weights per step (0 = off; "
                          "An et al. 2020: 0.999)")
     early_stopping: int = setting(0, "stop after this many epochs without a better validation accuracy; 0 = off")
+
+    # --- messy data: remedies for imbalance and label noise (docs/variants.md) ---
+    sampling: str = setting("uniform", "uniform (each example once per epoch) | balanced (each class equally often: "
+                            "examples drawn with replacement, weight 1 / their class's count)")
+    logit_tau: float = setting(1.0, "loss=logit_adjusted: tau of the adjustment logits + tau * log(class prior)")
+    gce_q: float = setting(0.7, "loss=gce: q of the loss (1 - p_y^q) / q: near 0 cross-entropy, 1 the mean absolute error")
+    clean_labels: str = setting("none", "none | cleanlab: train only on the training examples the label audit keeps "
+                                "(out-of-fold scores of clean_recipe's models, cleanlab's confident learning)")
+    clean_recipe: str = setting("fast", "clean_labels: the recipe of the out-of-fold models")
+    clean_folds: int = setting(4, "clean_labels: folds of the out-of-fold scores")
 
     # --- augmentation (on the device, per batch) ---
     augment: str = setting("none", "preset: none | seed (10 deg, 10%, 10%) | an2020 (20 deg, 20%) | elastic")
@@ -269,6 +294,9 @@ RANGES = {
     "checkpoint_every": (lambda v: v >= 1, "at least 1"),
     "train_subset": (lambda v: v >= 0, "0 (all) or a count"),
     "labels_per_class": (lambda v: v >= 0, "0 (all) or a count of labelled images per class"),
+    "gce_q": (lambda v: 0 < v <= 1, "more than 0, up to 1"),
+    "logit_tau": (lambda v: 0 <= v <= 10, "0 to 10"),
+    "clean_folds": (lambda v: 2 <= v <= 20, "2 to 20"),
     "lr_backbone": (lambda v: v is None or v > 0, "a positive learning rate (or None: lr)"),
     "head": (lambda v: v in ("auto", "new", "keep"), "auto | new | keep"),
     "threads": (lambda v: v >= 0, "0 (torch's default) or a thread count"),
@@ -306,12 +334,18 @@ def validate(cfg: TrainConfig) -> None:
             bad(key, expected)
     if cfg.optimizer not in OPTIMIZERS and not user_code.is_reference(cfg.optimizer):
         bad("optimizer", " | ".join(OPTIMIZERS) + ", or your own as path/to/file.py:Name")
-    if cfg.loss != "cross_entropy" and not user_code.is_reference(cfg.loss):
-        bad("loss", "cross_entropy, or your own as path/to/file.py:name")
+    if cfg.loss not in LOSSES and not user_code.is_reference(cfg.loss):
+        raise MnistlabError(f"loss={cfg.loss!r}: expected {' | '.join(LOSSES)}, or your own as path/to/file.py:name",
+                            hint=did_you_mean(cfg.loss, LOSSES) or None)
+    if cfg.loss == "gce" and cfg.label_smoothing:
+        raise MnistlabError(f"loss=gce with label_smoothing={cfg.label_smoothing}: smoothing applies to the "
+                            "cross-entropy losses", hint="set label_smoothing=0 with the generalized cross-entropy")
     if cfg.optimizer_args and cfg.optimizer in OPTIMIZERS:
         bad("optimizer_args", "nothing for a built-in optimizer (its settings are lr, momentum, weight_decay...)")
     choices = {"schedule": SCHEDULES, "normalize": ("standardize", "scale", "none"),
-               "precision": PRECISIONS, "augment": PRESETS, "adversarial": ("none", "fgsm-rs", "pgd")}
+               "precision": PRECISIONS, "augment": PRESETS, "adversarial": ("none", "fgsm-rs", "pgd"),
+               "sampling": ("uniform", "balanced"), "clean_labels": ("none", "cleanlab"),
+               "variant_validation": VARIANT_VALIDATION}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             bad(key, " | ".join(allowed))
@@ -325,6 +359,7 @@ def validate(cfg: TrainConfig) -> None:
         validate_classical(cfg)
     if cfg.labels_per_class and cfg.train_subset:
         raise MnistlabError("labels_per_class and train_subset both choose training examples: set one of them")
+    validate_variant(cfg)
     if cfg.head != "auto" and not cfg.init_from:  # (freezing a random model is allowed: a probe's baseline)
         raise MnistlabError(f"head={cfg.head!r} needs init_from (a run or checkpoint to start from)")
     if cfg.early_stopping and not cfg.validation:
@@ -337,6 +372,28 @@ def validate(cfg: TrainConfig) -> None:
                                 f"(optimizer={cfg.optimizer!r}, compile={cfg.compile}, adversarial={cfg.adversarial!r})",
                                 hint=f"the graph path captures augmentation, forward, backward, a fused "
                                 f"{'/'.join(GRAPH_OPTIMIZERS)} step and the EMA; keep the eager engine for the rest")
+
+
+def variant_spec(cfg: TrainConfig) -> VariantSpec:
+    """The run's dataset variant: its imbalance, label noise and labels per class, with its seed."""
+    seed = cfg.seed if cfg.variant_seed is None else cfg.variant_seed
+    return VariantSpec(cfg.imbalance, cfg.label_noise, cfg.labels_per_class, seed)
+
+
+def validate_variant(cfg: TrainConfig) -> None:
+    """The variant's spec parses; its validation mode has a validation split; the dataset is a name."""
+    base, named = split_name(cfg.dataset)
+    if named is not None:  # the variant belongs in the settings, so the run can draw it after its holdout
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("imbalance", named.imbalance),
+                         ("label-noise", named.label_noise), ("labels-per-class", named.labels_per_class),
+                         ("variant-seed", named.seed)) if v)
+        raise MnistlabError(f"dataset={cfg.dataset!r}: a run takes its variant as settings",
+                            hint=f"--dataset {base} {flags} (Python: dataset={base!r}, imbalance=..., label_noise=...)")
+    variant_spec(cfg).check()
+    if cfg.variant_validation == "as-train" and not cfg.validation:
+        raise MnistlabError("variant_validation=as-train needs a validation split (validation > 0)")
+    if cfg.clean_labels != "none" and cfg.clean_recipe and not cfg.clean_recipe.endswith(".toml"):
+        recipe_path(cfg.clean_recipe)  # an unknown recipe named now, not after the run has started
 
 
 def augmentation(cfg: TrainConfig):

@@ -47,13 +47,15 @@ from ..models.inference import (
     EVALUATION,
     accuracy_and_errors,
     batched_logits,
+    class_balanced,
     cross_entropy_of,
 )
 from ..models.predictor import Predictor, reference_probs
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
+from ..schema import integer, listof, obj
 from ..stats import over_seeds as stats_over_seeds
-from . import config, setup, transfer
+from . import cleaning, config, setup, transfer
 from .classical import train_classical
 from .ema import EMA
 from .losses import CROSS_ENTROPY, loss_function
@@ -162,6 +164,8 @@ def _abandon(run: RunDir | None, resume) -> str | None:
 def _train(cfg, resume, quiet: bool, on_epoch, t_start: float, opened: list) -> dict:
     env = set_up(cfg, quiet)
     data = load_data(cfg, env)
+    if cfg.clean_labels != "none":  # the label audit's remedy: train on what it keeps
+        data = cleaning.clean(cfg, data, fit=fit, say=env.say, removed=removed_before(resume))
     parts = build(cfg, data, env, initialise=resume is None)
     run, progress = open_run(cfg, env, data, parts, resume)
     opened.append(run)
@@ -232,7 +236,7 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
     """A new run directory with its config and log header, or the run being resumed and its state."""
     if resume is not None:
         run = RunDir(resume)
-        progress = restore(run, cfg, parts, env.device)
+        progress = restore(run, cfg, parts, env.device, data)
         if env.main:
             run.truncate_log(progress.start_epoch - 1, sys.argv)
         env.say(f"resuming {run} after epoch {progress.start_epoch - 1}")
@@ -249,16 +253,39 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
     n_val = len(data.val) if data.val is not None else 0
     env.say(f"run {run}: {cfg.model} ({count_parameters(parts.model):,} parameters) on {cfg.dataset} "
             f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
+    if data.variant_record is not None or data.cleaning is not None:
+        env.say(describe_examples(data))
     if parts.transfer and resume is None:
         env.say(describe_transfer(parts.transfer))
     return run, progress
+
+
+def describe_examples(data: Data) -> str:
+    """The variant and the label cleaning in a line or two, as the run starts."""
+    lines = []
+    v = data.variant_record
+    if v is not None:
+        spec = ", ".join(f"{k} {v[k]}" for k in ("imbalance", "label_noise", "labels_per_class") if v[k])
+        val = v.get("validation") or {}
+        lines.append(f"variant ({spec}; seed {v['seed']}): {v['count']:,} training examples, class counts "
+                     f"{v['class_counts']}" + (f", {v['flipped']:,} labels flipped ({v['flip_rate']:.1%})"
+                                               if v["label_noise"] else "")
+                     + (f"; validation {val['mode']}" if val else "; no validation split"))
+    c = data.cleaning
+    if c is not None:
+        found = c.get("planted_flips")
+        lines.append(f"label cleaning removed {c['removed']:,} of {c['examples']:,} training examples"
+                     + (f" (of the planted flips: precision {found['precision']:.1%}, recall {found['recall']:.1%})"
+                        if found and found["precision"] is not None and found["recall"] is not None else ""))
+    return "\n".join(lines)
 
 
 def make_step(cfg, data: Data, parts: Parts, env: Env):
     """The step the loop calls: eager, or a CUDA graph (with an eager twin for a last partial batch)."""
     aug = config.augmentation(cfg)
     cfg = dataclasses.replace(cfg, precision=env.precision.chosen)  # the steps autocast only to bf16
-    loss_fn = None if cfg.loss == CROSS_ENTROPY else loss_function(cfg, data.dataset.num_classes)
+    counts = torch.bincount(data.train_y.cpu(), minlength=data.dataset.num_classes)  # by given label
+    loss_fn = None if cfg.loss == CROSS_ENTROPY else loss_function(cfg, data.dataset.num_classes, counts)
     eager = EagerStep(parts.model, parts.forward_model, parts.opt, data.train_x, data.train_y, data.norm, aug, cfg,
                       env.device, keep_grads=cfg.cuda_graphs, ema=parts.ema, loss_fn=loss_fn)
     if not cfg.cuda_graphs:
@@ -268,13 +295,23 @@ def make_step(cfg, data: Data, parts: Parts, env: Env):
     return lambda idx, gen: graph(idx, gen) if len(idx) == parts.per_rank_batch else eager(idx, gen)
 
 
+def epoch_order(cfg, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The epoch's order of training examples: a permutation, or with sampling=balanced as many
+    draws with replacement, each example weighted 1 / its class's count (every class equally often)."""
+    if cfg.sampling != "balanced":
+        return torch.randperm(len(labels), generator=gen)
+    labels = labels.cpu()
+    weight = 1.0 / torch.bincount(labels).double()[labels]
+    return torch.multinomial(weight, len(labels), replacement=True, generator=gen)
+
+
 def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: RunDir) -> dict:
     """One pass over the training examples; the epoch's log row (loss, accuracy, speed)."""
     t0 = time.perf_counter()
     parts.model.train()
     transfer.hold_frozen(parts.model)
     # Per-epoch seeds: data order, augmentation draws and dropout masks.
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
+    order = epoch_order(cfg, data.train_y, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
     order = order[: parts.n_rank * env.world][env.rank::env.world].to(env.device)
     aug_gen = torch.Generator(device=env.device).manual_seed(epoch_seed(cfg.seed, epoch, 1))
     torch.manual_seed(epoch_seed(cfg.seed, epoch, 2))
@@ -396,11 +433,12 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         tensors, _ = ckpt.load(run.best, device=env.device)
         parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
     test_acc = test_loss = test_errors = None
-    at_training_precision = None
+    at_training_precision, balanced = None, {}
     if data.test is not None:  # exactly what `evaluate RUN` computes from best.safetensors
         test_probs = reference_probs(parts.eval_model, data.test.images, data.norm, batch_size=cfg.eval_batch_size)
         test_acc, test_errors = accuracy_and_errors(test_probs, data.test.labels)
         test_loss = cross_entropy_of(test_probs, data.test.labels)
+        balanced = class_balanced(test_probs, data.test.labels, data.dataset.num_classes)
         if env.precision.chosen != EVALUATION["precision"]:  # the same weights at the training precision, said
             at_training_precision = training_precision_figures(cfg, env, data, parts, test_errors)
         if cfg.save_outputs and env.main:  # before the summary: a finished run always has them
@@ -413,6 +451,7 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         "val_acc": best["val_acc"] if best["epoch"] else None,
         "final_val_acc": history[-1].get("val_acc") if history else None, "transfer": transfer_record(parts, run),
         "test_acc": test_acc, "test_loss": test_loss, "test_errors": test_errors,
+        "test_balanced_acc": balanced.get("balanced_acc"), "test_macro_f1": balanced.get("macro_f1"),
         "test_evaluated": data.test is not None, "test_at_training_precision": at_training_precision,
         "train_s": train_s, "wall_s": time.perf_counter() - t_start,
     }
@@ -426,6 +465,8 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
         run.write_json(RunDir.SUMMARY, summary)
         val = f"best val {best['val_acc']:.2%} at epoch {best['epoch']}" if best["epoch"] else "no validation split"
         test = (f"test accuracy {test_acc:.2%} ({test_errors} errors in {len(data.test)}, fp32 inference"
+                + (f"; balanced accuracy {balanced['balanced_acc']:.2%}, macro-F1 {balanced['macro_f1']:.4f}"
+                   if data.variant is not None else "")
                 + (f"; {at_training_precision['precision']} inference: {at_training_precision['errors']} errors"
                    if at_training_precision else "") + ")"
                 if data.test is not None else "test set not evaluated (evaluate_test=false)")
@@ -545,7 +586,36 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     return records
 
 
-def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
+def removed_before(resume) -> list[int] | None:
+    """What the label cleaning of the run being resumed removed (RUN/variant.json), so it is not scored
+    again; None for a new run (checked against the checkpoint's record in `restore`)."""
+    if resume is None:
+        return None
+    saved = RunDir(resume).read_json(RunDir.VARIANT, VARIANT_FILE_SPEC)
+    if saved is None or saved.get("removed") is None:
+        raise MnistlabError(f"{resume}: its label cleaning's record ({RunDir.VARIANT}) is missing",
+                            hint="the run's files were altered: start the run again")
+    return saved["removed"]
+
+
+VARIANT_FILE_SPEC = obj({"removed": listof(integer(0), 10**8, optional=True)})
+
+
+def same_examples(run: RunDir, meta: dict, data: Data) -> None:
+    """The examples drawn again for a resumed run are those its checkpoint recorded (the variant's
+    positions and labels, and what the label cleaning removed); an error otherwise."""
+    for what, recorded, now, keys in (
+            ("variant", meta.get("variant"), data.variant_record, ("sha256", "labels_sha256")),
+            ("label cleaning", meta.get("cleaning"), setup.cleaning_summary(data.cleaning), ("removed_sha256",))):
+        if (recorded is None) != (now is None) or (now is not None and any(
+                recorded.get(k) != now.get(k) for k in keys)):
+            raise MnistlabError(f"cannot resume {run}: its {what} is not what the data gives now (recorded "
+                                f"{str((recorded or {}).get(keys[0]))[:12]}, drawn {str((now or {}).get(keys[0]))[:12]})",
+                                hint="the dataset's files (or a noise matrix file) changed since the run started: "
+                                "start a new run")
+
+
+def restore(run: RunDir, cfg, parts: Parts, device, data: Data) -> Progress:
     """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
     tensors, meta = ckpt.load(run.last, device=device)
     if meta["kind"] != "state":
@@ -555,6 +625,7 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
         detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
         raise MnistlabError(f"cannot resume {run} with a different config: {detail}",
                             hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+    same_examples(run, meta, data)
     found = {k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
     expected = ckpt.prefixed(parts.model.state_dict(), "model")
     if parts.ema is not None:

@@ -1,4 +1,14 @@
-"""The training loss: cross-entropy (with label smoothing), or one's own.
+"""The training loss: cross-entropy (with label smoothing), the remedies for imbalanced and noisy
+labels, or one's own.
+
+Built in (`LOSSES`), each a function of the training examples' class counts:
+- `cross_entropy`, with `label_smoothing`;
+- `class_weighted`: cross-entropy with class c weighted N / (C n_c) (scikit-learn's "balanced");
+- `logit_adjusted`: cross-entropy of logits + tau * log(prior), the logit-adjusted loss of Menon et al.
+  2021 ("Long-tail learning via logit adjustment"): the model's own logits are then calibrated for a
+  balanced test set, with nothing to change at inference;
+- `gce`: the generalized cross-entropy (1 - p_y^q) / q of Zhang & Sabuncu 2018, robust to label noise
+  (q -> 0 is cross-entropy, q = 1 the mean absolute error); q = `gce_q`.
 
 `loss` names a callable of (logits, labels) that returns a scalar tensor: `file.py:focal_loss`,
 `package.module:Name`, or an object adopted from Python. A class is built without arguments
@@ -20,11 +30,46 @@ CROSS_ENTROPY = "cross_entropy"
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def loss_function(cfg, num_classes: int) -> Loss:
-    """The run's loss of (float32 logits, int64 labels)."""
-    if cfg.loss == CROSS_ENTROPY:
-        smoothing = cfg.label_smoothing
-        return lambda logits, labels: F.cross_entropy(logits, labels, label_smoothing=smoothing)
+def _cross_entropy(cfg, counts: torch.Tensor) -> Loss:
+    smoothing = cfg.label_smoothing
+    return lambda logits, labels: F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+
+def _class_weighted(cfg, counts: torch.Tensor) -> Loss:
+    counts = counts.double()
+    weight = torch.where(counts > 0, counts.sum() / (len(counts) * counts.clamp_min(1)), 0.0).float()
+    smoothing = cfg.label_smoothing
+    return lambda logits, labels: F.cross_entropy(logits, labels, weight=weight.to(logits.device),
+                                                  label_smoothing=smoothing)
+
+
+def _logit_adjusted(cfg, counts: torch.Tensor) -> Loss:
+    prior = counts.double().clamp_min(1) / counts.double().clamp_min(1).sum()  # a class never seen: one example
+    shift = (cfg.logit_tau * prior.log()).float()
+    smoothing = cfg.label_smoothing
+    return lambda logits, labels: F.cross_entropy(logits + shift.to(logits.device), labels, label_smoothing=smoothing)
+
+
+def _gce(cfg, counts: torch.Tensor) -> Loss:
+    q = cfg.gce_q
+
+    def gce(logits, labels):
+        p = F.softmax(logits, 1).gather(1, labels[:, None])[:, 0].clamp_min(1e-7)
+        return ((1 - p ** q) / q).mean()
+
+    return gce
+
+
+LOSSES = {CROSS_ENTROPY: _cross_entropy, "class_weighted": _class_weighted, "logit_adjusted": _logit_adjusted,
+          "gce": _gce}
+
+
+def loss_function(cfg, num_classes: int, class_counts: torch.Tensor | None = None) -> Loss:
+    """The run's loss of (float32 logits, int64 labels); `class_counts` are the training examples' (by
+    given label), which the class-weighted and logit-adjusted losses read."""
+    if cfg.loss in LOSSES:
+        counts = class_counts.cpu() if class_counts is not None else torch.ones(num_classes, dtype=torch.long)
+        return LOSSES[cfg.loss](cfg, counts)
     obj, _ = user_code.resolve(cfg.loss, "loss")
     if isinstance(obj, type):
         try:

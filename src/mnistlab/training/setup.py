@@ -18,6 +18,7 @@ import torch.distributed as dist
 from .. import allocator, consent, machine, rundir, user_code
 from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
+from ..data.variants import VALIDATION_STREAM, Variant, VariantSpec, subset_record
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters
@@ -25,7 +26,7 @@ from ..models.inference import evaluation_record
 from ..precision import Precision
 from ..precision import choose as choose_precision
 from ..rundir import RunDir
-from . import transfer
+from .config import variant_spec
 
 
 @dataclass
@@ -61,7 +62,23 @@ class Data:
     norm: Normalization
     in_shape: tuple[int, int, int]
     holdout: Holdout | None
-    labelled: dict | None = None  # labels_per_class: which examples were drawn (transfer.subset_record)
+    labelled: dict | None = None  # labels_per_class: which examples were drawn (variants.subset_record)
+    variant: Variant | None = None  # the training examples' variant (imbalance, label noise, labels per class)
+    variant_record: dict | None = None  # what the run records of it (with its validation examples)
+    cleaning: dict | None = None  # clean_labels: what the label audit removed (training/cleaning.py)
+    positions: torch.Tensor | None = None  # of the training examples, in the dataset's training split
+
+
+@dataclass
+class Examples:
+    """The examples a run draws from its dataset: training and validation splits, and their records."""
+
+    train: Split
+    val: Split | None
+    holdout: Holdout | None
+    labelled: dict | None
+    variant_record: dict | None
+    positions: torch.Tensor  # of the training examples, in the dataset's training split
 
 
 def set_up(cfg, quiet: bool) -> Env:
@@ -107,21 +124,64 @@ def pick_device(name: str, env: Env) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg, env: Env) -> Data:
-    """The dataset, the validation holdout (stratified, seed 0: the same for every run of a size), the
-    normalisation constants, and the training examples on the device."""
-    ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
-    train_split, val = ds.train, None
+def draw_examples(cfg, ds: Dataset) -> Examples:
+    """The run's training and validation examples, in this order: the validation holdout (stratified,
+    seed 0: the same for every run of a size), the first train_subset of the rest, then the variant
+    (imbalance, labels per class, label noise: data/variants.py) drawn from what remains. Validation
+    stays as held out (balanced: true labels), or takes the variant's imbalance and noise (as-train)."""
+    train_split, val, holdout = ds.train, None, None
+    positions = torch.arange(len(ds.train))  # of the training examples, in the dataset's training split
     if cfg.validation:
         train_split, val = ds.train.split(validation=cfg.validation, seed=0, stratified=True)
+        holdout = val.holdout
+        kept = torch.ones(len(ds.train), dtype=torch.bool)
+        kept[ds.train.validation_indices(cfg.validation, seed=0, stratified=True)] = False
+        positions = torch.nonzero(kept).flatten()
     if cfg.train_subset:
-        train_split = train_split.subset(torch.arange(min(cfg.train_subset, len(train_split))), name="train-subset")
-    labelled = None
-    if cfg.labels_per_class:
-        idx = transfer.labelled_subset(train_split.labels, cfg.labels_per_class, cfg.seed, ds.num_classes,
-                                       f"{ds.name}'s training split" + (" less the validation holdout" if val else ""))
-        train_split = train_split.subset(idx, name=f"{cfg.labels_per_class}-per-class")
-        labelled = transfer.subset_record(idx, cfg.labels_per_class, cfg.seed)
+        n = min(cfg.train_subset, len(train_split))
+        train_split, positions = train_split.subset(torch.arange(n), name="train-subset"), positions[:n]
+    spec = variant_spec(cfg)
+    labelled = record = None
+    if spec.active:
+        where = f"{ds.name}'s training split" + (" less the validation holdout" if val is not None else "") + \
+            (f" (its first {cfg.train_subset})" if cfg.train_subset else "")
+        train_split = train_split.drawn(spec, where=where, positions=positions)
+        record = {**train_split.variant.record(), "validation": validation_record(cfg, val)}
+        if spec.labels_per_class:
+            labelled = subset_record(train_split.variant.indices, spec.labels_per_class, spec.seed)
+        if val is not None and cfg.variant_validation == "as-train":
+            val = as_train(val, spec, holdout)
+            record["validation"] = validation_record(cfg, val)
+    if train_split.variant is not None:
+        positions = train_split.variant.absolute
+    return Examples(train_split, val, holdout, labelled, record, positions)
+
+
+def as_train(val: Split, spec: VariantSpec, holdout: Holdout) -> Split:
+    """Validation examples with the training variant's imbalance and label noise (its own draws)."""
+    drawn = val.drawn(VariantSpec(spec.imbalance, spec.label_noise, 0, spec.seed), stream_offset=VALIDATION_STREAM,
+                      where="the validation holdout")
+    drawn.holdout = holdout
+    return drawn
+
+
+def validation_record(cfg, val: Split | None) -> dict | None:
+    """How a variant's validation examples were made: balanced (as held out) or as-train (and their hashes)."""
+    if val is None:
+        return None
+    if val.variant is None:
+        return {"mode": "balanced", "count": len(val)}
+    v = val.variant
+    return {"mode": "as-train", "count": len(val), "sha256": v.sha256, "labels_sha256": v.record()["labels_sha256"],
+            "flipped": len(v.flipped)}
+
+
+def load_data(cfg, env: Env) -> Data:
+    """The dataset, the run's examples (`draw_examples`), the normalisation constants, and the training
+    examples on the device."""
+    ds = load(cfg.dataset, data_dir=cfg.data_dir or None)
+    examples = draw_examples(cfg, ds)
+    train_split, val = examples.train, examples.val
     mean, std = ds.stats
     try:
         norm = Normalization(cfg.normalize, mean, std, preparation.parse(cfg.prepare))
@@ -129,7 +189,8 @@ def load_data(cfg, env: Env) -> Data:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
     test = ds.test if cfg.evaluate_test else None
     return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
-                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None, labelled)
+                (ds.spec.channels, *ds.image_shape[-2:]), examples.holdout, examples.labelled, train_split.variant,
+                examples.variant_record, positions=examples.positions)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -167,8 +228,24 @@ def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
                        "environment": machine.describe(), "world_size": env.world, "device": str(env.device),
                        "dataset_hash": data.dataset.content_hash,
                        "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
+                       "variant": data.variant_record, "cleaning": cleaning_summary(data.cleaning),
                        "precision": env.precision.as_dict() if env.precision else None, **header})
+        if data.variant is not None or data.cleaning is not None:
+            run.write_json(RunDir.VARIANT, variant_file(data), indent=None)  # long lists: one line
     return run
+
+
+def variant_file(data: Data) -> dict:
+    """RUN/variant.json: the training examples as positions in the dataset's training split, their given
+    labels, the positions whose label was flipped, and what the label cleaning removed: what a method
+    is scored against, and what --resume reads back."""
+    out = {"variant": data.variant_record, "cleaning": data.cleaning}
+    if data.variant is not None:
+        v = data.variant
+        out.update(positions=v.absolute.tolist(), labels=v.labels.tolist(), flipped=v.absolute[v.flipped].tolist())
+    if data.cleaning is not None:
+        out["removed"] = data.cleaning["removed_positions"]
+    return out
 
 
 def summary_base(cfg, env: Env, data: Data, run: RunDir, params: int) -> dict:
@@ -176,6 +253,8 @@ def summary_base(cfg, env: Env, data: Data, run: RunDir, params: int) -> dict:
     return {"run_dir": str(run), "model": cfg.model, "params": params, "dataset": cfg.dataset,
             "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
             "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
+            "variant": data.variant_record, "cleaning": cleaning_summary(data.cleaning),
+            "train_class_counts": torch.bincount(data.train_y.cpu(), minlength=data.dataset.num_classes).tolist(),
             "world_size": env.world, "device": str(env.device),
             "precision": env.precision.as_dict() if env.precision else None,
             "evaluation": evaluation_record(cfg.eval_batch_size, env.device), "environment": machine.describe(),
@@ -188,8 +267,14 @@ def model_meta(cfg, data: Data, model: torch.nn.Module) -> dict:
             "num_classes": data.dataset.num_classes, "classes": list(data.dataset.classes),
             "dataset": data.dataset.name, "dataset_hash": data.dataset.content_hash,
             "normalization": data.norm.as_dict(), "params": count_parameters(model),
-            "holdout": data.holdout.as_dict() if data.holdout else None,
+            "holdout": data.holdout.as_dict() if data.holdout else None, "variant": data.variant_record,
+            "cleaning": cleaning_summary(data.cleaning),
             **({"code": records} if (records := code_records(cfg)) else {})}
+
+
+def cleaning_summary(cleaning: dict | None) -> dict | None:
+    """The label cleaning's record without its list of positions (that is in RUN/variant.json)."""
+    return None if cleaning is None else {k: v for k, v in cleaning.items() if k != "removed_positions"}
 
 
 def save_weights(path, model: torch.nn.Module, meta: dict) -> None:

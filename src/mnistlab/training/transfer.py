@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.dataset import Holdout
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models.heads import is_head_key
@@ -115,22 +114,3 @@ def param_groups(model: nn.Module, cfg, heads) -> list:
     backbone = [p for n, p in trainable if not is_head_key(n, heads)]
     head = [p for n, p in trainable if is_head_key(n, heads)]
     return ([{"params": backbone, "lr": cfg.lr_backbone}] if backbone else []) + ([{"params": head}] if head else [])
-
-
-def labelled_subset(labels: torch.Tensor, per_class: int, seed: int, num_classes: int, where: str) -> torch.Tensor:
-    """Sorted positions of `per_class` examples of every class, drawn with `seed` (stratified by design)."""
-    gen = torch.Generator().manual_seed(seed)
-    labels = labels.cpu()
-    parts = []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        if len(members) < per_class:
-            raise MnistlabError(f"labels_per_class={per_class}: class {c} has only {len(members)} examples in {where}",
-                                hint=f"choose at most {len(members)}")
-        parts.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
-    return torch.sort(torch.cat(parts)).values
-
-
-def subset_record(indices: torch.Tensor, per_class: int, seed: int) -> dict:
-    """What a run records about its labelled examples: enough to check that two runs drew the same."""
-    return {"per_class": per_class, "count": len(indices), "seed": seed, "sha256": Holdout.hash_of(indices)}
