@@ -71,13 +71,19 @@ from .training import config, engine, pretraining
 def _settings(settings: dict, where: str = "setting") -> dict:
     """Keyword settings checked as config keys (the nearest name suggested for an unknown one). Your
     own model, optimizer or loss may be an object (a class, a function, an nn.Module), and the dataset a
-    `Dataset`: each gets the name the run records (user_code.adopt; Dataset.name)."""
+    `Dataset`: each gets the name the run records (user_code.adopt; Dataset.name); a variant's
+    (`mnistlab.load("mnist", imbalance=...)`) becomes the base dataset and the variant's settings."""
     settings = dict(settings)
     for role in ("model", "optimizer", "loss"):
         if role in settings and not isinstance(settings[role], str):
             settings[role] = user_code.adopt(settings[role], role)
-    if isinstance(settings.get("dataset"), Dataset):
-        settings["dataset"] = _dataset_name(settings["dataset"])
+    chosen = settings.get("dataset")
+    if isinstance(chosen, Dataset) and chosen.variant is not None:  # a run draws the variant after its holdout
+        v = chosen.variant
+        settings = {"imbalance": v.imbalance, "label_noise": v.label_noise, "labels_per_class": v.labels_per_class,
+                    "variant_seed": v.seed, **settings, "dataset": chosen.base}
+    elif isinstance(chosen, Dataset):
+        settings["dataset"] = _dataset_name(chosen)
     for key, value in settings.items():
         config.coerce(key, value, source=where)
     return settings
@@ -306,7 +312,7 @@ def attack(model: list[str], images=None, labels=None, *, method: AttackMethod =
     return AttackReport(done, done["docs"])
 
 
-def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] = "test", folds: int = 5,
+def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] | None = None, folds: int = 5,
           model: str = "audit", seed: int = 0, clean_seeds: int = 0, top: int = 40, out: str | None = None,
           data_dir: str | None = None, quiet: bool = False, recipe: str | None = None) -> Audit:
     """Find mislabeled, ambiguous, near-duplicate and out-of-place images (out-of-fold predictions + cleanlab).
@@ -314,11 +320,14 @@ def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] = "t
     Score every image with a model that never trained on it (K-fold, mnistlab's engine), then let
     cleanlab's confident learning and Datalab flag label issues, outliers and near-duplicates. Writes
     issues.csv/json, ranking.csv, summary.json and galleries; the out-of-fold scores are cached in --out.
-    `.table` holds the ranked issues (pandas).
+    `.table` holds the ranked issues (pandas). On a variant with label noise (a run's training examples,
+    or a dataset named with its variant), it also scores itself on the planted flips: the precision and
+    recall of what it flagged, and of its ranking.
 
     Args:
-        dataset: dataset name (`mnistlab data list`)
-        split: which images
+        dataset: dataset name (`mnistlab data list`), a variant (mnist[label_noise=sym:0.2]), or a run directory:
+            its training examples as the run drew them (variant, labels), audited without the test split
+        split: which images (default: test; train for a variant or a run)
         folds: cross-validation folds
         model: the recipe each fold trains (audit: the packaged model's recipe, 99.41% out-of-fold on MNIST
             test; fast: 99.15% in an eighth of the time)
@@ -326,7 +335,7 @@ def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] = "t
         clean_seeds: also train the recipe with the flagged training images kept, removed and relabelled, over
             this many seeds, and compare validation accuracy (0: off)
         top: label issues in the gallery
-        out: output directory (default: audit-DATASET-SPLIT)
+        out: output directory (default: audit-DATASET-SPLIT, or RUN/audit)
         data_dir: directory to look for data in first
         quiet: print nothing but the result
         recipe: Python only: the older name of `model`
@@ -334,6 +343,7 @@ def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] = "t
     Examples:
         mnistlab audit mnist --split test
         mnistlab audit mnist --split all --folds 5 --clean-seeds 3 --out audit-mnist/
+        mnistlab audit runs/noisy --model fast
     """
     dataset = _dataset_name(dataset)  # a Dataset of one's own: its name, registered
     summary, table = data_audit.run(dataset, split=split, folds=folds, recipe=recipe or model, seed=seed, out=out,

@@ -130,6 +130,8 @@ class Run(Result):
         r = self.record
         out = [("run", str(self.run_dir)), ("model", r.get("model")), ("dataset", r.get("dataset")),
                ("seed", r.get("seed")), ("test accuracy", _pct(r.get("test_acc"))),
+               ("test balanced accuracy", _pct(r.get("test_balanced_acc")) if r.get("test_balanced_acc") is not None
+                else None),
                ("test errors", r.get("test_errors")), ("best validation accuracy", _pct(r.get("val_acc"))),
                ("epochs", r.get("epochs_run")), ("training seconds", f"{r.get('train_s') or 0:.1f}")]
         return [(k, v) for k, v in out if v is not None]
@@ -211,6 +213,14 @@ class Evaluation(Result):
         lines = [f"{r['source']} on {r['dataset']} {r['split']}{' (TTA)' if r['tta'] else ''}: {r['n']} images"]
         topk = ", ".join(f"top-{k[3:]} {r[k]:.2%}" for k in r if k.startswith("top") and k != "top1")
         lines.append(f"accuracy {r['accuracy']:.2%} ({r['errors']} errors), {topk}")
+        if "balanced_accuracy" in r:
+            lines.append(f"balanced accuracy {r['balanced_accuracy']:.2%} (the mean recall over classes), "
+                         f"macro-F1 {r['macro_f1']:.4f}")
+        v = r.get("variant")
+        if v:
+            spec = ", ".join(f"{k} {v[k]}" for k in ("imbalance", "label_noise", "labels_per_class") if v.get(k))
+            lines.append(f"trained on a variant ({spec}; seed {v['seed']}): {v['count']:,} examples, class counts "
+                         f"{v['class_counts']}")
         reported = r.get("run_reported")
         if reported:
             lines.append(f"the same {reported['errors']} errors `train` reported" if reported["same"] else
@@ -257,12 +267,13 @@ class Evaluation(Result):
         r = self.record
         return [("model", r["source"]), ("split", f"{r['dataset']} {r['split']} ({r['n']} images)"),
                 ("accuracy", _pct(r["accuracy"])), ("errors", r["errors"]),
+                ("balanced accuracy", _pct(r.get("balanced_accuracy"))),
                 ("macro F1", f"{r['macro_avg']['f1']:.4f}"), ("ECE", f"{r['ece']:.4f}")]
 
     def pictures(self):
         pics = self.record.get("pictures") or {}
         order = [("confusion matrix", "confusion"), ("mistakes", "mistakes"), ("per class", "per_class"),
-                 ("learning curves", "curves")]
+                 ("recall against training examples", "recall_vs_count"), ("learning curves", "curves")]
         return {caption: pics[key] for caption, key in order if key in pics}
 
 
@@ -319,9 +330,14 @@ class Audit(Result):
 
     def headline(self):
         r = self.record
-        return [("dataset", f"{r['dataset']} {r['split']} ({r['n']} images)"),
-                ("out-of-fold accuracy", _pct(r.get("oof_accuracy"))),
-                ("issues", ", ".join(f"{k} {v}" for k, v in (r.get("issues") or {}).items()) or "none")]
+        out = [("dataset", f"{r['dataset']} {r['split']} ({r['n']} images)"),
+               ("out-of-fold accuracy", _pct(r.get("oof_accuracy"))),
+               ("issues", ", ".join(f"{k} {v}" for k, v in (r.get("issues") or {}).items()) or "none")]
+        p = r.get("planted_flips")
+        if p:
+            out.append(("planted flips found", f"recall {_pct(p['recall'])}, precision {_pct(p['precision'])} "
+                        f"({p['found']:,} of {p['planted']:,} flips among {p['flagged']:,} flagged)"))
+        return out
 
     def pictures(self):
         return {"top label issues": self.record["gallery"]} if self.record.get("gallery") else {}

@@ -27,6 +27,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,9 @@ import numpy as np
 import torch
 
 from .. import atomic, schema
-from ..data import load
+from ..data import load, variants
 from ..data.files import sha256
+from ..data.variants import flip_scores
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models.default import DEFAULT_MODEL
@@ -46,22 +49,15 @@ from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
 from ..stats import over_seeds
 from ..tables import csv_cell
-from ..training.config import resolve
+from ..training.cleaning import AUDIT_SETTINGS, CONFIDENT_CAP, fold_assignment, label_issues
+from ..rundir import RunDir
+from ..training.config import read_run_config, resolve
 from ..training.engine import fit
+from ..training.setup import draw_examples
 
 SPLITS = ("train", "test", "all")
 AMBIGUOUS_P = 0.10  # a flagged image whose given label keeps this much probability reads as both
-# Confident learning counts an image as "confidently class j" when p_j reaches j's threshold, the mean
-# p_j over the images labelled j. Fold models as strong as the audit's put every threshold above 0.98,
-# which no image they disagree with reaches, so on a clean-looking split it estimates zero noise and
-# flags nothing. Capping the thresholds here counts a disagreement the model is 90% sure of. Chosen on
-# 50 labels flipped in MNIST test (seed 30), out-of-fold scores of the audit recipe: uncapped 47 of
-# them flagged (+2 others), cap 0.9 49 (+13), cap 0.5 50 (+51); on the split as given 0, 13, 51.
-CONFIDENT_CAP = 0.9
-# Every model the audit trains sees exactly the images it is given, and no label smoothing: smoothing
-# caps each probability near 1 - smoothing, below the per-class thresholds confident learning counts
-# against, and MNIST's `fast` recipe then flags 5 of 70,000 images instead of ~100.
-AUDIT_SETTINGS = {"validation": 0, "train_subset": 0, "label_smoothing": 0.0, "progress": False}
+# (CONFIDENT_CAP and AUDIT_SETTINGS, shared with the clean_labels remedy, live in training/cleaning.py)
 
 
 @dataclass
@@ -94,20 +90,6 @@ def _pool(parts) -> Pool:
                 np.concatenate([np.arange(len(p)) for _, p in parts]))
 
 
-def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Stratified folds: fold number per image (scikit-learn's StratifiedKFold, shuffled, seeded)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    counts = np.bincount(labels)
-    if folds < 2 or folds > counts[counts > 0].min():
-        raise MnistlabError(f"--folds {folds}: expected 2 to {counts[counts > 0].min()} (the smallest class's size)")
-    out = np.empty(len(labels), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (_, scored) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        out[scored] = k
-    return out
-
-
 def score(model, norm, images: torch.Tensor, batch: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, penultimate features: what Datalab compares) of `model` on uint8 images."""
     feats, probs = features_and_probs(model, images, norm, batch_size=batch)
@@ -115,15 +97,18 @@ def score(model, norm, images: torch.Tensor, batch: int = BATCH_SIZE) -> tuple[n
 
 
 def out_of_fold(ds, data: Pool, *, folds: int, recipe: str, seed: int, overrides: dict | None = None,
-                cache: Path | None = None, quiet: bool = True, rest: Pool | None = None) -> dict:
+                cache: Path | None = None, quiet: bool = True, rest: Pool | None = None, name: str | None = None) -> dict:
     """Out-of-fold probabilities and features for every image of `data` (see the module docstring);
     each fold's model trains on the other folds and on all of `rest`."""
 
     labels = data.labels.numpy()
     rest_splits = sorted(set(rest.split)) if rest is not None else []
-    key = {"dataset": ds.name, "dataset_hash": ds.content_hash, "n": len(labels), "splits": sorted(set(data.split)),
+    key = {"dataset": name or ds.name, "dataset_hash": ds.content_hash, "n": len(labels),
+           "splits": sorted(set(data.split)),
            "folds": folds, "recipe": recipe, "seed": seed, "overrides": overrides or {},
            "also_trained_on": {"splits": rest_splits, "n": len(rest.labels) if rest is not None else 0}}
+    if name is not None or ds.variant is not None:  # a variant's (or a run's) examples: which, exactly
+        key["examples_sha256"] = sha256(np.concatenate([data.index.astype("<i8"), labels.astype("<i8")]).tobytes())
     cached = read_cache(cache, key, ds.num_classes) if cache is not None else None
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
     if cached is not None:
@@ -266,17 +251,13 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, features: np.ndarray, cla
     try:
         import pandas as pd
         from cleanlab import Datalab
-        from cleanlab.count import compute_confident_joint, get_confident_thresholds
-        from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
     except ImportError:
         raise MnistlabError("mnistlab audit needs cleanlab (with Datalab) and pandas",
                             hint="pip install 'mnistlab[audit]'") from None
 
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    thresholds = np.minimum(get_confident_thresholds(labels, probs), CONFIDENT_CAP)
-    joint = compute_confident_joint(labels, probs, thresholds=thresholds)
-    flagged = find_label_issues(labels, probs, confident_joint=joint, return_indices_ranked_by="self_confidence")
+    flagged = label_issues(labels, probs)
     suggested = probs.argmax(1)
     rows = []
     for i in flagged:
@@ -365,24 +346,74 @@ def audit(dataset: str = "mnist", *, split: str = "test", folds: int = 5, recipe
                   data_dir=data_dir, quiet=quiet)[0]
 
 
+@dataclass
+class Audited:
+    """What an audit looks at: the dataset, the images, the other images its fold models also train
+    on, the planted flips among the images (positions in the pool) if a variant made them, and the
+    dataset's name as the audit reports it."""
+
+    ds: object
+    data: Pool
+    rest: Pool | None
+    flipped: np.ndarray | None
+    name: str
+    split: str
+
+
+def audited(dataset, split: str | None, data_dir=None) -> Audited:
+    """The images `audit` scores: a split of a dataset (a variant's training split: its given labels,
+    with the planted flips known), or a run directory's training examples as the run drew them.
+    Auditing a variant's (or a run's) training examples trains the fold models on those alone: the
+    test split stays unread, as the clean_labels remedy that trains on what is kept needs it to."""
+    run = RunDir(dataset) if isinstance(dataset, (str, os.PathLike)) and RunDir(dataset).config.is_file() else None
+    if run is not None:
+        if split not in (None, "train"):
+            raise MnistlabError(f"--split {split}: a run directory's audit is of its training examples",
+                                hint="leave out --split, or audit the dataset itself (mnistlab audit NAME --split ...)")
+        cfg = read_run_config(run)
+        ds = load(cfg.dataset, data_dir=data_dir or cfg.data_dir or None)
+        examples = draw_examples(cfg, ds)
+        train = examples.train
+        data = Pool(train.images, train.labels, np.full(len(train), "train"), examples.positions.numpy())
+        v = train.variant
+        flipped = v.flipped.numpy() if v is not None and v.spec.label_noise else None
+        return Audited(ds, data, None, flipped, f"{ds.name} as {run.path.name} drew it", "train")
+    ds = load(dataset, data_dir=data_dir)
+    split = split or ("train" if ds.variant is not None else "test")
+    data = pool(ds, split)
+    v = ds.train.variant
+    flipped = v.flipped.numpy() if v is not None and v.spec.label_noise and split in ("train", "all") else None
+    rest = None if ds.variant is not None and split in ("train", "all") else rest_of(ds, split)
+    return Audited(ds, data, rest, flipped, ds.name, split)
+
+
 def _audit(dataset, *, split, folds, recipe, seed, overrides=None, out=None, data_dir=None, quiet=True):
-    """(table, out-of-fold scores, the pool of images, the dataset): `audit` and the command share it."""
+    """(table, out-of-fold scores, what was audited): `audit` and the command share it."""
 
     if not isinstance(folds, int) or isinstance(folds, bool):
         raise MnistlabError(f"--folds {folds!r}: expected a whole number of folds, like 5")
-    ds = load(dataset, data_dir=data_dir)
-    data = pool(ds, split)
-    oof = out_of_fold(ds, data, folds=folds, recipe=recipe, seed=seed, overrides=overrides,
-                      cache=Path(out) if out else None, quiet=quiet, rest=rest_of(ds, split))
-    labels = data.labels.numpy()
-    table, pairs = find_issues(labels, oof["probs"], oof["features"], list(ds.classes), data)
-    table.attrs.update({"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe,
+    a = audited(dataset, split, data_dir)
+    oof = out_of_fold(a.ds, a.data, folds=folds, recipe=recipe, seed=seed, overrides=overrides,
+                      cache=Path(out) if out else None, quiet=quiet, rest=a.rest, name=a.name)
+    labels = a.data.labels.numpy()
+    table, pairs = find_issues(labels, oof["probs"], oof["features"], list(a.ds.classes), a.data)
+    table.attrs.update({"dataset": a.name, "split": a.split, "n": len(labels), "folds": folds, "recipe": recipe,
                         "seed": seed, "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"],
                         "cached": oof["cached"], "near_duplicate_pairs": pairs})
-    return table, oof, data, ds
+    if a.flipped is not None:
+        table.attrs["planted_flips"] = planted_flips(table, oof["probs"], labels, a.flipped)
+    return table, oof, a
 
 
-def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "audit", seed: int = 0, out=None,
+def planted_flips(table, probs: np.ndarray, labels: np.ndarray, flipped: np.ndarray) -> dict:
+    """How well the audit finds a variant's planted flips: the flagged label issues (mislabeled and
+    ambiguous) as a set, and the ranking by out-of-fold self-confidence (data/variants.flip_scores)."""
+    flagged = table.loc[table["issue"].isin(["mislabeled", "ambiguous"]), "index"].to_numpy()
+    ranking = np.argsort(probs[np.arange(len(labels)), labels], kind="stable")
+    return flip_scores(flagged, flipped, len(labels), ranking=ranking)
+
+
+def run(dataset: str, *, split: str | None = None, folds: int = 5, recipe: str = "audit", seed: int = 0, out=None,
         clean_seeds: int = 0, top: int = 40, data_dir=None, quiet: bool = False) -> tuple[dict, object]:
     """`mnistlab audit`: (its summary, the ranked issues table); the table as CSV and JSON, a gallery of the top label issues, counts per class,
     near-duplicate pairs, the default model's test errors that are label issues, and (clean_seeds > 0)
@@ -390,18 +421,26 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "aud
     for name, value, low in (("--top", top, 1), ("--clean-seeds", clean_seeds, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
             raise MnistlabError(f"{name} {value!r}: expected a whole number from {low}")
-    if clean_seeds and split == "test":  # refused before any training, not after it
+    if clean_seeds and split in (None, "test"):  # refused before any training, not after it
         raise MnistlabError("--clean-seeds needs the training images in the audit", hint="use --split train or all")
-    out_dir = Path(out or f"audit-{dataset}-{split}")
+    run_dir = RunDir(dataset) if isinstance(dataset, (str, os.PathLike)) and RunDir(dataset).config.is_file() else None
+    if clean_seeds and (run_dir is not None or variants.split_name(str(dataset))[1] is not None):
+        raise MnistlabError("--clean-seeds compares cleanings of a dataset's own labels",
+                            hint="for a variant, train with the audit's remedy: mnistlab train ... --clean-labels cleanlab")
+    if out is None:  # beside a run (RUN/audit/), or audit-NAME-SPLIT here
+        out = run_dir.audit_dir if run_dir is not None else \
+            f"audit-{re.sub(r'[^A-Za-z0-9_.-]+', '-', str(dataset)).strip('-')}-{split or 'test'}"
+    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table, oof, data, ds = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
-                                  data_dir=data_dir, quiet=quiet)
+    table, oof, a = _audit(dataset, split=split, folds=folds, recipe=recipe, seed=seed, out=out_dir,
+                           data_dir=data_dir, quiet=quiet)
+    data, ds, split = a.data, a.ds, a.split
     classes = list(ds.classes)
     labels = data.labels.numpy()
     label_issues = table[table["issue"].isin(["mislabeled", "ambiguous"])]
     counts = {c: {"images": int((labels == i).sum()),
                   "label_issues": int((label_issues["given_label"] == c).sum())} for i, c in enumerate(classes)}
-    summary = {"dataset": ds.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe, "seed": seed,
+    summary = {"dataset": a.name, "split": split, "n": len(labels), "folds": folds, "recipe": recipe, "seed": seed,
                "oof_accuracy": oof["accuracy"], "oof_seconds": oof["seconds"], "cached": oof["cached"],
                "issues": {k: int(v) for k, v in table["issue"].value_counts().items()},
                "label_issue_rate": len(label_issues) / len(labels), "per_class": counts,
@@ -409,6 +448,8 @@ def run(dataset: str, *, split: str = "test", folds: int = 5, recipe: str = "aud
                "near_duplicate_pairs": table.attrs["near_duplicate_pairs"],
                "cross_split_pairs": sum(p["crosses_splits"] for p in table.attrs["near_duplicate_pairs"])}
     summary["default_model"] = _default_model_errors(ds, data, label_issues)
+    if "planted_flips" in table.attrs:  # a variant's planted flips: how many the audit found
+        summary["planted_flips"] = table.attrs["planted_flips"]
     if clean_seeds:
         summary["cleaning"] = clean_effect(ds, table, recipe=recipe, seeds=list(range(clean_seeds)))
     table.attrs.clear()
@@ -491,6 +532,10 @@ def gallery(data: Pool, table, out, top: int = 40):
     return save_png(image_grid(tiles, captions, scale=4, cols=10), out)
 
 
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def format_summary(s: dict) -> str:
     """What `mnistlab audit` prints."""
     took = "scores from the cache" if s["cached"] else f"{s['oof_seconds']:.0f} s"
@@ -510,6 +555,13 @@ def format_summary(s: dict) -> str:
                      f"{d['errors_on_flagged_images']} on images flagged as label issues"
                      + ("; humans misread about 0.2% of MNIST digits (the figure usually quoted)"
                         if s["dataset"] == "mnist" else ""))
+    p = s.get("planted_flips")
+    if p:
+        lines.append(f"planted flips: {p['planted']:,} labels of {s['n']:,} were flipped by the variant; the audit "
+                     f"flagged {p['flagged']:,} as label issues: recall {_share(p['recall'])}, precision "
+                     f"{_share(p['precision'])}; of the {p['planted']:,} labels it ranks worst, "
+                     f"{_share(p.get('ranking_precision_at_planted'))} were flipped (average precision "
+                     f"{_share(p.get('ranking_average_precision'))})")
     c = s.get("cleaning")
     if c:
         lines.append(f"cleaning ({c['flagged_training_images']} flagged training images; validation accuracy of "

@@ -23,6 +23,7 @@ from ..models.inference import (
     BATCH_SIZE,
     EVALUATION,
     UNRECORDED_BATCH_SIZE,
+    per_class_scores,
     torch_threads,
 )
 from ..models.predictor import Predictor, combine, load_predictor
@@ -74,25 +75,6 @@ def member_probs(predictor: Predictor, images: torch.Tensor, tta: bool = False, 
                                                batch_size) for dx, dy in views]).mean(0)
 
 
-def per_class_scores(labels: np.ndarray, pred: np.ndarray, k: int) -> dict:
-    """The confusion matrix (true x predicted) and each class's precision, recall, F1 and support,
-    with their macro and support-weighted means; a class never predicted (or never present) scores 0
-    where its denominator is 0 (scikit-learn's `zero_division=0`, whose formulas these are)."""
-    cm = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
-    tp, support, predicted = np.diag(cm).astype(np.float64), cm.sum(1), cm.sum(0)
-
-    def ratio(num, den):
-        return np.divide(num, den, out=np.zeros(k), where=den > 0)
-
-    precision, recall, f1 = ratio(tp, predicted), ratio(tp, support), ratio(2 * tp, support + predicted)
-    weights = support / support.sum() if support.sum() else np.zeros(k)
-    averages = {"macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
-                "weighted": {"precision": float(precision @ weights), "recall": float(recall @ weights),
-                             "f1": float(f1 @ weights)}}
-    return {"confusion": cm, "precision": precision, "recall": recall, "f1": f1, "support": support,
-            "averages": averages}
-
-
 def top_k_accuracy(labels: np.ndarray, probs: np.ndarray, k: int) -> float:
     """Share of images whose label is among the k highest scores (ties: the higher class index first)."""
     ranked = np.argsort(probs, axis=1, kind="mergesort")[:, ::-1][:, :k]
@@ -127,6 +109,9 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
         "n": int(len(y)),
         "accuracy": float(correct.mean()),
         "errors": int((~correct).sum()),
+        # the mean recall over the classes present (scikit-learn's balanced_accuracy_score), and macro-F1
+        "balanced_accuracy": float(scores["recall"][scores["support"] > 0].mean()) if len(y) else 0.0,
+        "macro_f1": scores["averages"]["macro"]["f1"],
         **topk,
         "cross_entropy": float(-np.log(label_probs.astype(np.float64)).mean()),
         "per_class": [{"label": i, "class": classes[i], "precision": float(scores["precision"][i]),
@@ -167,6 +152,11 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
               "split": split, "tta": tta, **compute_metrics(probs, part.labels, list(ds.classes)),
               "evaluation": {**EVALUATION, "batch_size": batch_size, "threads": threads or torch.get_num_threads(),
                              "device": "cpu"}}
+    variant = predictor.meta.get("variant") if predictor.method == "single" else None
+    if variant:  # the run's training examples were a variant: say which, with its class counts
+        result["variant"] = {k: variant.get(k) for k in ("imbalance", "label_noise", "labels_per_class", "seed",
+                                                         "count", "class_counts", "flipped", "sha256")}
+    counts = summary.get("train_class_counts") or (variant or {}).get("class_counts")
     reported = summary.get("test_errors") if split == "test" else None
     if isinstance(reported, int) and not tta and ds.content_hash == summary.get("dataset_hash"):
         result["run_reported"] = {"errors": reported, "same": reported == result["errors"],
@@ -194,6 +184,10 @@ def evaluate(source: str | os.PathLike, *, split: str = "test", dataset: str | N
             "mistakes": plots.mistakes_gallery(part.images, part.labels, probs, list(ds.classes),
                                                out_dir / f"{name}-mistakes.png"),
         }
+        if variant and counts and len(counts) == len(ds.classes):  # where an imbalanced run's errors go
+            pics["recall_vs_count"] = plots.recall_against_count(
+                result["per_class"], counts, out_dir / f"{name}-recall-vs-count.png",
+                title=f"{ds.name} {split}: recall against training examples per class")
         log = (run.epochs() or None) if run is not None else None
         if log:
             pics["curves"] = plots.training_curves(log, out_dir / "curves.png")

@@ -54,6 +54,25 @@ def per_class_bars(per_class: list[dict], out, title: str = "") -> Path:
     return save_figure(fig, out)
 
 
+def recall_against_count(per_class: list[dict], counts: Sequence[int], out, title: str = "") -> Path:
+    """Each class's recall (per-class accuracy) against how many training examples it had, log scale:
+    where an imbalanced run's errors go."""
+    plt, fig, ax = _figure(6.5, 4.2)
+    recall = [c["recall"] for c in per_class]
+    x = [max(1, int(n)) for n in counts]
+    ax.scatter(x, recall, color="#3366cc", zorder=3)
+    for c, xi, yi in zip(per_class, x, recall):
+        ax.annotate(str(c["class"])[:12], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    low = min(recall)
+    ax.set_ylim(max(0.0, low - (1 - low) * 0.3 - 0.01), 1.005)
+    ax.set_xlabel("training examples of the class (given labels, log scale)")
+    ax.set_ylabel("recall on the split")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out)
+
+
 def reliability_diagram(bins: list[dict], ece: float, out) -> Path:
     plt, fig, ax = _figure(5.5, 5.0)
     filled = [b for b in bins if b["count"]]

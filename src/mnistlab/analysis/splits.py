@@ -4,8 +4,10 @@ held out (by the holdout record saved with the model); and where a verb writes b
 from __future__ import annotations
 
 from ..data import Holdout, load
+from ..data.variants import VariantSpec
 from ..errors import MnistlabError
 from ..models.predictor import Predictor
+from ..training.setup import as_train
 
 
 def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir=None):
@@ -30,4 +32,15 @@ def target_split(predictor: Predictor, split: str, dataset: str | None, data_dir
     if not meta.get("holdout"):
         raise MnistlabError(f"{meta['source']} records no validation split (trained without one, or by an older "
                             "mnistlab)", hint="evaluate --split test")
-    return ds, ds.train.held_out(Holdout.from_dict(meta["holdout"]))[1]
+    holdout = Holdout.from_dict(meta["holdout"])
+    val = ds.train.held_out(holdout)[1]
+    recorded = ((meta.get("variant") or {}).get("validation") or {})
+    if recorded.get("mode") == "as-train":  # the run's validation examples took its variant's imbalance and noise
+        cfg = meta.get("config") or {}
+        seed = cfg.get("variant_seed") if cfg.get("variant_seed") is not None else cfg.get("seed", 0)
+        val = as_train(val, VariantSpec(cfg.get("imbalance", ""), cfg.get("label_noise", ""), 0, seed), holdout)
+        if val.variant.sha256 != recorded.get("sha256"):
+            raise MnistlabError(f"the validation examples recorded with {meta['source']} (as-train: its variant's "
+                                f"imbalance and noise) are not what {name} gives now",
+                                hint="the dataset's files (or a noise matrix file) changed: evaluate on the test split")
+    return ds, val
