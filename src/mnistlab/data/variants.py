@@ -107,8 +107,10 @@ def _kind_and_value(text: str, kinds: tuple[str, ...], what: str, example: str) 
     kind, value = text.split(":", 1)
     kind = kind.strip().lower()
     if kind not in kinds:
+        starts = [k for k in kinds if kind.startswith(k)]  # symmetric, pairflip: the kind, spelled out
+        hint = did_you_mean(kind, kinds) or (f"did you mean {starts[0]!r}? " if starts else "")
         raise MnistlabError(f"{what}={text!r}: unknown kind {kind!r}, expected one of {', '.join(kinds)}",
-                            hint=did_you_mean(kind, kinds) + f"e.g. {example}")
+                            hint=hint + f"e.g. {example}")
     return kind, value.strip()
 
 

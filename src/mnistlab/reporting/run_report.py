@@ -113,7 +113,8 @@ def _html(title: str, rows: list[dict], evals: dict, groups: dict, shown: dict) 
 
 CAPTIONS = {"curves": "training curves", "confusion": "confusion matrix (test)",
             "per_class": "per-class recall and precision (test)", "reliability": "reliability diagram (test)",
-            "mistakes": "misclassified test images: true>predicted confidence"}
+            "mistakes": "misclassified test images: true>predicted confidence",
+            "recall_vs_count": "recall on the test split against each class's training examples"}
 
 
 def _run_section(r: dict, e: dict, runs: list[RunDir], run: RunDir) -> dict:
@@ -123,13 +124,17 @@ def _run_section(r: dict, e: dict, runs: list[RunDir], run: RunDir) -> dict:
         "name": r["name"], "note": (f"pictures and per-class numbers: {run.path.name}, the group's median seed"
                                     if len(runs) > 1 else ""),
         "line": f"Test accuracy {e['accuracy']:.2%} ({e['errors']} errors), top-2 {e.get('top2') or 0:.2%}, "
-                f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}. Most confused: {confused or 'none'}.",
+                f"cross-entropy {e['cross_entropy']:.4f}, ECE {e['ece']:.4f}"
+                + (f", balanced accuracy {e['balanced_accuracy']:.2%}, macro-F1 {e['macro_f1']:.4f}"
+                   if isinstance(e.get("balanced_accuracy"), float) and isinstance(e.get("macro_f1"), float) else "")
+                + f". Most confused: {confused or 'none'}.",
         "pictures": [pages.picture(pics[key], run.path, caption) for key, caption in CAPTIONS.items() if key in pics],
         "robust": format_robust(e["robust"]) if e.get("robust") else [],
         "attacks": _attacks(run),
         "per_class": [{"class": c["class"], "precision": f"{c['precision']:.4f}", "recall": f"{c['recall']:.4f}",
                        "f1": f"{c['f1']:.4f}", "support": c["support"]} for c in e["per_class"]],
-        "tuning": _tuning(run), "transfer": _transfer(run), "inspect": _inspect(run), "maps": _maps(run),
+        "tuning": _tuning(run), "transfer": _transfer(run), "variant": _variant(run), "inspect": _inspect(run),
+        "maps": _maps(run),
         "card": _model_card(r, e, run),
     }
 
@@ -223,6 +228,30 @@ def _transfer(run: RunDir) -> dict | None:
                  "pictures": [pages.picture(curve_dir / "curve.png", curve_dir, "test accuracy against labels per class")]
                  if (curve_dir / "curve.png").is_file() else []}
     return {"lines": lines, "curve": curve}
+
+
+def _variant(run: RunDir) -> list[str]:
+    """For a run on a dataset variant (or with its labels cleaned): what it trained on, in sentences."""
+    summary = run.read_summary() or {}
+    v, c = summary.get("variant"), summary.get("cleaning")
+    lines = []
+    if isinstance(v, dict):
+        spec = ", ".join(f"{k.replace('_', ' ')} {v[k]}" for k in ("imbalance", "label_noise", "labels_per_class")
+                         if v.get(k))
+        val = v.get("validation") if isinstance(v.get("validation"), dict) else {}
+        lines.append(f"Trained on a variant of {summary.get('dataset')} ({spec}; seed {v.get('seed')}): {v.get('count')} "
+                     f"training examples, class counts {v.get('class_counts')}"
+                     + (f", {v.get('flipped')} labels flipped" if v.get("label_noise") else "")
+                     + (f"; validation {val.get('mode')}" if val else "") + f". SHA-256 of the examples "
+                     f"{str(v.get('sha256'))[:16]}; their positions, labels and flips in {RunDir.VARIANT}.")
+    if isinstance(c, dict):
+        found = c.get("planted_flips") if isinstance(c.get("planted_flips"), dict) else None
+        lines.append(f"Label cleaning ({c.get('method')}, {c.get('folds')} folds) removed {c.get('removed')} of "
+                     f"{c.get('examples')} training examples"
+                     + (f"; of the planted flips, precision {found['precision']:.1%} and recall {found['recall']:.1%}"
+                        if found and isinstance(found.get("precision"), float) and isinstance(found.get("recall"), float)
+                        else "") + ".")
+    return lines
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")

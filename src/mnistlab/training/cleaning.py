@@ -4,8 +4,9 @@
     mnistlab train --recipe variants --label-noise sym:0.5 --clean-labels cleanlab --clean-recipe audit
 
 Before the run trains, its training examples are scored out of fold (`clean_folds` stratified folds
-on the given labels; each fold scored by a model of `clean_recipe` trained on the other folds, with
-the audit's settings: no validation split, no label smoothing), and cleanlab's confident learning
+on the given labels; each fold scored by a model trained on the other folds, with the run's own
+settings or `clean_recipe`'s, for `clean_epochs` epochs, and the audit's settings: no validation
+split, no label smoothing), and cleanlab's confident learning
 flags the labels the models contradict (`label_issues`, the audit's own: analysis/data_audit.py
 ranks and flags with it). The run then trains on the rest. What was removed is recorded (positions
 in RUN/variant.json, counts and hash in the summary and every checkpoint); on a variant with planted
@@ -67,18 +68,31 @@ def label_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
                                         return_indices_ranked_by="self_confidence"), dtype=np.int64)
 
 
-def fold_config(recipe: str, seed: int, cfg=None) -> config.TrainConfig:
-    """The config of an out-of-fold model: the recipe with the audit's settings (and the run's engine
-    settings: device, precision, threads)."""
-    engine = {k: getattr(cfg, k) for k in ("device", "precision", "threads")} if cfg is not None else {}
-    return config.resolve(recipe, {**AUDIT_SETTINGS, "seed": seed, **engine})
+# What an out-of-fold model of the run's own settings leaves out: the run's data (it is given its
+# examples), its remedy, and anything that needs a validation split.
+NOT_FOR_FOLDS = {"imbalance": "", "label_noise": "", "labels_per_class": 0, "variant_seed": None,
+                 "variant_validation": "balanced", "clean_labels": "none", "early_stopping": 0, "evaluate_test": False,
+                 "save_outputs": False, "tensorboard": False, "name": ""}
+
+
+def fold_config(cfg) -> config.TrainConfig:
+    """The config of an out-of-fold model: `clean_recipe` (or the run's own settings) with the audit's
+    settings, for `clean_epochs` epochs, on the run's device, precision and threads."""
+    engine = {k: getattr(cfg, k) for k in ("device", "precision", "threads")}
+    if cfg.clean_recipe:
+        fold = config.resolve(cfg.clean_recipe, {**AUDIT_SETTINGS, "seed": cfg.seed, **engine})
+    else:
+        fold = config.resolve(None, {**cfg.as_dict(), **NOT_FOR_FOLDS, **AUDIT_SETTINGS})
+    if cfg.clean_epochs:
+        fold.epochs = cfg.clean_epochs
+    return fold
 
 
 def out_of_fold_probs(cfg, dataset, images: torch.Tensor, labels: torch.Tensor, *, fit, say) -> np.ndarray:
     """Probabilities (N, C) of every training example from a model that never trained on it."""
     y = labels.cpu().numpy()
     fold = fold_assignment(y, cfg.clean_folds, cfg.seed)
-    fold_cfg = fold_config(cfg.clean_recipe, cfg.seed, cfg)
+    fold_cfg = fold_config(cfg)
     probs = np.zeros((len(y), dataset.num_classes), dtype=np.float32)
     for k in range(cfg.clean_folds):
         trained, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
@@ -86,7 +100,8 @@ def out_of_fold_probs(cfg, dataset, images: torch.Tensor, labels: torch.Tensor, 
         trained_t, scored_t = (torch.from_numpy(i).to(images.device) for i in (trained, scored))
         model, norm = fit(fold_cfg, dataset, images[trained_t], labels[trained_t])
         probs[scored] = reference_probs(model, images[scored_t], norm, batch_size=cfg.eval_batch_size).float().cpu()
-        say(f"  label audit fold {k + 1}/{cfg.clean_folds}: {cfg.clean_recipe} trained on {len(trained):,}, scored "
+        say(f"  label audit fold {k + 1}/{cfg.clean_folds}: {fold_cfg.model} ({fold_cfg.epochs} epochs) trained on "
+            f"{len(trained):,}, scored "
             f"{len(scored):,} ({(probs[scored].argmax(1) == y[scored]).mean():.2%} agree), "
             f"{time.perf_counter() - t0:.0f}s")
     return probs
@@ -99,8 +114,9 @@ def clean(cfg, data, *, fit, say, removed: list[int] | None = None):
     t0 = time.perf_counter()
     positions = data.positions
     if removed is None:
+        source = f"recipe {cfg.clean_recipe}" if cfg.clean_recipe else "the run's own settings"
         say(f"label cleaning: {cfg.clean_folds}-fold out-of-fold scores of {len(data.train_y):,} training examples "
-            f"({cfg.clean_recipe} recipe), then cleanlab's confident learning")
+            f"({source}, {cfg.clean_epochs or 'its'} epochs), then cleanlab's confident learning")
         probs = out_of_fold_probs(cfg, data.dataset, data.train_x, data.train_y, fit=fit, say=say)
         flagged = label_issues(data.train_y.cpu().numpy(), probs)
     else:
@@ -113,7 +129,8 @@ def clean(cfg, data, *, fit, say, removed: list[int] | None = None):
     keep = np.ones(len(data.train_y), dtype=bool)
     keep[flagged] = False
     absolute = positions[torch.from_numpy(flagged)]
-    record = {"method": "cleanlab", "recipe": cfg.clean_recipe, "folds": cfg.clean_folds,
+    record = {"method": "cleanlab", "recipe": cfg.clean_recipe or None, "epochs": cfg.clean_epochs,
+              "folds": cfg.clean_folds,
               "examples": len(keep), "removed": int((~keep).sum()), "kept": int(keep.sum()),
               "removed_sha256": positions_hash(torch.sort(absolute).values), "seconds": time.perf_counter() - t0,
               "removed_positions": sorted(absolute.tolist())}

@@ -117,8 +117,10 @@ class TrainConfig:
     logit_tau: float = setting(1.0, "loss=logit_adjusted: tau of the adjustment logits + tau * log(class prior)")
     gce_q: float = setting(0.7, "loss=gce: q of the loss (1 - p_y^q) / q: near 0 cross-entropy, 1 the mean absolute error")
     clean_labels: str = setting("none", "none | cleanlab: train only on the training examples the label audit keeps "
-                                "(out-of-fold scores of clean_recipe's models, cleanlab's confident learning)")
-    clean_recipe: str = setting("fast", "clean_labels: the recipe of the out-of-fold models")
+                                "(out-of-fold scores, cleanlab's confident learning)")
+    clean_recipe: str = setting("", "clean_labels: the recipe of the out-of-fold models ('' = the run's own settings)")
+    clean_epochs: int = setting(3, "clean_labels: epochs of each out-of-fold model (0 = as many as its settings say); "
+                                "a few, so it learns the classes before it memorises the flipped labels")
     clean_folds: int = setting(4, "clean_labels: folds of the out-of-fold scores")
 
     # --- augmentation (on the device, per batch) ---
@@ -297,6 +299,7 @@ RANGES = {
     "gce_q": (lambda v: 0 < v <= 1, "more than 0, up to 1"),
     "logit_tau": (lambda v: 0 <= v <= 10, "0 to 10"),
     "clean_folds": (lambda v: 2 <= v <= 20, "2 to 20"),
+    "clean_epochs": (lambda v: v >= 0, "0 (its settings' own) or a number of epochs"),
     "lr_backbone": (lambda v: v is None or v > 0, "a positive learning rate (or None: lr)"),
     "head": (lambda v: v in ("auto", "new", "keep"), "auto | new | keep"),
     "threads": (lambda v: v >= 0, "0 (torch's default) or a thread count"),
