@@ -58,7 +58,8 @@ FLAGS = {"label_noise": "--label-noise", "imbalance": "--imbalance", "labels_per
 def command(settings: dict, seeds: list[int]) -> str:
     """The row's command, as a reader would type it."""
     flags = " ".join(f"{FLAGS[k]} {v}" for k, v in settings.items())
-    return f"mnistlab train --recipe {RECIPE} {flags} --seeds {seeds[0]}-{seeds[-1]}"
+    return f"mnistlab train --recipe {RECIPE} {flags} --seeds " + (f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1
+                                                                  else str(seeds[0]))
 
 
 def _train(settings: dict, seed: int, out: str) -> dict:
@@ -80,7 +81,7 @@ def row_of(setting: str, remedy: str, settings: dict, seeds: list[int], referenc
             "audit_precision": over_seeds(100 * f["precision"] for f in found)["mean"] if found else None,
             "audit_recall": over_seeds(100 * f["recall"] for f in found)["mean"] if found else None,
             "flip_rate": over_seeds(100 * r["variant"]["flip_rate"] for r in runs)["mean"]
-            if runs[0].get("variant") else None,
+            if "label_noise" in settings else None,
             "train_examples": over_seeds(r["variant"]["count"] for r in runs)["mean"] if runs[0].get("variant") else None,
             "wall_s": over_seeds(r["wall_s"] for r in runs)["mean"], "coteaching": reference,
             "command": command(settings, seeds), "per_seed": [{"seed": s, "test_acc": r["test_acc"],
