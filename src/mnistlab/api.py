@@ -135,6 +135,7 @@ def train(recipe: str | None = None, *, seeds: str | None = None, resume: str | 
         mnistlab train --recipe seed-cnn
         mnistlab train --model m5 --dataset fashion-mnist --epochs 30 --augment an2020
         mnistlab train --recipe seed-mlp --seeds 0-4
+        mnistlab train --recipe variants --imbalance exp:100 --loss logit_adjusted --seeds 0-2
         mnistlab train --resume runs/seed-cnn-mnist-s0
         torchrun --nproc_per_node 2 -m mnistlab train --recipe seed-mlp
     """
