@@ -102,6 +102,9 @@ def set_up(cfg, quiet: bool) -> Env:
     if cfg.batch_size % env.world:
         raise MnistlabError(f"batch_size={cfg.batch_size} is not divisible by the {env.world} processes",
                             hint="batch_size is the global batch; choose a multiple of the process count")
+    if cfg.clean_labels != "none" and env.world > 1:
+        raise MnistlabError("clean_labels=cleanlab trains its out-of-fold models in one process",
+                            hint="run it without torchrun (or clean the labels in one process first)")
     if cfg.cuda_graphs and (env.device.type != "cuda" or env.world > 1):
         raise MnistlabError("cuda_graphs=true needs one process on a CUDA device",
                             hint="turn cuda_graphs off for CPU or torchrun training")
@@ -146,12 +149,12 @@ def draw_examples(cfg, ds: Dataset) -> Examples:
         where = f"{ds.name}'s training split" + (" less the validation holdout" if val is not None else "") + \
             (f" (its first {cfg.train_subset})" if cfg.train_subset else "")
         train_split = train_split.drawn(spec, where=where, positions=positions)
-        record = {**train_split.variant.record(), "validation": validation_record(cfg, val)}
+        record = {**train_split.variant.record(), "validation": validation_record(val)}
         if spec.labels_per_class:
             labelled = subset_record(train_split.variant.indices, spec.labels_per_class, spec.seed)
         if val is not None and cfg.variant_validation == "as-train":
             val = as_train(val, spec, holdout)
-            record["validation"] = validation_record(cfg, val)
+            record["validation"] = validation_record(val)
     if train_split.variant is not None:
         positions = train_split.variant.absolute
     return Examples(train_split, val, holdout, labelled, record, positions)
@@ -165,7 +168,7 @@ def as_train(val: Split, spec: VariantSpec, holdout: Holdout) -> Split:
     return drawn
 
 
-def validation_record(cfg, val: Split | None) -> dict | None:
+def validation_record(val: Split | None) -> dict | None:
     """How a variant's validation examples were made: balanced (as held out) or as-train (and their hashes)."""
     if val is None:
         return None
@@ -239,7 +242,7 @@ def variant_file(data: Data) -> dict:
     """RUN/variant.json: the training examples as positions in the dataset's training split, their given
     labels, the positions whose label was flipped, and what the label cleaning removed: what a method
     is scored against, and what --resume reads back."""
-    out = {"variant": data.variant_record, "cleaning": data.cleaning}
+    out = {"variant": data.variant_record, "cleaning": cleaning_summary(data.cleaning)}
     if data.variant is not None:
         v = data.variant
         out.update(positions=v.absolute.tolist(), labels=v.labels.tolist(), flipped=v.absolute[v.flipped].tolist())
