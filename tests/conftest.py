@@ -26,8 +26,6 @@ from hypothesis import settings
 
 import mnistlab
 from mnistlab.data import registry as datasets
-from mnistlab.training import config
-from mnistlab.training.engine import train_seeds
 
 # Every property test draws the same cases on every run (a test's own @settings change only what
 # they name): CI fails on a change, not on the luck of the draw. Explore further with
@@ -118,14 +116,27 @@ def registered():
 
 
 @pytest.fixture(scope="session")
-def seed_runs(tmp_path_factory):
-    """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST."""
-    out = tmp_path_factory.mktemp("runs")
-    cfg = config.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 1000, "epochs": 2,
-                                    "out": str(out), "progress": False})
-    summary = train_seeds(cfg, [0, 1, 2], quiet=True)
-    return Path(summary["group_dir"]), [Path(r) for r in summary["runs"]]
+def trained(tmp_path_factory):
+    """`trained(**settings)`: what `mnistlab.train(**settings)` returns (a Run, or Runs with `seeds`),
+    trained once per session (per xdist worker) for each distinct settings, in a folder of its own.
+    Shared: a test that changes a run's files works on a copy (`cp -r`)."""
+    made = {}
 
+    def train(**settings):
+        key = repr(sorted(settings.items()))
+        if key not in made:
+            out = tmp_path_factory.mktemp("trained")
+            made[key] = mnistlab.train(**{"progress": False, **settings}, out=str(out), quiet=True)
+        return made[key]
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def seed_runs(trained):
+    """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST: (group, [run, run, run])."""
+    runs = trained(model="mlp", train_subset=6000, validation=1000, epochs=2, seeds="0-2")
+    return Path(runs), [Path(r) for r in runs.runs]
 
 
 

@@ -34,13 +34,13 @@ def fit_run(tmp_path, model, **extra):
 
 
 @pytest.fixture(scope="module")
-def knn_run(tmp_path_factory):
-    return fit_run(tmp_path_factory.mktemp("knn"), "knn")
+def knn_run(trained):
+    return trained(model="knn", **SMALL).record
 
 
 @pytest.fixture(scope="module")
-def net_run(tmp_path_factory):
-    return fit_run(tmp_path_factory.mktemp("net"), "mlp", epochs=2)
+def net_run(trained):
+    return trained(model="mlp", epochs=2, **SMALL).record
 
 
 # ---------- runs like a network's ----------
@@ -279,13 +279,13 @@ def _saved(tensors, meta, path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def forest_run(tmp_path_factory):
-    return fit_run(tmp_path_factory.mktemp("forest"), "random-forest", model_args={"n_estimators": 3})
+def forest_run(trained):
+    return trained(model="random-forest", model_args={"n_estimators": 3}, **SMALL).record
 
 
 @pytest.fixture(scope="module")
-def svm_run(tmp_path_factory):
-    return fit_run(tmp_path_factory.mktemp("svm"), "svm", model_args={"pca": 20}, train_subset=1000)
+def svm_run(trained):
+    return trained(model="svm", model_args={"pca": 20}, **{**SMALL, "train_subset": 1000}).record
 
 
 def _edit(name, fn):
@@ -526,7 +526,7 @@ def test_what_needs_a_network_says_so_for_a_classical_run(knn_run, tmp_path, mni
         attack(run, x, y, method="pgd", eps=[0.1])
     # a query-only attack needs no gradient: it runs
     r = attack(run, x, y, method="square", eps=[0.3], queries=20, checks=False)
-    assert r.accuracy[0] <= r.clean_accuracy
+    assert r.accuracy[0] < r.clean_accuracy - 0.1  # it broke some (measured: 95% -> 75%)
     with pytest.raises(MnistlabError, match="ONNX export needs a network"):
         export(run, out=tmp_path / "knn.onnx")
     with pytest.raises(MnistlabError, match="no filters"):

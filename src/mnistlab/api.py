@@ -21,7 +21,7 @@ import os
 import tempfile
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from . import lists, rundir, user_code
 from .analysis import (
@@ -42,6 +42,7 @@ from .models import carried_code, registry
 from .models.classical import CLASSICAL
 from .models.classical import options as classical_options
 from .reporting import run_report
+from .result_base import Listing
 from .results import (
     AttackReport,
     Audit,
@@ -50,7 +51,6 @@ from .results import (
     Ensemble,
     Evaluation,
     Inspection,
-    Listing,
     Map,
     RecipeText,
     Report,
@@ -104,8 +104,8 @@ def _trusting(fn):
     wrapper.__signature__ = signature(fn).replace(parameters=params)
     return wrapper
 
-AttackMethod = Literal[tuple(list_attacks())]  # the attack registry's names: the CLI's choices come from here
-Norm = Literal[tuple(norms())]
+AttackMethod = Annotated[str, lists.OneOf(list_attacks)]  # the attack registry's names, read when asked
+Norm = Annotated[str, lists.OneOf(norms)]
 
 
 @_trusting

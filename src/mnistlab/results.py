@@ -12,17 +12,17 @@ verbs returned before), so code that indexed those keeps working.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, pages
+from . import pages
 from .analysis.attack_reports import format_table as format_attack
 from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
+from .result_base import Result
 from .rundir import RunDir
 from .stats import mean_pm_std
 from .tables import format_table, printable
@@ -30,62 +30,6 @@ from .tables import format_table, printable
 
 def _pct(value) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
-
-
-class Result(Mapping):
-    """A verb's result (see the module docstring). Subclasses name their headline and main pictures."""
-
-    title = "result"
-
-    def __init__(self, record: dict):
-        self.record = dict(record)
-
-    # the record as a mapping, and its keys as attributes
-    def __getitem__(self, key):
-        return self.record[key]
-
-    def __iter__(self):
-        return iter(self.record)
-
-    def __len__(self) -> int:
-        return len(self.record)
-
-    def __getattr__(self, name):
-        record = self.__dict__.get("record", {})
-        if name in record:
-            return record[name]
-        raise AttributeError(f"{type(self).__name__} has no {name!r} (its record holds: {', '.join(record)})")
-
-    def headline(self) -> list[tuple[str, str]]:
-        """(label, value) pairs of what the result is about."""
-        return []
-
-    def pictures(self) -> dict[str, str]:
-        """{caption: PNG path} of the pictures to show, the main one first."""
-        return {}
-
-    def __repr__(self) -> str:
-        figures = ", ".join(f"{k} {v}" for k, v in self.headline()[:4])
-        return f"{type(self).__name__}({figures})"
-
-    def __str__(self) -> str:
-        """What the verb's command prints: the headline, a line each (results override it)."""
-        return "\n".join(f"{k}: {v}" for k, v in self.headline())
-
-    def _repr_html_(self) -> str:
-        figures = []
-        for caption, path in list(self.pictures().items())[:2]:
-            pic = pages.picture(path, Path(path).parent, caption) if path else {"missing": "not drawn"}
-            if pic.get("src"):
-                figures.append(pic)
-        return pages.fragment("result.html", title=self.title, rows=[(k, str(v)) for k, v in self.headline()],
-                              figures=figures)
-
-    def save_page(self, path) -> Path:
-        """The notebook display as a page of its own (values escaped, pictures embedded, nothing
-        else allowed by its Content-Security-Policy), written atomically."""
-        page = pages.render("result-page.html", title=self.title, body=self._repr_html_())
-        return atomic.write_text(Path(path), page + "\n")
 
 
 def _curves_png(log: list[dict]) -> str | None:
@@ -516,25 +460,6 @@ class Trusted(Result):
 
     def __str__(self) -> str:  # names and paths come from a run someone sent: nothing a terminal acts on
         return "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
-
-
-class Listing(Result):
-    """A table of what there is (models, recipes): printed as a table, shown as one in a notebook."""
-
-    title = "listing"
-
-    def __str__(self) -> str:
-        rows = [[r.get(k, "") for k in self.record["header"]] for r in self.record["rows"]]
-        note = f"\n\n{self.record['note']}" if self.record.get("note") else ""
-        return format_table(rows, list(self.record["header"])) + note
-
-    def __repr__(self) -> str:
-        return f"Listing({len(self.record['rows'])} {self.record['title']})"
-
-    def _repr_html_(self) -> str:
-        header = list(self.record["header"])
-        return pages.fragment("result.html", title=self.record["title"], header=header,
-                              body=[[r.get(h, "") for h in header] for r in self.record["rows"]])
 
 
 class RecipeText(Result):

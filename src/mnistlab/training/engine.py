@@ -268,6 +268,13 @@ def make_step(cfg, data: Data, parts: Parts, env: Env):
     return lambda idx, gen: graph(idx, gen) if len(idx) == parts.per_rank_batch else eager(idx, gen)
 
 
+def shard(order: torch.Tensor, n_rank: int, rank: int, world: int) -> torch.Tensor:
+    """Process `rank`'s examples of the epoch's `order`: every world-th one, `n_rank` in all. The shards are
+    disjoint and cover the first n_rank * world, and step i of every process together takes the examples
+    step i of one process with the whole batch takes: the same optimisation, split."""
+    return order[: n_rank * world][rank::world]
+
+
 def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: RunDir) -> dict:
     """One pass over the training examples; the epoch's log row (loss, accuracy, speed)."""
     t0 = time.perf_counter()
@@ -275,7 +282,7 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
     transfer.hold_frozen(parts.model)
     # Per-epoch seeds: data order, augmentation draws and dropout masks.
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
-    order = order[: parts.n_rank * env.world][env.rank::env.world].to(env.device)
+    order = shard(order, parts.n_rank, env.rank, env.world).to(env.device)
     aug_gen = torch.Generator(device=env.device).manual_seed(epoch_seed(cfg.seed, epoch, 1))
     torch.manual_seed(epoch_seed(cfg.seed, epoch, 2))
     loss_sum = torch.zeros((), device=env.device)
