@@ -40,7 +40,7 @@ from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
-from ..models import count_parameters, create_model_from
+from ..models import count_parameters, create_model_from, keras_bridge
 from ..models.classical import is_classical
 from ..models.heads import head_modules
 from ..models.inference import (
@@ -251,6 +251,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
             f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
     if parts.transfer and resume is None:
         env.say(describe_transfer(parts.transfer))
+    if keras_bridge.describe(parts.model):
+        env.say(keras_bridge.describe(parts.model))
     return run, progress
 
 
