@@ -51,6 +51,7 @@ from .results import (
     Evaluation,
     Inspection,
     Listing,
+    LrFind,
     Map,
     RecipeText,
     Report,
@@ -65,7 +66,7 @@ from .rundir import RunDir
 from .serving import onnx_export, prediction
 from .studies import sota_study, transfer_study
 from .studies.tuning import search
-from .training import config, engine, pretraining
+from .training import config, engine, lr_finder, pretraining
 
 
 def _settings(settings: dict, where: str = "setting") -> dict:
@@ -155,6 +156,38 @@ def _train(recipe, overrides: dict, seeds, quiet: bool) -> Run | Runs:
         summary = engine.train_seeds(cfg, lists.seeds(seeds), quiet=quiet)
         return Runs(summary, [Run(RunDir(r).read_summary()) for r in summary["runs"]])
     return Run(engine.train(cfg, quiet=quiet))
+
+
+def lr_find(recipe: str | None = None, *, seeds: str = "0-2", start: float = 1e-7, end: float = 10.0,
+            steps: int = 100, diverge: float = 4.0, quiet: bool = False, **settings) -> LrFind:
+    """Find a learning rate: an exponential sweep, the loss against the rate, and a suggestion for --lr.
+
+    From the model's initial weights, take STEPS steps of the recipe's training with the learning rate
+    growing from START to END geometrically, follow the smoothed loss until it diverges, and suggest a
+    rate by three rules (valley, steepest, minimum); the recommendation (steepest for a rate held through
+    training, minimum for a one-cycle peak; the median over the seeds) is printed as the `mnistlab train
+    ... --lr` command that uses it. Writes lr-find.json and
+    lr-find.png (the curves, the suggestions marked) in OUT/NAME (default runs/lr-find-RECIPE-DATASET).
+    Settings are the recipe keys, as for train (your own model or optimizer too).
+
+    Args:
+        recipe: a packaged recipe (`mnistlab recipes`) or a TOML file
+        seeds: one sweep per seed (its initial weights and batches), e.g. 0-2 (Python: a list too); the spread
+            of the suggestions over them is reported
+        start: the first learning rate of the sweep
+        end: the last learning rate of the sweep (it stops earlier where the loss diverges)
+        steps: optimizer steps per sweep (at least 20)
+        diverge: stop when the smoothed loss passes this many times its lowest
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab lr-find --recipe seed-cnn
+        mnistlab lr-find --recipe fast --seeds 0
+        mnistlab lr-find --model mynet.py:Net --optimizer sgd --batch-size 64
+    """
+    cfg = config.resolve(recipe, _settings(settings, "lr-find"))
+    return LrFind(lr_finder.lr_find(cfg, seeds=lists.seeds(seeds), start=start, end=end, steps=steps,
+                                    diverge=diverge, quiet=quiet))
 
 
 def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: Literal["contrastive"] = "contrastive",

@@ -169,6 +169,42 @@ class Runs(Result):
         return self.runs[0].pictures() if self.runs else {}
 
 
+class LrFind(Result):
+    """`lr-find`: each rule's suggested learning rate over the seeds, the recommendation, the plot."""
+
+    title = "learning-rate finder"
+
+    @property
+    def lr(self) -> float | None:
+        """The recommended learning rate (two significant figures: what `train --lr` takes); None if none."""
+        return self.record["recommended"]["lr"]
+
+    def headline(self):
+        r = self.record
+        rec = r["recommended"]
+        rows = [("model", r["recipe"] or r["model"]), ("optimizer", f"{r['optimizer']}, batch {r['batch_size']}")]
+        for rule, found in r["rules"].items():
+            rows.append((rule, "none" if not found else f"{found['median']:.3g}" + (
+                f" (seeds: {found['min']:.3g} to {found['max']:.3g}, {found['spread']:.1f}x)" if found["seeds"] > 1 else "")))
+        rows.append(("recommended", f"{rec['lr']:g} ({rec['rule']}; {rec['ratio_to_given']:.2g}x the settings' "
+                                    f"{r['given_lr']:g})" if rec["lr"] else f"none: {r['no_suggestion']}"))
+        return rows
+
+    def __str__(self) -> str:
+        r = self.record
+        rows = [[s["seed"], s["steps"], *(f"{s['suggestions'][k]:.3g}" if s["suggestions"][k] else "-"
+                                          for k in r["rules"]), s["stopped"]] for s in r["seeds"]]
+        lines = [format_table(rows, ["seed", "steps", *r["rules"], "stopped"]), ""]
+        lines += [f"{k}: {v}" for k, v in self.headline()]
+        if r["recommended"]["command"]:
+            lines += ["", f"train with it: {r['recommended']['command']}"]
+        lines.append(f"wrote {r['files']['png']} and {r['files']['json']}")
+        return "\n".join(lines)
+
+    def pictures(self):
+        return {"loss against learning rate": self.record["files"]["png"]}
+
+
 class Labelled(np.ndarray):
     """An array whose rows and columns are named (a confusion matrix: true class x predicted class): it
     computes as any array and prints with its class names."""

@@ -301,6 +301,7 @@ VERBS = [
     Verb("models", api.models),
     Verb("recipes", api.recipes),
     Verb("train", api.train, settings="config", show=_silent),
+    Verb("lr-find", api.lr_find, settings="config"),
     Verb("pretrain", api.pretrain, show=_silent),
     Verb("trust", api.trust, positional=("path",), extra=_trust_flags, run=_trust_run),
     Verb("tune", api.tune, extra=_tune_flags, before=_tune_before, show=_silent),
