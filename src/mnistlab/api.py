@@ -41,6 +41,7 @@ from .errors import MnistlabError
 from .models import carried_code, registry
 from .models.classical import CLASSICAL
 from .models.classical import options as classical_options
+from .models.summary import summary_of
 from .reporting import run_report
 from .results import (
     AttackReport,
@@ -53,6 +54,7 @@ from .results import (
     Listing,
     LrFind,
     Map,
+    ModelSummary,
     RecipeText,
     Report,
     Run,
@@ -586,17 +588,47 @@ def sota(*, out: str = "sota-study", models: str = "m3,m5,m7", seeds: str = "0-4
     return SotaStudy(sota_study.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
 
 
-def models() -> Listing:
-    """The model zoo: names, parameter counts, options.
+def models(*, summary: str | None = None, dataset: str = "mnist") -> Listing | ModelSummary:
+    """The model zoo: names, parameter counts, options; or one model's summary.
 
     The networks of the zoo (parameters at MNIST's shape, options) and the classical baselines; any
-    `nn.Module` of your own goes wherever a name goes.
+    `nn.Module` of your own (a Keras 3 model too) goes wherever a name goes. With --summary, one model's
+    layers, output shapes, parameters and multiply-adds per image, as Keras' model.summary() and
+    torchinfo print them.
+
+    Args:
+        summary: the summary of this model: a zoo name, your own (file.py:Name), a run directory or a checkpoint
+        dataset: with --summary: the dataset whose images the model takes (a run's own otherwise)
+
+    Examples:
+        mnistlab models
+        mnistlab models --summary keras-cnn
+        mnistlab models --summary tutorial.py:network
+        mnistlab models --summary runs/seed-cnn-mnist-s0
     """
+    if summary is not None:
+        return ModelSummary(summary_of(summary, _dataset_name(dataset)))
     rows = registry.catalog() + [{"model": name, "params": "(fitted)", "description": f"{entry.summary} [options: "
                                   f"{', '.join(f'{k}={v!r}' for k, v in classical_options(name).items())}]"}
                                  for name, entry in CLASSICAL.items()]  # fitted: their size depends on the data
     return Listing({"title": "models", "header": ["model", "params", "description"], "rows": rows,
                     "note": "Your own: --model path/to/file.py:Name (Python: model=YourClass)."})
+
+
+def summary(model, *, dataset: str | None = None) -> ModelSummary:
+    """A model's summary: layers, output shapes, parameters, multiply-adds per image (Python; on the
+    command line `mnistlab models --summary MODEL`).
+
+    Args:
+        model: a zoo name, your own (file.py:Name, a class, a function, an nn.Module or a Keras model), a run
+            directory, a checkpoint or a `Run`
+        dataset: the dataset whose images the model takes (default: MNIST's; a run's own for a run)
+
+    Examples:
+        mnistlab.summary("keras-cnn")
+        mnistlab.summary(network)          # a Keras model built in a notebook
+    """
+    return ModelSummary(summary_of(model, _dataset_name(dataset)))
 
 
 def recipes(*, show: str | None = None) -> Listing | RecipeText:

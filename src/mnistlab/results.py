@@ -23,6 +23,7 @@ from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
+from .models.summary import summary_of
 from .rundir import RunDir
 from .stats import mean_pm_std
 from .tables import format_table, printable
@@ -126,6 +127,10 @@ class Run(Result):
     def errors(self) -> int | None:
         return self.record.get("test_errors")
 
+    def summary(self) -> ModelSummary:
+        """The trained model's layers, output shapes, parameters and multiply-adds per image."""
+        return ModelSummary(summary_of(self.run_dir))
+
     def headline(self):
         r = self.record
         out = [("run", str(self.run_dir)), ("model", r.get("model")), ("dataset", r.get("dataset")),
@@ -167,6 +172,31 @@ class Runs(Result):
 
     def pictures(self):
         return self.runs[0].pictures() if self.runs else {}
+
+
+class ModelSummary(Result):
+    """A model's layers, output shapes, parameters and multiply-adds per image (`mnistlab models --summary`)."""
+
+    title = "model summary"
+
+    def headline(self):
+        r = self.record
+        return [("model", f"{r['source']} ({r['kind']})"), ("input", str(r["input_shape"])),
+                ("parameters", f"{r['params']:,} ({r['bytes'] / 2**20:.2f} MiB; {r['trainable']:,} trainable)"),
+                ("per image", f"{r['macs']:,} multiply-adds ({r['flops'] / 1e6:.2f} MFLOPs)")]
+
+    def __str__(self) -> str:
+        rows = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}",
+                 f"{layer['macs']:,}"] for layer in self.record["layers"]]
+        table = format_table(rows, ["layer", "type", "output shape", "params", "mult-adds"])
+        return printable(table) + "\n\n" + "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
+
+    def _repr_html_(self) -> str:
+        header = ["layer", "type", "output shape", "params", "mult-adds"]
+        body = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}", f"{layer['macs']:,}"]
+                for layer in self.record["layers"]]
+        body += [[k, v, "", "", ""] for k, v in self.headline()]
+        return pages.fragment("result.html", title=self.title, header=header, body=body)
 
 
 class LrFind(Result):
