@@ -5,6 +5,7 @@ datasets' `info` and `verify` too) return results of one kind; `mnistlab.results
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class Listing(Result):
     def __str__(self) -> str:
         rows = [[r.get(k, "") for k in self.record["header"]] for r in self.record["rows"]]
         note = f"\n\n{self.record['note']}" if self.record.get("note") else ""
-        return format_table(rows, list(self.record["header"])) + note
+        return format_table(rows, list(self.record["header"]), width=shutil.get_terminal_size().columns) + note
 
     def __repr__(self) -> str:
         return f"Listing({len(self.record['rows'])} {self.record['title']})"

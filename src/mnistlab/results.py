@@ -22,6 +22,7 @@ from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
+from .models.summary import summary_of
 from .result_base import Result
 from .rundir import RunDir
 from .stats import mean_pm_std
@@ -70,6 +71,10 @@ class Run(Result):
     def errors(self) -> int | None:
         return self.record.get("test_errors")
 
+    def summary(self) -> ModelSummary:
+        """The trained model's layers, output shapes, parameters and multiply-adds per image."""
+        return ModelSummary(summary_of(self.run_dir))
+
     def headline(self):
         r = self.record
         out = [("run", str(self.run_dir)), ("model", r.get("model")), ("dataset", r.get("dataset")),
@@ -111,6 +116,67 @@ class Runs(Result):
 
     def pictures(self):
         return self.runs[0].pictures() if self.runs else {}
+
+
+class ModelSummary(Result):
+    """A model's layers, output shapes, parameters and multiply-adds per image (`mnistlab models --summary`)."""
+
+    title = "model summary"
+
+    def headline(self):
+        r = self.record
+        return [("model", f"{r['source']} ({r['kind']})"), ("input", str(r["input_shape"])),
+                ("parameters", f"{r['params']:,} ({r['bytes'] / 2**20:.2f} MiB; {r['trainable']:,} trainable)"),
+                ("per image", f"{r['macs']:,} multiply-adds ({r['flops'] / 1e6:.2f} MFLOPs)")]
+
+    def __str__(self) -> str:
+        rows = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}",
+                 f"{layer['macs']:,}"] for layer in self.record["layers"]]
+        table = format_table(rows, ["layer", "type", "output shape", "params", "mult-adds"])
+        return printable(table) + "\n\n" + "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
+
+    def _repr_html_(self) -> str:
+        header = ["layer", "type", "output shape", "params", "mult-adds"]
+        body = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}", f"{layer['macs']:,}"]
+                for layer in self.record["layers"]]
+        body += [[k, v, "", "", ""] for k, v in self.headline()]
+        return pages.fragment("result.html", title=self.title, header=header, body=body)
+
+
+class LrFind(Result):
+    """`lr-find`: each rule's suggested learning rate over the seeds, the recommendation, the plot."""
+
+    title = "learning-rate finder"
+
+    @property
+    def lr(self) -> float | None:
+        """The recommended learning rate (two significant figures: what `train --lr` takes); None if none."""
+        return self.record["recommended"]["lr"]
+
+    def headline(self):
+        r = self.record
+        rec = r["recommended"]
+        rows = [("model", r["recipe"] or r["model"]), ("optimizer", f"{r['optimizer']}, batch {r['batch_size']}")]
+        for rule, found in r["rules"].items():
+            rows.append((rule, "none" if not found else f"{found['median']:.3g}" + (
+                f" (seeds: {found['min']:.3g} to {found['max']:.3g}, {found['spread']:.1f}x)" if found["seeds"] > 1 else "")))
+        rows.append(("recommended", f"{rec['lr']:g} ({rec['rule']}; {rec['ratio_to_given']:.2g}x the settings' "
+                                    f"{r['given_lr']:g})" if rec["lr"] else f"none: {r['no_suggestion']}"))
+        return rows
+
+    def __str__(self) -> str:
+        r = self.record
+        rows = [[s["seed"], s["steps"], *(f"{s['suggestions'][k]:.3g}" if s["suggestions"][k] else "-"
+                                          for k in r["rules"]), s["stopped"]] for s in r["seeds"]]
+        lines = [format_table(rows, ["seed", "steps", *r["rules"], "stopped"]), ""]
+        lines += [f"{k}: {v}" for k, v in self.headline()]
+        if r["recommended"]["command"]:
+            lines += ["", f"train with it: {r['recommended']['command']}"]
+        lines.append(f"wrote {r['files']['png']} and {r['files']['json']}")
+        return "\n".join(lines)
+
+    def pictures(self):
+        return {"loss against learning rate": self.record["files"]["png"]}
 
 
 class Labelled(np.ndarray):

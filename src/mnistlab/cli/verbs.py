@@ -293,6 +293,7 @@ VERBS = [
     Verb("models", api.models),
     Verb("recipes", api.recipes),
     Verb("train", api.train, settings="config", show=printed_as_it_ran),
+    Verb("lr-find", api.lr_find, settings="config"),
     Verb("pretrain", api.pretrain, show=printed_as_it_ran),
     Verb("trust", api.trust, positional=("path",), extra=_trust_flags, run=_trust_run),
     Verb("tune", api.tune, extra=_tune_flags, before=_tune_before, show=printed_as_it_ran),

@@ -40,7 +40,7 @@ from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
-from ..models import count_parameters, create_model_from
+from ..models import count_parameters, create_model_from, keras_bridge
 from ..models.classical import is_classical
 from ..models.heads import head_modules
 from ..models.inference import (
@@ -50,6 +50,7 @@ from ..models.inference import (
     cross_entropy_of,
 )
 from ..models.predictor import Predictor, reference_probs
+from ..pictures import figure
 from ..progress import bar as progress_bar
 from ..rundir import RunDir
 from ..stats import over_seeds as stats_over_seeds
@@ -177,6 +178,8 @@ def _train(cfg, resume, quiet: bool, on_epoch, t_start: float, opened: list) -> 
             probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
             row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
             row["val_loss"] = cross_entropy_of(probs, data.val.labels)
+            if progress.tensorboard is not None:
+                tensorboard_confusion(progress.tensorboard, probs, data.val.labels, data.dataset.classes, epoch)
         improved, stop = progress.record(row, cfg.early_stopping)
         reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
         if on_epoch is not None and not stop:
@@ -251,6 +254,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
             f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
     if parts.transfer and resume is None:
         env.say(describe_transfer(parts.transfer))
+    if keras_bridge.describe(parts.model):
+        env.say(keras_bridge.describe(parts.model))
     return run, progress
 
 
@@ -365,10 +370,12 @@ def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: 
                stop: bool) -> None:
     """The epoch's log line, the best weights when validation improved, the full state when due."""
     run.append_log(row)
+    run.write_metrics(progress.history)
     if progress.tensorboard is not None:
         for key, value in row.items():
-            if key != "epoch":
-                progress.tensorboard.add_scalar(key, value, row["epoch"])
+            if key != "epoch" and isinstance(value, (int, float)):
+                progress.tensorboard.add_scalar(TENSORBOARD_TAGS.get(key, key), value, row["epoch"])
+        progress.tensorboard.flush()
     meta = model_meta(cfg, data, parts.model)
     if improved:
         save_weights(run.best, parts.eval_model, {**meta, "epoch": row["epoch"], **progress.best})
@@ -516,13 +523,39 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
     return parts.eval_model.eval(), data.norm
 
 
+# an epoch row's keys as TensorBoard tags: grouped as Lightning and Keras' TensorBoard callback group them
+TENSORBOARD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
+                    "val_acc": "accuracy/val", "lr": "learning_rate", "epoch_s": "time/epoch_s",
+                    "images_per_s": "time/images_per_s", "attack_s": "time/attack_s"}
+
+
 def tensorboard_writer(run: RunDir):
+    """A SummaryWriter into the run's tensorboard/ folder (`tensorboard --logdir runs` shows every run)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise MnistlabError("tensorboard=true needs the tensorboard package",
-                            hint="pip install tensorboard, or leave tensorboard off") from None
+                            hint="pip install 'mnistlab[tensorboard]', or leave tensorboard off") from None
     return SummaryWriter(str(rundir.output_dir(run.tensorboard_dir, run.path)))
+
+
+def tensorboard_confusion(writer, probs: torch.Tensor, labels: torch.Tensor, classes, epoch: int) -> None:
+    """The validation confusion matrix of the epoch as an image (rows: the true class; counts written in)."""
+    n = len(classes)
+    counts = torch.bincount(labels.cpu() * n + probs.argmax(1).cpu(), minlength=n * n).reshape(n, n)
+    plt, fig, ax = figure(4.5, 4)
+    ax.imshow(counts.numpy(), cmap="Blues")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(n), classes if n <= 20 else None)
+    ax.set_yticks(range(n), classes if n <= 20 else None)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"validation confusion matrix, epoch {epoch}")
+    writer.add_figure("confusion_matrix/val", fig, epoch)  # closes the figure
 
 
 # ----------------------------------------------------------------------------------------------
