@@ -23,7 +23,7 @@ from inspect import Parameter, signature
 from pathlib import Path
 from typing import Annotated, Literal
 
-from . import lists, rundir, user_code
+from . import attacks, data, lists, rundir, user_code
 from .analysis import (
     attack_reports,
     checks,
@@ -34,13 +34,9 @@ from .analysis import (
     maps,
 )
 from .attacks import AttackResult, list_attacks, norms
-from .attacks import attack as attack_images
 from .data import Dataset
-from .data import load as load_dataset
 from .errors import MnistlabError
-from .models import carried_code, registry
-from .models.classical import CLASSICAL
-from .models.classical import options as classical_options
+from .models import carried_code, classical, registry
 from .models.summary import summary_of
 from .reporting import run_report
 from .result_base import Listing
@@ -89,7 +85,7 @@ def _settings(settings: dict, where: str = "setting") -> dict:
 def _dataset_name(dataset):
     """A `Dataset` of one's own, known to every verb in this process by its name; a name as it is."""
     if isinstance(dataset, Dataset):
-        load_dataset(dataset)  # registers it
+        data.load(dataset)  # registers it
         return dataset.name
     return dataset
 
@@ -330,7 +326,7 @@ def attack(model: list[str], images=None, labels=None, *, method: AttackMethod =
     if images is not None:
         if labels is None:
             raise MnistlabError("attack(model, images, labels): the labels are missing")
-        return attack_images(model, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
+        return attacks.attack(model, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                              step_size=step_size, restarts=restarts, targets=targets, queries=queries, seed=seed,
                              batch_size=batch_size, checks=checks, check_n=check_n, quiet=quiet)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -609,8 +605,8 @@ def models(*, summary: str | None = None, dataset: str = "mnist") -> Listing | M
     if summary is not None:
         return ModelSummary(summary_of(summary, _dataset_name(dataset)))
     rows = registry.catalog() + [{"model": name, "params": "(fitted)", "description": f"{entry.summary} [options: "
-                                  f"{', '.join(f'{k}={v!r}' for k, v in classical_options(name).items())}]"}
-                                 for name, entry in CLASSICAL.items()]  # fitted: their size depends on the data
+                                  f"{', '.join(f'{k}={v!r}' for k, v in classical.options(name).items())}]"}
+                                 for name, entry in classical.CLASSICAL.items()]  # fitted: their size depends on the data
     return Listing({"title": "models", "header": ["model", "params", "description"], "rows": rows,
                     "note": "Your own: --model path/to/file.py:Name (Python: model=YourClass)."})
 

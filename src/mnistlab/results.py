@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import pages
-from .analysis.attack_reports import format_table as format_attack
+from .analysis.attack_reports import attack_table
 from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
 from .analysis.plots import training_curves
@@ -300,7 +300,7 @@ class AttackReport(Result):
 
     def __str__(self) -> str:
         """What `mnistlab attack` prints: per model, robust accuracy per epsilon, the checks, the files."""
-        parts = [f"{d['source']}:\n{format_attack(d)}\n\nwrote {d['json']}, {d['pictures']['curve']} and "
+        parts = [f"{d['source']}:\n{attack_table(d)}\n\nwrote {d['json']}, {d['pictures']['curve']} and "
                  f"{d['pictures']['gallery']}" for d in self.docs]
         if self.record.get("compare"):
             parts.append(f"wrote {self.record['compare']}")

@@ -25,8 +25,7 @@ from pathlib import Path
 from .. import atomic
 from .._version import __version__
 from ..errors import MnistlabError
-from ..progress import bar as progress_bar
-from ..progress import on_terminal
+from ..progress import on_terminal, progress_bar
 from . import files, paths
 from .registry import DatasetSpec, get_spec
 

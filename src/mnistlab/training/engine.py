@@ -39,8 +39,7 @@ from ..attacks import attack
 from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
-from ..models import count_parameters, create_model_from, keras_bridge
+from ..models import checkpoint, count_parameters, create_model_from, keras_bridge
 from ..models.classical import is_classical
 from ..models.heads import head_modules
 from ..models.inference import (
@@ -51,9 +50,9 @@ from ..models.inference import (
 )
 from ..models.predictor import Predictor, reference_probs
 from ..pictures import figure
-from ..progress import bar as progress_bar
+from ..progress import progress_bar
 from ..rundir import RunDir
-from ..stats import over_seeds as stats_over_seeds
+from ..stats import over_seeds
 from . import config, setup, transfer
 from .classical import train_classical
 from .ema import EMA
@@ -380,13 +379,13 @@ def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: 
     if improved:
         save_weights(run.best, parts.eval_model, {**meta, "epoch": row["epoch"], **progress.best})
     if row["epoch"] % cfg.checkpoint_every == 0 or row["epoch"] == cfg.epochs or stop:
-        tensors = ckpt.prefixed(parts.model.state_dict(), "model")
+        tensors = checkpoint.prefixed(parts.model.state_dict(), "model")
         if parts.ema is not None:
-            tensors.update(ckpt.prefixed(parts.ema.state_dict(), "ema"))
-        opt_tensors, opt_rest = ckpt.optimizer_to_parts(parts.opt.state_dict())
+            tensors.update(checkpoint.prefixed(parts.ema.state_dict(), "ema"))
+        opt_tensors, opt_rest = checkpoint.optimizer_to_parts(parts.opt.state_dict())
         tensors.update(opt_tensors)
         tensors["rng/torch"] = torch.get_rng_state()
-        ckpt.save(run.last, tensors, {**meta, "kind": "state", "epoch": row["epoch"], "history": progress.history,
+        checkpoint.save(run.last, tensors, {**meta, "kind": "state", "epoch": row["epoch"], "history": progress.history,
                                       "best": progress.best, "optimizer": opt_rest,
                                       "scheduler": _jsonable(parts.sched.state_dict()) if parts.sched else None})
 
@@ -407,8 +406,8 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
     """The test set, touched once (the best-on-validation weights, or the last), and the summary."""
     best = progress.best
     if data.val is not None and best["epoch"]:  # every rank: rank 0 wrote it before the last barrier
-        tensors, _ = ckpt.load(run.best, device=env.device)
-        parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
+        tensors, _ = checkpoint.load(run.best, device=env.device)
+        parts.eval_model.load_state_dict(checkpoint.with_prefix(tensors, "model"))
     test_acc = test_loss = test_errors = None
     at_training_precision = None
     if data.test is not None:  # exactly what `evaluate RUN` computes from best.safetensors
@@ -568,7 +567,7 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     piece of user code it names is one the checkpoint carries a record of (a config.json edited to name
     other code, a library function say, would otherwise run it unasked)."""
     last = RunDir(resume).last
-    meta, _ = ckpt.read_header(last)
+    meta, _ = checkpoint.read_header(last)
     if meta["kind"] != "state":
         raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
     changed = config.differences(meta["config"], cfg.as_dict())
@@ -587,7 +586,7 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
 
 def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
     """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
-    tensors, meta = ckpt.load(run.last, device=device)
+    tensors, meta = checkpoint.load(run.last, device=device)
     if meta["kind"] != "state":
         raise MnistlabError(f"{run.last}: a weights-only checkpoint; resuming needs the full training state")
     changed = config.differences(meta["config"], cfg.as_dict())
@@ -596,18 +595,18 @@ def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
         raise MnistlabError(f"cannot resume {run} with a different config: {detail}",
                             hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
     found = {k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
-    expected = ckpt.prefixed(parts.model.state_dict(), "model")
+    expected = checkpoint.prefixed(parts.model.state_dict(), "model")
     if parts.ema is not None:
-        expected.update(ckpt.prefixed(parts.ema.state_dict(), "ema"))
-    ckpt.check_state(expected, {k: v for k, v in found.items() if k.startswith(("model/", "ema/"))}, str(run.last))
+        expected.update(checkpoint.prefixed(parts.ema.state_dict(), "ema"))
+    checkpoint.check_state(expected, {k: v for k, v in found.items() if k.startswith(("model/", "ema/"))}, str(run.last))
     if "rng/torch" not in tensors:
         raise MnistlabError(f"{run.last}: the random-number state (rng/torch) is missing",
                             hint="the checkpoint is damaged: start the run again")
-    parts.model.load_state_dict(ckpt.with_prefix(tensors, "model"))
+    parts.model.load_state_dict(checkpoint.with_prefix(tensors, "model"))
     if parts.ema is not None:
-        parts.ema.load_state_dict(ckpt.with_prefix(tensors, "ema"))
+        parts.ema.load_state_dict(checkpoint.with_prefix(tensors, "ema"))
     try:
-        parts.opt.load_state_dict(ckpt.optimizer_from_parts(tensors, meta["optimizer"]))
+        parts.opt.load_state_dict(checkpoint.optimizer_from_parts(tensors, meta["optimizer"]))
         if parts.sched is not None and meta["scheduler"] is not None:
             parts.sched.load_state_dict(meta["scheduler"])
         torch.set_rng_state(tensors["rng/torch"].cpu())
@@ -646,7 +645,7 @@ def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
         raise
 
     def stats(key):
-        return stats_over_seeds(r.get(key) for r in runs)
+        return over_seeds(r.get(key) for r in runs)
 
     summary = {"group_dir": str(group), "seeds": seeds, "model": cfg.model, "dataset": cfg.dataset,
                "recipe": cfg.recipe, "test_acc": stats("test_acc"), "val_acc": stats("val_acc"),

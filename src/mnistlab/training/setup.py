@@ -19,8 +19,7 @@ from .. import allocator, consent, machine, rundir, user_code
 from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
-from ..models import count_parameters
+from ..models import checkpoint, count_parameters
 from ..models.inference import evaluation_record
 from ..precision import Precision
 from ..precision import choose as choose_precision
@@ -193,4 +192,4 @@ def model_meta(cfg, data: Data, model: torch.nn.Module) -> dict:
 
 
 def save_weights(path, model: torch.nn.Module, meta: dict) -> None:
-    ckpt.save(path, ckpt.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
+    checkpoint.save(path, checkpoint.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
