@@ -568,13 +568,7 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     other code, a library function say, would otherwise run it unasked)."""
     last = RunDir(resume).last
     meta, _ = checkpoint.read_header(last)
-    if meta["kind"] != "state":
-        raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
-    changed = config.differences(meta["config"], cfg.as_dict())
-    if changed:
-        detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
-        raise MnistlabError(f"cannot resume {resume} with a different config: {detail}",
-                            hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+    check_resumable(meta, cfg, last, resume)
     records = meta.get("code", {})
     for role in setup.ROLES:
         ref = getattr(cfg, role)
@@ -584,16 +578,21 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     return records
 
 
-def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
-    """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
-    tensors, meta = checkpoint.load(run.last, device=device)
+def check_resumable(meta: dict, cfg, last, run) -> None:
+    """A clear error unless `last` (of `run`) holds the full training state of this very config."""
     if meta["kind"] != "state":
-        raise MnistlabError(f"{run.last}: a weights-only checkpoint; resuming needs the full training state")
+        raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
     changed = config.differences(meta["config"], cfg.as_dict())
     if changed:
         detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
         raise MnistlabError(f"cannot resume {run} with a different config: {detail}",
                             hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+
+
+def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
+    """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
+    tensors, meta = checkpoint.load(run.last, device=device)
+    check_resumable(meta, cfg, run.last, run)
     found = {k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
     expected = checkpoint.prefixed(parts.model.state_dict(), "model")
     if parts.ema is not None:
