@@ -39,18 +39,23 @@ import torch
 from .. import atomic, schema
 from ..data import load, variants
 from ..data.files import sha256
-from ..data.variants import flip_scores
 from ..data.normalization import to_unit
+from ..data.variants import flip_scores
 from ..errors import MnistlabError
 from ..models.default import DEFAULT_MODEL
 from ..models.features import features_and_probs
 from ..models.inference import BATCH_SIZE
 from ..models.predictor import load_predictor
 from ..pictures import image_grid, save_png
+from ..rundir import RunDir
 from ..stats import over_seeds
 from ..tables import csv_cell
-from ..training.cleaning import AUDIT_SETTINGS, CONFIDENT_CAP, fold_assignment, label_issues
-from ..rundir import RunDir
+from ..training.cleaning import (
+    AUDIT_SETTINGS,
+    CONFIDENT_CAP,
+    fold_assignment,
+    label_issues,
+)
 from ..training.config import read_run_config, resolve
 from ..training.engine import fit
 from ..training.setup import draw_examples
@@ -536,6 +541,11 @@ def _share(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+# Below this out-of-fold accuracy the fold models are too weak for their flags to mean much (on MNIST
+# they read 99% of the digits right; 150 images a fold read 16%).
+WEAK_FOLDS = 0.5
+
+
 def format_summary(s: dict) -> str:
     """What `mnistlab audit` prints."""
     took = "scores from the cache" if s["cached"] else f"{s['oof_seconds']:.0f} s"
@@ -545,6 +555,11 @@ def format_summary(s: dict) -> str:
              f"label issues (mislabeled + ambiguous): {s['label_issue_rate']:.2%} of the images; per class: "
              + ", ".join(f"{c} {v['label_issues']}" for c, v in s["per_class"].items()),
              f"near-duplicate pairs: {len(s['near_duplicate_pairs'])}, crossing train/test: {s['cross_split_pairs']}"]
+    if s["oof_accuracy"] < WEAK_FOLDS:
+        per_fold = s["n"] * (s["folds"] - 1) // s["folds"]
+        lines.insert(1, f"warning: the fold models read only {s['oof_accuracy']:.0%} of the images right (each "
+                     f"learned from {per_fold:,} images): their flags say more about the models than about the "
+                     "labels; audit more images (--split all) or give a stronger --model")
     if not s["label_issue_rate"] and s.get("disagreements"):
         lines.append(f"confident learning flagged no label: the out-of-fold models disagree with the given label "
                      f"of {s['disagreements']} images, none with the confidence its per-class thresholds ask "

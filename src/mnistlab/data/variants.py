@@ -219,7 +219,9 @@ def noise_matrix(text: str, num_classes: int, prior: torch.Tensor, seed: int) ->
 
 def _cleanlab_matrix(k: int, trace: float, prior: torch.Tensor, seed: int) -> torch.Tensor:
     try:
-        from cleanlab.benchmarking.noise_generation import generate_noise_matrix_from_trace
+        from cleanlab.benchmarking.noise_generation import (
+            generate_noise_matrix_from_trace,
+        )
     except ImportError:
         raise MnistlabError("label_noise=trace:... draws its matrix with cleanlab",
                             hint="pip install 'mnistlab[audit]', or give the matrix: matrix:FILE") from None

@@ -41,7 +41,8 @@ AUDIT_SETTINGS = {"validation": 0, "train_subset": 0, "label_smoothing": 0.0, "p
 
 def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Stratified folds: fold number per image (scikit-learn's StratifiedKFold, shuffled, seeded)."""
-    from sklearn.model_selection import StratifiedKFold  # 1.5 s of imports: only where folds are cut
+    # 1.5 s of imports: only where folds are cut
+    from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(labels)
     if folds < 2 or folds > counts[counts > 0].min():

@@ -20,8 +20,7 @@ from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
 from ..data.variants import VALIDATION_STREAM, Variant, VariantSpec, subset_record
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
-from ..models import count_parameters
+from ..models import checkpoint, count_parameters
 from ..models.inference import evaluation_record
 from ..precision import Precision
 from ..precision import choose as choose_precision
@@ -281,4 +280,4 @@ def cleaning_summary(cleaning: dict | None) -> dict | None:
 
 
 def save_weights(path, model: torch.nn.Module, meta: dict) -> None:
-    ckpt.save(path, ckpt.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
+    checkpoint.save(path, checkpoint.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
