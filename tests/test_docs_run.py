@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,9 @@ def lines_of(page: Path) -> list[tuple[str, str]]:
 
 
 def prepare(folder: Path) -> None:
-    """What a reader has at hand before a page: their own code, pictures, an image folder."""
+    """What a reader has at hand before a page: their own code, the repository's examples, pictures, an
+    image folder."""
+    shutil.copytree(DOCS.parent / "examples", folder / "examples")
     for name in ("mynet.py", "opt.py", "loss.py", "nets.py"):
         (folder / name).write_text(NETS)
     rng = np.random.default_rng(0)
