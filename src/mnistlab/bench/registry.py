@@ -75,9 +75,9 @@ def bench(suites: list[str] | None = None, *, out: str | os.PathLike = "bench-re
     for name in names:
         func = SUITES[name]
         takes_out = "out_dir" in inspect.signature(func).parameters  # a suite that keeps files (a study) gets --out
+        print(f"\n== {name} ==", flush=True)  # before it runs: a long suite's own lines follow
         rows = func(quick=quick, out_dir=str(out)) if takes_out else func(quick=quick)
         results[name] = rows
-        print(f"\n== {name} ==")
         print_rows(rows)
         payload = {"suite": name, "machine": described, "quick": quick, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "rows": rows}

@@ -100,6 +100,8 @@ def table(seeds: list[int], quick: bool, train=_train, out: str = ".") -> list[d
             plain = plain or row
             row["vs_plain"] = row["test_acc"] - plain["test_acc"] if row is not plain else None
             rows.append(row)
+            print(f"  {row['name']}: test {row['test_acc']:.2f}% +- {row['test_std']:.2f}, balanced "
+                  f"{row['balanced_acc']:.2f}% ({row['wall_s']:.0f} s a seed)", flush=True)  # no silent half hour
     return rows
 
 
