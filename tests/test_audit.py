@@ -70,7 +70,7 @@ def test_cleanlab_gets_the_out_of_fold_probabilities(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cleanlab.filter, "find_label_issues", recording)
     ds = small(mnistlab.load("mnist"))
-    table, oof, _, _ = data_audit._audit(ds.name, split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
+    table, oof, _ = data_audit._audit(ds.name, split="test", folds=3, recipe="fast", seed=0, out=tmp_path)
     assert len(seen) == 1 and np.array_equal(seen[0], oof["probs"])
     assert 0.85 < oof["accuracy"] < 1.0  # scored by models that never saw the image: not in-sample perfect
     assert list(table.columns[:4]) == ["index", "split", "index_in_split", "issue"]
