@@ -1,12 +1,13 @@
 """Benchmark suites whose harness can be checked on any machine: the GPU self-check's two comparisons
-(with the eager path standing in for the CUDA graph on a CPU), and the precision suite's pairing."""
+(with the eager path standing in for the CUDA graph on a CPU), the precision suite's pairing, and the
+startup suite's new processes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mnistlab.bench import SUITES
+from mnistlab.bench import SUITES, startup
 from mnistlab.bench import gpu as gpu_bench
 from mnistlab.bench import precision as precision_bench
 
@@ -40,3 +41,17 @@ def test_the_precision_suite_pairs_both_precisions_per_seed():
     row = precision_bench.paired("fast", [0, 1, 2], None, train=timed)
     assert [c[2] for c in calls] == ["fp32", "bf16", "bf16", "fp32", "fp32", "bf16"]  # order alternates per seed
     assert row["bf16_over_fp32_mean"] == 0.5 and row["faster"] == "bf16" and len(row["per_seed"]) == 3
+
+
+@pytest.mark.slow
+def test_the_startup_suite_times_new_processes_against_their_floors_and_goals():
+    rows = {r["name"]: r for r in SUITES["startup"](quick=True)}
+    assert list(rows) == [name for name, _, _ in startup.COMMANDS]
+    interpreter, torch_floor = rows["python (the interpreter alone)"], rows["import torch (today's floor)"]
+    assert 0 < interpreter["median_s"] < torch_floor["median_s"] and torch_floor["ratio_to_import_torch"] == 1
+    for name, _, goal in startup.COMMANDS:
+        r = rows[name]
+        assert r["runs"] == 2 and r["min_s"] <= r["median_s"] <= r["max_s"] and r["goal_s"] == goal
+        assert r["meets_goal"] == (None if goal is None else r["median_s"] <= goal)
+    # predict loads the packaged model and answers: more work than the interpreter alone
+    assert rows["mnistlab predict picture.png"]["median_s"] > interpreter["median_s"]

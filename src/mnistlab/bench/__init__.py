@@ -19,6 +19,7 @@ of repeated runs, with min and max.
     mnistlab bench gpu           # the CUDA-graph path against eager, and a killed-and-resumed graph run (needs a GPU)
     mnistlab bench sota          # An et al.'s M3/M5/M7 study (`mnistlab sota`): full on a GPU, smoke-scale on a CPU
     mnistlab bench variants      # a standard CNN on noisy, imbalanced and few-label MNIST, plain and with each remedy
+    mnistlab bench startup       # seconds to the first answer of a new process: import, --help, predict
 
 One module per suite; each registers itself with `@suite`.
 """
@@ -38,6 +39,7 @@ from . import (  # noqa: F401
     serve,
     sota,
     speed,
+    startup,
     tune,
     variants,
     zoo,
