@@ -18,6 +18,8 @@ import torch.distributed as dist
 from .. import allocator, consent, machine, rundir, user_code
 from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
+from ..data.synthetic import parse as parse_synthetic
+from ..data.synthetic import synthetic
 from ..errors import MnistlabError
 from ..models import checkpoint as ckpt
 from ..models import count_parameters
@@ -62,6 +64,7 @@ class Data:
     in_shape: tuple[int, int, int]
     holdout: Holdout | None
     labelled: dict | None = None  # labels_per_class: which examples were drawn (transfer.subset_record)
+    synthetic: dict | None = None  # synthetic digits added to training: {kind: count} (data/synthetic.py)
 
 
 def set_up(cfg, quiet: bool) -> Env:
@@ -128,8 +131,17 @@ def load_data(cfg, env: Env) -> Data:
     except MnistlabError as exc:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
     test = ds.test if cfg.evaluate_test else None
-    return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
-                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None, labelled)
+    train_x, train_y = train_split.images, train_split.labels
+    if parse_synthetic(cfg.synthetic):  # digits of other styles beside the training images, never in validation
+        if tuple(train_x.shape[1:]) != (28, 28) or ds.num_classes != 10:
+            raise MnistlabError(f"synthetic={cfg.synthetic!r}: synthetic digits go with a dataset of 28x28 digits, "
+                                f"not {ds.name}", hint="set synthetic = \"none\" for this dataset")
+        extra_x, extra_y = synthetic(cfg.synthetic)
+        train_x = torch.cat([train_x, torch.from_numpy(extra_x)])
+        train_y = torch.cat([train_y, torch.from_numpy(extra_y)])
+    return Data(ds, train_x.to(env.device), train_y.to(env.device), val, test, norm,
+                (ds.spec.channels, *ds.image_shape[-2:]), val.holdout if val is not None else None, labelled,
+                parse_synthetic(cfg.synthetic) or None)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -167,6 +179,7 @@ def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
                        "environment": machine.describe(), "world_size": env.world, "device": str(env.device),
                        "dataset_hash": data.dataset.content_hash,
                        "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
+                       "train_images": int(len(data.train_y)), "synthetic": data.synthetic,
                        "precision": env.precision.as_dict() if env.precision else None, **header})
     return run
 
@@ -176,6 +189,7 @@ def summary_base(cfg, env: Env, data: Data, run: RunDir, params: int) -> dict:
     return {"run_dir": str(run), "model": cfg.model, "params": params, "dataset": cfg.dataset,
             "dataset_hash": data.dataset.content_hash, "seed": cfg.seed, "recipe": cfg.recipe,
             "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
+            **({"synthetic": data.synthetic, "train_images": int(len(data.train_y))} if data.synthetic else {}),
             "world_size": env.world, "device": str(env.device),
             "precision": env.precision.as_dict() if env.precision else None,
             "evaluation": evaluation_record(cfg.eval_batch_size, env.device), "environment": machine.describe(),
