@@ -30,6 +30,7 @@ from .api import (
                   pretrain,
                   report,
                   serve,
+                  shift,
                   sota,
                   train,
                   transfer_curve,
@@ -42,7 +43,7 @@ from .errors import MnistlabError
 
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
            "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "models", "predict", "prepare", "pretrain",
-           "recipes", "report", "serve", "sota", "train", "transfer_curve", "trust", "tune"]
+           "recipes", "report", "serve", "shift", "sota", "train", "transfer_curve", "trust", "tune"]
 
 
 class _CallablePackage(types.ModuleType):

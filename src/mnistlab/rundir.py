@@ -11,6 +11,7 @@
                          (attack-METHOD-NORM.json, PNGs) write
       inspect/           what `mnistlab inspect` writes (inspect.json, PNGs)
       maps/M-F-S/        what `mnistlab map` writes (map.json, map.png, map.html, coords)
+      shift/             what `mnistlab shift` writes (shift-SPLIT.json, curves, galleries, shift-SPLIT.html)
       tensorboard/       TensorBoard scalars, when asked for
 
 A group of seed runs (`train --seeds`) is a directory of run directories with its own summary.json.
@@ -87,6 +88,7 @@ class RunDir:
     OUTPUTS = "outputs.safetensors"  # the kept weights' probabilities on validation and test (save_outputs)
     INSPECT, INSPECT_FILE = "inspect", "inspect.json"
     MAPS, MAP_FILE = "maps", "map.json"
+    SHIFT = "shift"  # `mnistlab shift`: shift/shift-SPLIT.json, the curves, the galleries, the page
     TENSORBOARD = "tensorboard"
     OOD = "ood.safetensors"  # the not-a-digit model (models/ood.py), fitted on first use
     CODE = "code"  # copies of the user code the run used (model, optimizer, loss), to read and for trust_code
@@ -110,6 +112,7 @@ class RunDir:
     outputs = property(lambda self: self.path / self.OUTPUTS)
     inspect_dir = property(lambda self: self.path / self.INSPECT)
     maps_dir = property(lambda self: self.path / self.MAPS)
+    shift_dir = property(lambda self: self.path / self.SHIFT)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
     code_dir = property(lambda self: self.path / self.CODE)
 
