@@ -11,11 +11,13 @@ says which of those each resembles): each touches a share (`share`) of the image
 drawn per image up to its maximum, in this order:
 
 - stroke: grey-level dilation or erosion (3x3 max or min, twice for more than a pixel), blended, so
-  strokes grow or shrink by up to `stroke` pixels;
+  strokes grow or shrink by up to `stroke` pixels; or (a quarter of these) the strokes' outline, the
+  morphological gradient (dilation less erosion);
 - blur: a Gaussian of up to `blur` pixels, its own width per axis;
 - contrast: the background raised and the ink's range narrowed, each by up to `contrast`, and a
   smooth illumination field (a 4x4 grid of random levels, interpolated) of up to `contrast` added;
-- occlude: a rectangle (2 to 14 pixels a side) painted one random grey;
+- occlude: a rectangle (2 to 14 pixels a side) painted one random grey, or inverted, or a stray pen
+  stroke of three segments drawn across the image;
 - noise: additive, multiplicative (speckle) or salt-and-pepper noise of up to `noise` (standard
   deviation, or the share of pixels hit).
 
@@ -72,8 +74,8 @@ PRESETS: dict[str, Augment] = {
     "elastic": Augment(rotate=10, translate=0.1, zoom=0.1, elastic_alpha=34, elastic_sigma=4),
     # digits as they come from elsewhere: turned, sized, slanted, moved, warped, thick or thin, blurred,
     # faint or lit unevenly, partly covered, noisy (the `robust` recipe; chosen on validation, docs/shift.md)
-    "robust": Augment(rotate=30, translate=0.15, zoom=0.3, shear=0.5, elastic_alpha=20, elastic_sigma=4,
-                      stroke=1.5, blur=1.5, contrast=0.7, occlude=0.3, noise=0.3, share=0.3),
+    "robust": Augment(rotate=30, translate=0.15, zoom=0.25, shear=0.4, elastic_alpha=15, elastic_sigma=4,
+                      stroke=2.0, blur=1.5, contrast=0.75, occlude=0.25, noise=0.3, share=0.2),
 }
 
 
@@ -169,7 +171,7 @@ class Draw:
                             self.light) if t is not None]
 
 
-PIXEL_DRAWS = 18  # uniform numbers per image for the pixel-level changes (see `pixel_changes`)
+PIXEL_DRAWS = 26  # uniform numbers per image for the pixel-level changes (see `pixel_changes`)
 
 
 def draw(cfg: Augment, n: int, size: tuple[int, int], generator: torch.Generator, device) -> Draw | None:
@@ -249,6 +251,25 @@ def _blur(x: torch.Tensor, sigma_x: torch.Tensor, sigma_y: torch.Tensor, radius:
     return y.view(n, c, h, w)
 
 
+def _stray_stroke(u: torch.Tensor, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) in [0,1]: a pen stroke of three segments from the left edge to the right, through
+    heights u20-u23, 1 to 2.5 pixels wide (u24), anti-aliased: a stray mark across the digit."""
+    xs = torch.tensor([0.0, w / 3, 2 * w / 3, w - 1.0], device=like.device, dtype=like.dtype)
+    ys = u[:, 20:24].to(like.dtype) * (h - 1)  # (N,4)
+    cols = torch.arange(w, device=like.device, dtype=like.dtype).view(1, 1, w)
+    rows = torch.arange(h, device=like.device, dtype=like.dtype).view(1, h, 1)
+    nearest = None
+    for k in range(3):  # distance from each pixel to segment k, the nearest kept
+        x0, x1 = xs[k], xs[k + 1]
+        y0, y1 = ys[:, k].view(-1, 1, 1), ys[:, k + 1].view(-1, 1, 1)
+        dx, dy = x1 - x0, y1 - y0
+        t = (((cols - x0) * dx + (rows - y0) * dy) / (dx * dx + dy * dy)).clamp(0, 1)
+        d = torch.sqrt((cols - x0 - t * dx) ** 2 + (rows - y0 - t * dy) ** 2)
+        nearest = d if nearest is None else torch.minimum(nearest, d)
+    half = (0.5 + 0.75 * u[:, 24].to(like.dtype)).view(-1, 1, 1)
+    return (1 - (nearest - half).clamp_min(0)).clamp(0, 1).unsqueeze(1)
+
+
 def pixel_changes(x: torch.Tensor, cfg: Augment, params: Draw) -> torch.Tensor:
     """The pixel-level changes (see the module docstring) of a [0,1] batch, by the draws in `params`:
     column k of `params.pixel` decides one thing per image, in the order below."""
@@ -262,8 +283,12 @@ def pixel_changes(x: torch.Tensor, cfg: Augment, params: Draw) -> torch.Tensor:
         two_d, two_e = _dilate(one_d), _erode(one_e)
         first = torch.where(grow.view(-1, 1, 1, 1), one_d, one_e)
         second = torch.where(grow.view(-1, 1, 1, 1), two_d, two_e)
-        x = torch.where((amount <= 1).view(-1, 1, 1, 1), _mix(x, first, amount.clamp(0, 1)),
-                        _mix(first, second, (amount - 1).clamp(0, 1)))
+        restroked = torch.where((amount <= 1).view(-1, 1, 1, 1), _mix(x, first, amount.clamp(0, 1)),
+                                _mix(first, second, (amount - 1).clamp(0, 1)))
+        # u18: a quarter of the touched images become their strokes' outline (the morphological gradient)
+        outline = (one_d - one_e).clamp(0, 1)
+        outlined = (u[:, 0] < share) & (u[:, 18] < 0.25)
+        x = torch.where(outlined.view(-1, 1, 1, 1), outline, restroked)
     if cfg.blur:  # u3: whether; u4, u5: the standard deviation across and down
         on = (u[:, 3] < share).to(x.dtype)
         x = _blur(x, u[:, 4] * cfg.blur * on, u[:, 5] * cfg.blur * on, max(1, int(math.ceil(3 * cfg.blur))))
@@ -273,15 +298,21 @@ def pixel_changes(x: torch.Tensor, cfg: Augment, params: Draw) -> torch.Tensor:
         light = F.interpolate(params.light.to(x.dtype), size=(h, w), mode="bilinear", align_corners=True)
         x = lift.view(-1, 1, 1, 1) + (1 - lift - loss).clamp_min(0.05).view(-1, 1, 1, 1) * x
         x = (x + lit.view(-1, 1, 1, 1) * light) / (1 + lit.view(-1, 1, 1, 1))
-    if cfg.occlude:  # u10: whether; u11-u14: the rectangle; u15: its grey
+    if cfg.occlude:  # u10: whether; u19: which kind; u11-u15: the rectangle and its grey; u20-u25: the stroke
         side = 2 + 12 * u[:, 11:13]
         top_left = u[:, 13:15] * (torch.tensor([w, h], device=x.device, dtype=x.dtype) - side)
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
         rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
         inside = ((cols >= top_left[:, 0, None, None]) & (cols < (top_left[:, 0] + side[:, 0])[:, None, None])
                   & (rows >= top_left[:, 1, None, None]) & (rows < (top_left[:, 1] + side[:, 1])[:, None, None]))
-        inside = inside & (u[:, 10] < cfg.occlude).view(-1, 1, 1)
-        x = torch.where(inside.unsqueeze(1), u[:, 15].view(-1, 1, 1, 1).to(x.dtype), x)
+        on = u[:, 10] < cfg.occlude
+        kind = u[:, 19]  # a third each: a grey rectangle, the rectangle inverted, a stray pen stroke across
+        painted = torch.where(inside.unsqueeze(1), u[:, 15].view(-1, 1, 1, 1).to(x.dtype), x)
+        inverted = torch.where(inside.unsqueeze(1), 1 - x, x)
+        stroke = torch.maximum(x, u[:, 15].view(-1, 1, 1, 1).to(x.dtype).clamp_min(0.5) * _stray_stroke(u, h, w, x))
+        pick = torch.where(kind < 1 / 3, 0, torch.where(kind < 2 / 3, 1, 2)).view(-1, 1, 1, 1)
+        occluded = torch.where(pick == 0, painted, torch.where(pick == 1, inverted, stroke))
+        x = torch.where(on.view(-1, 1, 1, 1), occluded, x)
     if cfg.noise:  # u16: whether, and which kind; u17: how strong
         kind = u[:, 16] / share  # below 1: noise of one of three kinds, each a third of that share
         strength = (u[:, 17] * cfg.noise).view(-1, 1, 1, 1)
