@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from mnistlab.data.registry import ArchiveSpec, DatasetSpec, SplitSpec
 
@@ -254,3 +255,25 @@ class FileServer:
 
     def mirror(self, kind: str, subdir: str) -> str:
         return f"{self.url}/{kind}/{subdir}/"
+
+
+# .ci/run installs the Debian packages some tests use and sets this: there a missing package fails the
+# tests that need it instead of skipping them (a CI run that skipped them would pass having tried nothing).
+PACKAGES_REQUIRED = os.environ.get("MNISTLAB_REQUIRE_DEBIAN_PACKAGES") == "1"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FASHION_DEB = Path("/usr/share/datasets/fashion-mnist")
+
+
+def needs_package(present: bool, package: str, what: str):
+    """A test that needs Debian `package`: skipped where it is absent, saying why and how to install it;
+    under .ci/run (MNISTLAB_REQUIRE_DEBIAN_PACKAGES=1) it runs, and fails, instead."""
+    return pytest.mark.skipif(not present and not PACKAGES_REQUIRED,
+                              reason=f"{what} needs Debian's {package}, which is not installed here "
+                              f"(apt-get install {package}; .ci/run installs it and then requires it)")
+
+
+def skip_without_package(present: bool, package: str, what: str) -> None:
+    """`needs_package` inside a fixture."""
+    if not present and not PACKAGES_REQUIRED:
+        pytest.skip(f"{what} needs Debian's {package}, which is not installed here (apt-get install {package}; "
+                    ".ci/run installs it and then requires it)")

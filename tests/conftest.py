@@ -26,8 +26,6 @@ from hypothesis import settings
 
 import mnistlab
 from mnistlab.data import registry as datasets
-from mnistlab.training import config
-from mnistlab.training.engine import train_seeds
 
 # Every property test draws the same cases on every run (a test's own @settings change only what
 # they name): CI fails on a change, not on the luck of the draw. Explore further with
@@ -38,7 +36,7 @@ settings.load_profile("mnistlab")
 
 def pytest_configure(config):
     """The everyday loop (`-m "not slow"`) fuzzes each surface lightly; CI's full run keeps the whole
-    budget (tests/test_fuzz.py). An explicit MNISTLAB_FUZZ_EXAMPLES always wins."""
+    budget (tests/fuzzing.py). An explicit MNISTLAB_FUZZ_EXAMPLES always wins."""
     if "not slow" in (config.option.markexpr or "") and "MNISTLAB_FUZZ_EXAMPLES" not in os.environ:
         os.environ["MNISTLAB_FUZZ_EXAMPLES"] = "150"
     if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
@@ -52,8 +50,9 @@ def pytest_configure(config):
 # pytest-xdist hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`):
 # starting with the longest ones lets the workers finish together instead of one waiting on a
 # long file that came last. A file missing here only runs later; the order never changes a result.
-HEAVIEST_FIRST = ["test_fuzz.py", "test_docs_run.py", "test_notebooks.py", "test_train.py", "test_own_model.py",
-                  "test_first_paths.py", "test_received_runs.py", "test_consent.py", "test_classical.py",
+HEAVIEST_FIRST = ["test_fuzz_images.py", "test_docs_run.py", "test_notebooks.py", "test_train.py", "test_own_model.py",
+                  "test_first_paths.py", "test_received_runs.py", "test_consent.py", "test_classical_arrays.py", "test_fuzz_own.py",
+                  "test_fuzz_runs.py", "test_fuzz_checkpoints.py", "test_classical.py",
                   "test_tune.py", "test_attack.py", "test_audit.py", "test_precision.py", "test_serve.py",
                   "test_check.py", "test_browser.py", "test_capacity.py", "test_system_and_cli.py", "test_sota.py"]
 
@@ -118,14 +117,51 @@ def registered():
 
 
 @pytest.fixture(scope="session")
-def seed_runs(tmp_path_factory):
-    """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST."""
-    out = tmp_path_factory.mktemp("runs")
-    cfg = config.resolve(None, {"model": "mlp", "train_subset": 6000, "validation": 1000, "epochs": 2,
-                                    "out": str(out), "progress": False})
-    summary = train_seeds(cfg, [0, 1, 2], quiet=True)
-    return Path(summary["group_dir"]), [Path(r) for r in summary["runs"]]
+def trained(tmp_path_factory):
+    """`trained(**settings)`: what `mnistlab.train(**settings)` returns (a Run, or Runs with `seeds`),
+    trained once per session (per xdist worker) for each distinct settings, in a folder of its own.
+    Shared: a test that changes a run's files works on a copy (`cp -r`)."""
+    made = {}
 
+    def train(**settings):
+        key = repr(sorted(settings.items()))
+        if key not in made:
+            out = tmp_path_factory.mktemp("trained")
+            made[key] = mnistlab.train(**{"progress": False, **settings}, out=str(out), quiet=True)
+        return made[key]
+
+    return train
+
+
+# the classical baselines' runs (tests/test_classical*.py): small, and trained once per worker
+CLASSICAL_SMALL = {"train_subset": 3000, "validation": 1000}
+
+
+@pytest.fixture(scope="session")
+def knn_run(trained) -> dict:
+    return trained(model="knn", **CLASSICAL_SMALL).record
+
+
+@pytest.fixture(scope="session")
+def net_run(trained) -> dict:
+    return trained(model="mlp", epochs=2, **CLASSICAL_SMALL).record
+
+
+@pytest.fixture(scope="session")
+def forest_run(trained) -> dict:
+    return trained(model="random-forest", model_args={"n_estimators": 3}, **CLASSICAL_SMALL).record
+
+
+@pytest.fixture(scope="session")
+def svm_run(trained) -> dict:
+    return trained(model="svm", model_args={"pca": 20}, **{**CLASSICAL_SMALL, "train_subset": 1000}).record
+
+
+@pytest.fixture(scope="session")
+def seed_runs(trained):
+    """Three small MLPs (seeds 0-2) trained on a slice of the real MNIST: (group, [run, run, run])."""
+    runs = trained(model="mlp", train_subset=6000, validation=1000, epochs=2, seeds="0-2")
+    return Path(runs), [Path(r) for r in runs.runs]
 
 
 
@@ -147,7 +183,7 @@ FUZZ_CASES: dict[str, int] = {}  # surface -> cases, summed over the xdist worke
 
 def pytest_sessionfinish(session):
     """An xdist worker hands its fuzz counts to the controller, which prints the summary."""
-    fuzz = sys.modules.get("test_fuzz")
+    fuzz = sys.modules.get("fuzzing")
     if hasattr(session.config, "workeroutput") and fuzz is not None:
         session.config.workeroutput["fuzz_cases"] = dict(fuzz.CASES)
 
@@ -159,8 +195,8 @@ def pytest_testnodedown(node, error):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many generated cases the fuzz tests ran (tests/test_fuzz.py)."""
-    fuzz = sys.modules.get("test_fuzz")
+    """How many generated cases the fuzz tests ran (tests/fuzzing.py)."""
+    fuzz = sys.modules.get("fuzzing")
     cases = FUZZ_CASES or (fuzz.CASES if fuzz is not None else {})
     if cases:
         total = sum(cases.values())

@@ -158,13 +158,15 @@ def test_the_command_writes_its_files_and_refuses_bad_arguments(tmp_path, capsys
     out = tmp_path / "audit"
     # the command's parser and handler, in this process (a new one costs ~4 s of start-up)
     assert cli_main(["audit", str(folder), "--split", "test", "--folds", "2", "--top", "10", "--out", str(out)]) == 0
-    assert "out-of-fold accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # 150 images a fold teach the fold models little: the audit says its flags mean little (finding planted
+    # flips is tested above, on real-sized data)
+    assert "out-of-fold accuracy" in printed and "warning: the fold models read only" in printed
     rows = json.loads((out / "issues.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["issues"].values()) == len(rows) == len((out / "issues.csv").read_text().splitlines()) - 1
     assert set(summary["per_class"]) == {str(i) for i in range(10)}
-    if summary["issues"].get("mislabeled", 0) + summary["issues"].get("ambiguous", 0):
-        assert (out / "top-label-issues.png").stat().st_size > 1000
+    assert summary["issues"]["mislabeled"] > 0 and (out / "top-label-issues.png").stat().st_size > 1000
     assert (out / "test-top20.png").stat().st_size > 1000 and summary["gallery_test"]
     assert (out / "ranking-top.png").stat().st_size > 1000
     ranking = (out / "ranking.csv").read_text().splitlines()

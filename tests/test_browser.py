@@ -3,18 +3,15 @@ digits with mouse strokes on the canvas and reads the prediction off the page.""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from builders import keep_artifact
+from builders import CHROMIUM, keep_artifact, needs_package
 
 from mnistlab.data.drawn import LETTERS
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
-                                reason="Debian's chromium is not installed (CI installs it)")
+pytestmark = needs_package(Path(CHROMIUM).exists(), "chromium", "drawing on the page in a real browser")
 
 # Strokes in canvas fractions (0..1): how a person would draw each digit
 STROKES = {
@@ -80,10 +77,27 @@ def test_draw_digits_and_read_the_prediction(server, browser, viewport, tmp_path
     seen = page.evaluate("Array.from(document.querySelector('#seen').getContext('2d')"
                          ".getImageData(0,0,28,28).data).filter((v,i)=>i%4==0).reduce((a,b)=>a+b,0)")
     assert seen > 0
+    # undo takes the last stroke away, and the page reads what is left again
+    before = (ink(page), page.locator("#digit").inner_text(), page.locator("#confidence").inner_text())
+    draw(page, [[(0.1, 0.85), (0.9, 0.85)]])  # a line along the bottom
+    page.wait_for_function("c => document.querySelector('#confidence').textContent !== c", arg=before[2],
+                           timeout=10_000)
+    assert ink(page) > before[0]
     page.click("#undo")
+    assert ink(page) == before[0]
+    page.wait_for_function("c => document.querySelector('#confidence').textContent === c", arg=before[2],
+                           timeout=10_000)
+    assert page.locator("#digit").inner_text() == before[1]
     page.click("#clear")
-    assert page.locator("#digit").inner_text() == "?"
+    assert page.locator("#digit").inner_text() == "?" and ink(page) < before[0]
     page.close()
+
+
+def ink(page) -> int:
+    """The drawing pad's brightness summed (red channel): more strokes, more."""
+    return page.evaluate("(() => { const c = document.querySelector('#pad'); return Array.from(c.getContext('2d')"
+                         ".getImageData(0, 0, c.width, c.height).data).filter((v, i) => i % 4 == 0)"
+                         ".reduce((a, b) => a + b, 0); })()")
 
 
 EVIL = ['<img src=x onerror="window.__xss = 1">', "<script>window.__xss = 2</script>", "<b>bold</b>"]
@@ -93,7 +107,6 @@ EVIL = ['<img src=x onerror="window.__xss = 1">', "<script>window.__xss = 2</scr
 def test_class_names_from_a_checkpoint_are_text_not_markup(browser, tmp_path):
     """A checkpoint anyone can write names the classes; the page once built its bars with innerHTML."""
     import json
-    import shutil
 
     from builders import Server
     from safetensors import safe_open

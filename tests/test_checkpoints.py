@@ -18,17 +18,12 @@ from mnistlab.cli import main as cli_main
 from mnistlab.models import checkpoint
 from mnistlab.models.predictor import load_predictor
 from mnistlab.serving.prediction import DEFAULT_MODEL, predict
-from mnistlab.training.config import resolve
-from mnistlab.training.engine import train
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
+def good(trained) -> Path:
     """A real checkpoint: a small CNN trained for one short epoch on MNIST."""
-    out = tmp_path_factory.mktemp("ckpt")
-    s = train(resolve(None, {"model": "lenet5", "train_subset": 2000, "validation": 500, "epochs": 1,
-                             "out": str(out), "progress": False}), quiet=True)
-    return Path(s["run_dir"]) / "best.safetensors"
+    return trained(model="lenet5", train_subset=2000, validation=500, epochs=1).run_dir / "best.safetensors"
 
 
 def rewritten(src: Path, dest: Path, *, meta=None, tensors=None, raw_meta: str | None = None) -> Path:

@@ -57,9 +57,12 @@ def test_metrics_match_hand_counts():
     assert m["cross_entropy"] == pytest.approx(nll, rel=1e-4)
 
 
-@pytest.mark.parametrize("case", ["ten classes", "a class never predicted and one never present", "ties"])
+@pytest.mark.parametrize("case", ["ten classes", "a class never predicted and one never present", "ties",
+                                  "a slice without the top classes"])
 def test_metrics_match_scikit_learn(case):
-    """The counts evaluate makes with numpy against scikit-learn's own functions, edge cases included."""
+    """The counts evaluate makes with numpy against scikit-learn's own functions, edge cases included. The
+    class count is the dataset's (`labels=range(k)`), never the data's: a slice of images of 0-6 only,
+    predicted 0-6 only, still gets ten rows and a 10x10 confusion matrix."""
     from sklearn import metrics as skm
 
     rng = np.random.default_rng(len(case))
@@ -71,8 +74,13 @@ def test_metrics_match_scikit_learn(case):
         logits[:, 7] = -50.0  # class 7 never predicted
     if case == "ties":
         logits = np.round(logits)  # many equal scores: top-k must break them as scikit-learn does
+    if case == "a slice without the top classes":
+        labels %= 7
+        logits = rng.normal(size=(n, k)) + 3.0 * np.eye(k)[labels] * (rng.random(n) > 0.4)[:, None]
+        logits[:, 7:] = -50.0  # nothing of 7, 8 or 9 in the slice, and nothing predicted as them
     probs = torch.softmax(torch.tensor(logits), 1).float()
     m = compute_metrics(probs, torch.tensor(labels), [str(c) for c in range(k)])
+    assert len(m["per_class"]) == k and np.shape(m["confusion_matrix"]) == (k, k)
     y, p = labels, probs.numpy()
     pred = p.argmax(1)
     idx = list(range(k))

@@ -5,12 +5,12 @@ minute, a dead end or a caption that runs into its neighbour fails the test."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from builders import FASHION_DEB, needs_package
 from PIL import Image, ImageDraw
 
 import mnistlab
@@ -280,8 +280,7 @@ def test_captions_fit_their_tiles_whatever_the_class_names():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists() and os.environ.get("CI") != "true",
-                    reason="Fashion-MNIST from Debian's dataset-fashion-mnist (CI installs it)")
+@needs_package(FASHION_DEB.exists(), "dataset-fashion-mnist", "Fashion-MNIST's pictures and report")
 def test_the_teachers_fashion_pictures_and_report(tmp_path):
     """8 and 9: Fashion-MNIST's long names in the mistakes and saliency pictures; a report after an
     evaluation without pictures has them, and shows the attack with its eps."""

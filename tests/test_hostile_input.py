@@ -6,15 +6,15 @@ that are paths are refused; malformed files end in one line; the server says how
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from builders import CHROMIUM, needs_package
+from fuzzing import case, fuzz
 from hypothesis import given
 from hypothesis import strategies as st
-from test_fuzz import case, fuzz
 
 from mnistlab import pages
 from mnistlab.cli import main as cli_main
@@ -23,7 +23,6 @@ from mnistlab.rundir import RunDir
 from mnistlab.training.config import resolve
 from mnistlab.training.engine import train
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Markup a hostile run might carry in any string field; each sets window.__pwned if it ever runs.
 PAYLOADS = ['<img src=x onerror="window.__pwned=1">', '"><svg onload=window.__pwned=2>',
             "</script><script>window.__pwned=3</script>", "' onmouseover='window.__pwned=4' x='",
@@ -207,8 +206,7 @@ def test_a_study_page_of_hostile_names_is_inert_and_its_trials_report(hostile_st
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
-                    reason="Debian's chromium is not installed (CI installs it)")
+@needs_package(Path(CHROMIUM).exists(), "chromium", "opening hostile pages in a real browser")
 def test_chromium_runs_nothing_from_hostile_report_map_and_study_pages(hostile_run, hostile_study, tmp_path):
     """Opened in a real browser: no payload runs, and the map's own script still does."""
     from playwright.sync_api import sync_playwright

@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mnistlab"
 # the single modules of the bottom floor are named one by one.
 FLOORS = [
     ("base", ["_version", "errors", "atomic", "names", "schema", "machine", "precision", "allocator", "progress",
-              "pages", "pictures", "stats", "lists", "tables", "rundir", "consent", "user_code"]),
+              "pages", "pictures", "stats", "lists", "tables", "result_base", "rundir", "consent", "user_code"]),
     ("data", ["data"]),
     ("models", ["models"]),
     ("attacks", ["attacks"]),

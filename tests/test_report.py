@@ -3,26 +3,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import keep_artifact
+from builders import CHROMIUM, keep_artifact, needs_package
 from PIL import Image
 
 from mnistlab.reporting.run_report import report
 
 # ---------- report, in a real browser ----------
 
-CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
-                    reason="Debian's chromium is not installed (CI installs it)")
+@needs_package(Path(CHROMIUM).exists(), "chromium", "rendering the report in a real browser")
 def test_report_renders_in_headless_chromium(seed_runs, tmp_path):
     group, runs = seed_runs
     result = report([group, runs[0]], out=tmp_path / "report")

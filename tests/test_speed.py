@@ -54,7 +54,16 @@ def test_keras_cnn_flattens_in_keras_order_when_asked():
     a = create_model("keras-cnn", (1, 28, 28), 10)
     b = create_model("keras-cnn", (1, 28, 28), 10, flatten="nhwc")
     assert a.state_dict().keys() == b.state_dict().keys()
-    assert b(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    # the same function with the hidden layer's inputs permuted (C,H,W -> H,W,C): shapes alone would pass
+    # a flatten that scrambled the features
+    x = torch.rand(4, 1, 28, 28)
+    a.load_state_dict(b.state_dict())
+    assert not torch.allclose(a(x), b(x), atol=1e-3)  # the same weights read in the other order
+    with torch.no_grad():
+        a[1].weight.copy_(b[1].weight.view(100, 13, 13, 32).permute(0, 3, 1, 2).reshape(100, -1))
+    assert torch.allclose(a(x), b(x), atol=1e-5)
+    cl = b.to(memory_format=torch.channels_last)
+    assert torch.allclose(cl(x.contiguous(memory_format=torch.channels_last)), a(x), atol=1e-5)
     assert resolve("seed-cnn").model_args == {"flatten": "nhwc"} and resolve("seed-cnn").channels_last
 
 

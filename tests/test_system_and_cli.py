@@ -10,22 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import FASHION_DEB, needs_package
 from builders import mnistlab as mnistlab_cli
 from PIL import Image
 
 import mnistlab
 from mnistlab.cli import main
 
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-IN_CI = os.environ.get("CI") == "true"
 
-
-@pytest.mark.skipif(not DEBIAN_FASHION.is_dir() and not IN_CI,
-                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+@needs_package(FASHION_DEB.is_dir(), "dataset-fashion-mnist", "Fashion-MNIST read from the system")
 def test_fashion_mnist_from_the_debian_package(empty_cache):
     ds = mnistlab.load("fashion-mnist", download=False)
     assert {r.origin for r in ds.sources} == {"system"}
-    assert all(r.location.startswith(str(DEBIAN_FASHION)) for r in ds.sources)
+    assert all(r.location.startswith(str(FASHION_DEB)) for r in ds.sources)
     # Debian re-gzips the files; verification by decompressed content still holds
     assert {r.verified for r in ds.sources} == {"sha256"}
     assert ds.train.images.shape == (60000, 28, 28) and ds.test.images.shape == (10000, 28, 28)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from builders import mnistlab as mnistlab_cli
 from builders import snapshot, write_tiny
+from safetensors.torch import load_file
 
 from mnistlab import MnistlabError
 from mnistlab.bench import gpu as gpu_bench
@@ -21,7 +22,7 @@ from mnistlab.data import registry as datasets
 from mnistlab.models.checkpoint import load as load_checkpoint
 from mnistlab.models.predictor import load_model
 from mnistlab.training import config
-from mnistlab.training.engine import resume, train, train_seeds
+from mnistlab.training.engine import resume, shard, train, train_seeds
 
 QUIET = {"progress": False}
 
@@ -102,6 +103,20 @@ def test_several_seeds_are_summarised(tmp_path, capsys):
     assert "3 seeds [0, 1, 2]: test accuracy mean" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("n, world, batch", [(10, 2, 4), (8000, 2, 128), (997, 3, 96), (60000, 4, 256)])
+def test_the_processes_take_disjoint_shards_that_cover_the_epoch(n, world, batch):
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    n_rank, per_rank = n // world, batch // world
+    shards = [shard(order, n_rank, r, world) for r in range(world)]
+    assert all(len(s) == n_rank for s in shards)
+    taken = torch.cat(shards)
+    assert len(set(taken.tolist())) == len(taken) == n_rank * world  # disjoint
+    assert set(taken.tolist()) == set(order[: n_rank * world].tolist())  # all of the epoch's first n_rank * world
+    for i in range(0, n_rank, per_rank):  # step i of all processes = step i of one process with the whole batch
+        together = torch.cat([s[i:i + per_rank] for s in shards])
+        assert set(together.tolist()) == set(order[i * world:min(i + per_rank, n_rank) * world].tolist())
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tmp_path):
     args = ["--model", "mlp", "--train-subset", "8000", "--validation", "1000", "--epochs", "2",
@@ -119,7 +134,11 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["world_size"] == 1
-    assert s1["test_acc"] > 0.9 and abs(s1["test_acc"] - s2["test_acc"]) < 0.005  # identical when written
+    # the same examples in every step, summed in another order: fp32 keeps the weights within rounding,
+    # and the errors the same (measured: 837 and 837 on 2 AVX2 cores)
+    assert s1["test_acc"] > 0.9 and s1["test_errors"] == s2["test_errors"] and s1["val_acc"] == s2["val_acc"]
+    w1, w2 = load_file(tmp_path / "one" / "best.safetensors"), load_file(tmp_path / "two" / "best.safetensors")
+    assert w1.keys() == w2.keys() and all(torch.allclose(w1[k], w2[k], atol=1e-4) for k in w1)
     # rank 0 alone wrote the run: one log header, one line per epoch
     log = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
     assert len(log) == 3 and json.loads(log[0])["world_size"] == 2

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("optuna")
 
+from builders import skip_without_package
+
 import mnistlab  # noqa: E402
 from mnistlab.cli import main  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
@@ -205,8 +207,7 @@ def postgres():
     from postgres import PostgresServer, binaries
 
     pytest.importorskip("psycopg", reason="the PostgreSQL driver (psycopg, in the test extra)")
-    if binaries() is None and os.environ.get("CI") != "true":
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; CI installs it)")
+    skip_without_package(binaries() is not None, "postgresql", "a study shared through a database server")
     server = PostgresServer()
     yield server
     server.stop()

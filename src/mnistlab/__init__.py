@@ -25,6 +25,7 @@ from .api import (
                   evaluate,
                   export,
                   inspect,
+                  lr_find,
                   map,
                   predict,
                   pretrain,
@@ -32,6 +33,7 @@ from .api import (
                   serve,
                   shift,
                   sota,
+                  summary,
                   train,
                   transfer_curve,
                   trust,
@@ -42,8 +44,8 @@ from .data.registry import get_spec, list_datasets
 from .errors import MnistlabError
 
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
-           "get_spec", "inspect", "list_datasets", "load", "load_data", "map", "models", "predict", "prepare", "pretrain",
-           "recipes", "report", "serve", "shift", "sota", "train", "transfer_curve", "trust", "tune"]
+           "get_spec", "inspect", "list_datasets", "load", "load_data", "lr_find", "map", "models", "predict", "prepare", "pretrain",
+           "recipes", "report", "serve", "shift", "sota", "summary", "train", "transfer_curve", "trust", "tune"]
 
 
 class _CallablePackage(types.ModuleType):

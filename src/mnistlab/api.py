@@ -21,9 +21,9 @@ import os
 import tempfile
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from . import lists, rundir, user_code
+from . import attacks, data, lists, rundir, user_code
 from .analysis import (
     attack_reports,
     checks,
@@ -35,14 +35,12 @@ from .analysis import (
     maps,
 )
 from .attacks import AttackResult, list_attacks, norms
-from .attacks import attack as attack_images
 from .data import Dataset
-from .data import load as load_dataset
 from .errors import MnistlabError
-from .models import carried_code, registry
-from .models.classical import CLASSICAL
-from .models.classical import options as classical_options
+from .models import carried_code, classical, registry
+from .models.summary import summary_of
 from .reporting import run_report
+from .result_base import Listing
 from .results import (
     AttackReport,
     Audit,
@@ -51,8 +49,9 @@ from .results import (
     Ensemble,
     Evaluation,
     Inspection,
-    Listing,
+    LrFind,
     Map,
+    ModelSummary,
     RecipeText,
     Report,
     Run,
@@ -67,7 +66,7 @@ from .rundir import RunDir
 from .serving import onnx_export, prediction
 from .studies import sota_study, transfer_study
 from .studies.tuning import search
-from .training import config, engine, pretraining
+from .training import config, engine, lr_finder, pretraining
 
 
 def _settings(settings: dict, where: str = "setting") -> dict:
@@ -88,7 +87,7 @@ def _settings(settings: dict, where: str = "setting") -> dict:
 def _dataset_name(dataset):
     """A `Dataset` of one's own, known to every verb in this process by its name; a name as it is."""
     if isinstance(dataset, Dataset):
-        load_dataset(dataset)  # registers it
+        data.load(dataset)  # registers it
         return dataset.name
     return dataset
 
@@ -106,8 +105,8 @@ def _trusting(fn):
     wrapper.__signature__ = signature(fn).replace(parameters=params)
     return wrapper
 
-AttackMethod = Literal[tuple(list_attacks())]  # the attack registry's names: the CLI's choices come from here
-Norm = Literal[tuple(norms())]
+AttackMethod = Annotated[str, lists.OneOf(list_attacks)]  # the attack registry's names, read when asked
+Norm = Annotated[str, lists.OneOf(norms)]
 
 
 @_trusting
@@ -157,6 +156,38 @@ def _train(recipe, overrides: dict, seeds, quiet: bool) -> Run | Runs:
         summary = engine.train_seeds(cfg, lists.seeds(seeds), quiet=quiet)
         return Runs(summary, [Run(RunDir(r).read_summary()) for r in summary["runs"]])
     return Run(engine.train(cfg, quiet=quiet))
+
+
+def lr_find(recipe: str | None = None, *, seeds: str = "0-2", start: float = 1e-7, end: float = 10.0,
+            steps: int = 100, diverge: float = 4.0, quiet: bool = False, **settings) -> LrFind:
+    """Find a learning rate: an exponential sweep, the loss against the rate, and a suggestion for --lr.
+
+    From the model's initial weights, take STEPS steps of the recipe's training with the learning rate
+    growing from START to END geometrically, follow the smoothed loss until it diverges, and suggest a
+    rate by three rules (valley, steepest, minimum); the recommendation (steepest for a rate held through
+    training, minimum for a one-cycle peak; the median over the seeds) is printed as the `mnistlab train
+    ... --lr` command that uses it. Writes lr-find.json and
+    lr-find.png (the curves, the suggestions marked) in OUT/NAME (default runs/lr-find-RECIPE-DATASET).
+    Settings are the recipe keys, as for train (your own model or optimizer too).
+
+    Args:
+        recipe: a packaged recipe (`mnistlab recipes`) or a TOML file
+        seeds: one sweep per seed (its initial weights and batches), e.g. 0-2 (Python: a list too); the spread
+            of the suggestions over them is reported
+        start: the first learning rate of the sweep
+        end: the last learning rate of the sweep (it stops earlier where the loss diverges)
+        steps: optimizer steps per sweep (at least 20)
+        diverge: stop when the smoothed loss passes this many times its lowest
+        quiet: print nothing but errors
+
+    Examples:
+        mnistlab lr-find --recipe seed-cnn
+        mnistlab lr-find --recipe fast --seeds 0
+        mnistlab lr-find --model mynet.py:Net --optimizer sgd --batch-size 64
+    """
+    cfg = config.resolve(recipe, _settings(settings, "lr-find"))
+    return LrFind(lr_finder.lr_find(cfg, seeds=lists.seeds(seeds), start=start, end=end, steps=steps,
+                                    diverge=diverge, quiet=quiet))
 
 
 def pretrain(recipe: str = "fast", *, dataset: str = "mnist", method: Literal["contrastive"] = "contrastive",
@@ -297,7 +328,7 @@ def attack(model: list[str], images=None, labels=None, *, method: AttackMethod =
     if images is not None:
         if labels is None:
             raise MnistlabError("attack(model, images, labels): the labels are missing")
-        return attack_images(model, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
+        return attacks.attack(model, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                              step_size=step_size, restarts=restarts, targets=targets, queries=queries, seed=seed,
                              batch_size=batch_size, checks=checks, check_n=check_n, quiet=quiet)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -589,17 +620,47 @@ def sota(*, out: str = "sota-study", models: str = "m3,m5,m7", seeds: str = "0-4
     return SotaStudy(sota_study.run_study(out, plan, quiet=quiet, throughput_steps=throughput_steps))
 
 
-def models() -> Listing:
-    """The model zoo: names, parameter counts, options.
+def models(*, summary: str | None = None, dataset: str = "mnist") -> Listing | ModelSummary:
+    """The model zoo: names, parameter counts, options; or one model's summary.
 
     The networks of the zoo (parameters at MNIST's shape, options) and the classical baselines; any
-    `nn.Module` of your own goes wherever a name goes.
+    `nn.Module` of your own (a Keras 3 model too) goes wherever a name goes. With --summary, one model's
+    layers, output shapes, parameters and multiply-adds per image, as Keras' model.summary() and
+    torchinfo print them.
+
+    Args:
+        summary: the summary of this model: a zoo name, your own (file.py:Name), a run directory or a checkpoint
+        dataset: with --summary: the dataset whose images the model takes (a run's own otherwise)
+
+    Examples:
+        mnistlab models
+        mnistlab models --summary keras-cnn
+        mnistlab models --summary tutorial.py:network
+        mnistlab models --summary runs/seed-cnn-mnist-s0
     """
+    if summary is not None:
+        return ModelSummary(summary_of(summary, _dataset_name(dataset)))
     rows = registry.catalog() + [{"model": name, "params": "(fitted)", "description": f"{entry.summary} [options: "
-                                  f"{', '.join(f'{k}={v!r}' for k, v in classical_options(name).items())}]"}
-                                 for name, entry in CLASSICAL.items()]  # fitted: their size depends on the data
+                                  f"{', '.join(f'{k}={v!r}' for k, v in classical.options(name).items())}]"}
+                                 for name, entry in classical.CLASSICAL.items()]  # fitted: their size depends on the data
     return Listing({"title": "models", "header": ["model", "params", "description"], "rows": rows,
                     "note": "Your own: --model path/to/file.py:Name (Python: model=YourClass)."})
+
+
+def summary(model, *, dataset: str | None = None) -> ModelSummary:
+    """A model's summary: layers, output shapes, parameters, multiply-adds per image (Python; on the
+    command line `mnistlab models --summary MODEL`).
+
+    Args:
+        model: a zoo name, your own (file.py:Name, a class, a function, an nn.Module or a Keras model), a run
+            directory, a checkpoint or a `Run`
+        dataset: the dataset whose images the model takes (default: MNIST's; a run's own for a run)
+
+    Examples:
+        mnistlab.summary("keras-cnn")
+        mnistlab.summary(network)          # a Keras model built in a notebook
+    """
+    return ModelSummary(summary_of(model, _dataset_name(dataset)))
 
 
 def recipes(*, show: str | None = None) -> Listing | RecipeText:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from .errors import MnistlabError
 
@@ -47,3 +48,15 @@ def seeds(value: str | int | Iterable[int], flag: str = "--seeds") -> list[int]:
     if not out or len(set(out)) != len(out) or len(out) > MAX_ITEMS:
         raise MnistlabError(f"{flag} {value!r}: expected 1 to {MAX_ITEMS} distinct seeds")
     return out
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A parameter's choices read from where they are kept (a registry) each time they are asked for,
+    not copied: `method: Annotated[str, OneOf(list_attacks)]`. The command line's choices come from it,
+    so an entry registered later (an attack of one's own) is a choice too."""
+
+    options: Callable[[], Iterable[str]]
+
+    def __call__(self) -> list[str]:
+        return list(self.options())

@@ -26,7 +26,7 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def bar(total: int | None, desc: str, *, unit: str = "it", unit_scale: bool = False, enabled: bool = True) -> tqdm:
+def progress_bar(total: int | None, desc: str, *, unit: str = "it", unit_scale: bool = False, enabled: bool = True) -> tqdm:
     """A tqdm bar when `enabled` and someone watches (a terminal on stderr, or a notebook); a disabled
     (silent) one otherwise."""
     watched = on_terminal() or in_notebook()
@@ -46,7 +46,7 @@ class Stages:
 
     def __init__(self, total: int | None, desc: str, *, unit: str = "it", quiet: bool = False):
         self.quiet = quiet
-        self.bar = bar(total, desc, unit=unit, enabled=not quiet)
+        self.bar = progress_bar(total, desc, unit=unit, enabled=not quiet)
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)

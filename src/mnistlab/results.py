@@ -12,18 +12,19 @@ verbs returned before), so code that indexed those keeps working.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, pages
-from .analysis.attack_reports import format_table as format_attack
+from . import pages
+from .analysis.attack_reports import attack_table
 from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
+from .analysis.distribution_shift import sweep_rows, table_rows
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
-from .analysis.distribution_shift import sweep_rows, table_rows
+from .models.summary import summary_of
+from .result_base import Result
 from .rundir import RunDir
 from .stats import mean_pm_std
 from .tables import format_table, printable
@@ -31,62 +32,6 @@ from .tables import format_table, printable
 
 def _pct(value) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
-
-
-class Result(Mapping):
-    """A verb's result (see the module docstring). Subclasses name their headline and main pictures."""
-
-    title = "result"
-
-    def __init__(self, record: dict):
-        self.record = dict(record)
-
-    # the record as a mapping, and its keys as attributes
-    def __getitem__(self, key):
-        return self.record[key]
-
-    def __iter__(self):
-        return iter(self.record)
-
-    def __len__(self) -> int:
-        return len(self.record)
-
-    def __getattr__(self, name):
-        record = self.__dict__.get("record", {})
-        if name in record:
-            return record[name]
-        raise AttributeError(f"{type(self).__name__} has no {name!r} (its record holds: {', '.join(record)})")
-
-    def headline(self) -> list[tuple[str, str]]:
-        """(label, value) pairs of what the result is about."""
-        return []
-
-    def pictures(self) -> dict[str, str]:
-        """{caption: PNG path} of the pictures to show, the main one first."""
-        return {}
-
-    def __repr__(self) -> str:
-        figures = ", ".join(f"{k} {v}" for k, v in self.headline()[:4])
-        return f"{type(self).__name__}({figures})"
-
-    def __str__(self) -> str:
-        """What the verb's command prints: the headline, a line each (results override it)."""
-        return "\n".join(f"{k}: {v}" for k, v in self.headline())
-
-    def _repr_html_(self) -> str:
-        figures = []
-        for caption, path in list(self.pictures().items())[:2]:
-            pic = pages.picture(path, Path(path).parent, caption) if path else {"missing": "not drawn"}
-            if pic.get("src"):
-                figures.append(pic)
-        return pages.fragment("result.html", title=self.title, rows=[(k, str(v)) for k, v in self.headline()],
-                              figures=figures)
-
-    def save_page(self, path) -> Path:
-        """The notebook display as a page of its own (values escaped, pictures embedded, nothing
-        else allowed by its Content-Security-Policy), written atomically."""
-        page = pages.render("result-page.html", title=self.title, body=self._repr_html_())
-        return atomic.write_text(Path(path), page + "\n")
 
 
 def _curves_png(log: list[dict]) -> str | None:
@@ -126,6 +71,10 @@ class Run(Result):
     @property
     def errors(self) -> int | None:
         return self.record.get("test_errors")
+
+    def summary(self) -> ModelSummary:
+        """The trained model's layers, output shapes, parameters and multiply-adds per image."""
+        return ModelSummary(summary_of(self.run_dir))
 
     def headline(self):
         r = self.record
@@ -168,6 +117,67 @@ class Runs(Result):
 
     def pictures(self):
         return self.runs[0].pictures() if self.runs else {}
+
+
+class ModelSummary(Result):
+    """A model's layers, output shapes, parameters and multiply-adds per image (`mnistlab models --summary`)."""
+
+    title = "model summary"
+
+    def headline(self):
+        r = self.record
+        return [("model", f"{r['source']} ({r['kind']})"), ("input", str(r["input_shape"])),
+                ("parameters", f"{r['params']:,} ({r['bytes'] / 2**20:.2f} MiB; {r['trainable']:,} trainable)"),
+                ("per image", f"{r['macs']:,} multiply-adds ({r['flops'] / 1e6:.2f} MFLOPs)")]
+
+    def __str__(self) -> str:
+        rows = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}",
+                 f"{layer['macs']:,}"] for layer in self.record["layers"]]
+        table = format_table(rows, ["layer", "type", "output shape", "params", "mult-adds"])
+        return printable(table) + "\n\n" + "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
+
+    def _repr_html_(self) -> str:
+        header = ["layer", "type", "output shape", "params", "mult-adds"]
+        body = [[layer["name"], layer["type"], str(layer["output_shape"]), f"{layer['params']:,}", f"{layer['macs']:,}"]
+                for layer in self.record["layers"]]
+        body += [[k, v, "", "", ""] for k, v in self.headline()]
+        return pages.fragment("result.html", title=self.title, header=header, body=body)
+
+
+class LrFind(Result):
+    """`lr-find`: each rule's suggested learning rate over the seeds, the recommendation, the plot."""
+
+    title = "learning-rate finder"
+
+    @property
+    def lr(self) -> float | None:
+        """The recommended learning rate (two significant figures: what `train --lr` takes); None if none."""
+        return self.record["recommended"]["lr"]
+
+    def headline(self):
+        r = self.record
+        rec = r["recommended"]
+        rows = [("model", r["recipe"] or r["model"]), ("optimizer", f"{r['optimizer']}, batch {r['batch_size']}")]
+        for rule, found in r["rules"].items():
+            rows.append((rule, "none" if not found else f"{found['median']:.3g}" + (
+                f" (seeds: {found['min']:.3g} to {found['max']:.3g}, {found['spread']:.1f}x)" if found["seeds"] > 1 else "")))
+        rows.append(("recommended", f"{rec['lr']:g} ({rec['rule']}; {rec['ratio_to_given']:.2g}x the settings' "
+                                    f"{r['given_lr']:g})" if rec["lr"] else f"none: {r['no_suggestion']}"))
+        return rows
+
+    def __str__(self) -> str:
+        r = self.record
+        rows = [[s["seed"], s["steps"], *(f"{s['suggestions'][k]:.3g}" if s["suggestions"][k] else "-"
+                                          for k in r["rules"]), s["stopped"]] for s in r["seeds"]]
+        lines = [format_table(rows, ["seed", "steps", *r["rules"], "stopped"]), ""]
+        lines += [f"{k}: {v}" for k, v in self.headline()]
+        if r["recommended"]["command"]:
+            lines += ["", f"train with it: {r['recommended']['command']}"]
+        lines.append(f"wrote {r['files']['png']} and {r['files']['json']}")
+        return "\n".join(lines)
+
+    def pictures(self):
+        return {"loss against learning rate": self.record["files"]["png"]}
 
 
 class Labelled(np.ndarray):
@@ -291,7 +301,7 @@ class AttackReport(Result):
 
     def __str__(self) -> str:
         """What `mnistlab attack` prints: per model, robust accuracy per epsilon, the checks, the files."""
-        parts = [f"{d['source']}:\n{format_attack(d)}\n\nwrote {d['json']}, {d['pictures']['curve']} and "
+        parts = [f"{d['source']}:\n{attack_table(d)}\n\nwrote {d['json']}, {d['pictures']['curve']} and "
                  f"{d['pictures']['gallery']}" for d in self.docs]
         if self.record.get("compare"):
             parts.append(f"wrote {self.record['compare']}")
@@ -570,25 +580,6 @@ class Trusted(Result):
 
     def __str__(self) -> str:  # names and paths come from a run someone sent: nothing a terminal acts on
         return "\n".join(printable(f"{k}: {v}") for k, v in self.headline())
-
-
-class Listing(Result):
-    """A table of what there is (models, recipes): printed as a table, shown as one in a notebook."""
-
-    title = "listing"
-
-    def __str__(self) -> str:
-        rows = [[r.get(k, "") for k in self.record["header"]] for r in self.record["rows"]]
-        note = f"\n\n{self.record['note']}" if self.record.get("note") else ""
-        return format_table(rows, list(self.record["header"])) + note
-
-    def __repr__(self) -> str:
-        return f"Listing({len(self.record['rows'])} {self.record['title']})"
-
-    def _repr_html_(self) -> str:
-        header = list(self.record["header"])
-        return pages.fragment("result.html", title=self.record["title"], header=header,
-                              body=[[r.get(h, "") for h in header] for r in self.record["rows"]])
 
 
 class RecipeText(Result):

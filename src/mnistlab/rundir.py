@@ -3,6 +3,7 @@
     runs/seed-cnn-mnist-s0/
       config.json        the resolved TrainConfig
       log.jsonl          a header (versions, hardware, argv), then one line per epoch
+      metrics.csv        the same epochs as a table (Lightning's CSVLogger convention: a row per epoch)
       last.safetensors   the full training state, for --resume (+ last.json, its metadata for people)
       best.safetensors   the weights with the best validation accuracy (+ best.json)
       summary.json       the final numbers: validation, the test set (touched once), seeds, timings
@@ -12,7 +13,8 @@
       inspect/           what `mnistlab inspect` writes (inspect.json, PNGs)
       maps/M-F-S/        what `mnistlab map` writes (map.json, map.png, map.html, coords)
       shift/             what `mnistlab shift` writes (shift-SPLIT.json, curves, galleries, shift-SPLIT.html)
-      tensorboard/       TensorBoard scalars, when asked for
+      tensorboard/       TensorBoard events, when asked for (tensorboard=true): per epoch the losses,
+                         accuracies, learning rate and speed, and the validation confusion matrix
 
 A group of seed runs (`train --seeds`) is a directory of run directories with its own summary.json.
 
@@ -90,6 +92,8 @@ class RunDir:
     MAPS, MAP_FILE = "maps", "map.json"
     SHIFT = "shift"  # `mnistlab shift`: shift/shift-SPLIT.json, the curves, the galleries, the page
     TENSORBOARD = "tensorboard"
+    METRICS = "metrics.csv"  # the per-epoch history as CSV, beside log.jsonl
+    METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "images_per_s")
     OOD = "ood.safetensors"  # the not-a-digit model (models/ood.py), fitted on first use
     CODE = "code"  # copies of the user code the run used (model, optimizer, loss), to read and for trust_code
     ATTACK_PREFIX = "attack-"  # eval/attack-METHOD-NORM.json
@@ -114,6 +118,7 @@ class RunDir:
     maps_dir = property(lambda self: self.path / self.MAPS)
     shift_dir = property(lambda self: self.path / self.SHIFT)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
+    metrics = property(lambda self: self.path / self.METRICS)
     code_dir = property(lambda self: self.path / self.CODE)
 
     def code_file(self, role: str, path: str) -> Path:
@@ -273,6 +278,18 @@ class RunDir:
 
     def write_json(self, name: str, value: dict) -> None:
         atomic.write_text(self.path / name, json.dumps(value, indent=2))
+
+    def write_metrics(self, history: list[dict]) -> None:
+        """metrics.csv: one row per epoch so far (written whole each epoch, atomically: a resumed run's
+        earlier epochs stay), the columns METRICS_COLUMNS then any others the rows have; empty where an
+        epoch has no value."""
+        extra = sorted({k for row in history for k in row} - set(self.METRICS_COLUMNS))
+        columns = [*self.METRICS_COLUMNS, *extra]
+        lines = [",".join(columns)]
+        for row in history:
+            lines.append(",".join("" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else
+                                  str(row[c]) for c in columns))
+        atomic.write_text(self.metrics, "\n".join(lines) + "\n")
 
     def write_code(self, records: dict[str, dict]) -> None:
         """Copy each recorded source (one file once, however many roles it fills) into code/."""

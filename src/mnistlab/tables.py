@@ -4,6 +4,7 @@ to print or to put in a spreadsheet: a class or model name comes from files anyo
 from __future__ import annotations
 
 import re
+import textwrap
 
 # ESC sequences (CSI with its parameters, OSC up to its terminator, two-character ones), then any C0/C1
 # control character but newline and tab: what a terminal would act on instead of showing
@@ -32,10 +33,18 @@ def cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else printable(value)
 
 
-def format_table(rows: list[list], header: list[str]) -> str:
-    """Columns padded to their widest cell, a rule under the header."""
+def format_table(rows: list[list], header: list[str], width: int | None = None) -> str:
+    """Columns padded to their widest cell, a rule under the header. With `width` (a terminal's), a last
+    column that would run past it is wrapped onto lines of its own beneath the row's other cells."""
     table = [[cell(x) for x in row] for row in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *table)]
+    room = None if width is None else width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+    if room is not None and widths[-1] > room >= 30:
+        wrapped = []
+        for row in table:
+            for i, piece in enumerate(textwrap.wrap(row[-1], room) or [""]):
+                wrapped.append((row[:-1] if i == 0 else [""] * (len(row) - 1)) + [piece])
+        table, widths[-1] = wrapped, max([room, len(header[-1])])
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in table]

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import traceback
@@ -366,12 +367,26 @@ def raised_in_own_code(exc: BaseException, refs: dict[str, str], doing: str) -> 
     return raised(role, refs[role], doing, exc)
 
 
+def keras_backend_first(source: str = "") -> None:
+    """Before user code runs: Keras, if it imports it, on the PyTorch backend (a Keras 3 model is then a
+    torch module mnistlab trains as it is; see models/keras_bridge.py). Nothing changes once Keras is
+    imported: a model made under another backend is refused where it is used, saying how to fix it."""
+    if "keras" in sys.modules:
+        return
+    chosen = os.environ.get("KERAS_BACKEND")
+    if chosen and chosen != "torch" and "keras" in source:
+        print(f"mnistlab: note: KERAS_BACKEND={printable(chosen)} set; mnistlab runs Keras on torch "
+              "(KERAS_BACKEND=torch) for this process", file=sys.stderr)
+    os.environ["KERAS_BACKEND"] = "torch"
+
+
 def _run_source(source: str, filename: str, role: str, ref: str, importable: bool = True) -> types.ModuleType:
     """`source` run as a new module named for its hash; `importable`: its file's folder is on the path
     while it runs (a model file the user named may import its neighbours)."""
     key = (filename, sha256_text(source))
     if key in _modules:
         return _modules[key]
+    keras_backend_first(source)
     module = types.ModuleType(f"mnistlab_user_{key[1][:16]}")
     module.__file__ = filename
     sys.modules[module.__name__] = module  # dataclasses and typing look their module up by name
@@ -396,6 +411,7 @@ def _run_source(source: str, filename: str, role: str, ref: str, importable: boo
 def _import(where: str, role: str, ref: str) -> types.ModuleType:
     if not IDENTIFIER.match(where):
         raise MnistlabError(f"{role} {ref!r}: {where!r} is neither a .py file nor a module name")
+    keras_backend_first()
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:

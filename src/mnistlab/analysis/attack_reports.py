@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic
+from .. import atomic, attacks
 from ..attacks import Attacked, AttackResult
-from ..attacks import attack as attack_images
 from ..attacks.evaluation import load_inputs
 from ..errors import MnistlabError
 from ..models.predictor import load_predictor
@@ -58,7 +57,7 @@ def attack_split(source, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), norm: str 
     predictor = load_predictor(located.checkpoint)
     ds, part = target_split(predictor, split, None, data_dir)
     images, labels = part.images[:n], part.labels[:n]
-    result = attack_images(predictor, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
+    result = attacks.attack(predictor, images, labels, method=method, eps=eps, norm=norm, target=target, steps=steps,
                            restarts=restarts, targets=targets, queries=queries, seed=seed, checks=checks,
                            check_n=check_n, quiet=quiet)
     out_dir = located.output_dir(out, RunDir.EVAL)
@@ -99,7 +98,7 @@ def distinct_names(sources) -> list[str]:
     return [str(p) for p in paths]
 
 
-def format_table(doc: dict) -> str:
+def attack_table(doc: dict) -> str:
     what = describe(doc)
     if doc["targeted"]:
         what += f", targeted at class {doc['target']}"

@@ -49,6 +49,7 @@ from ..pictures import figure, save_figure
 from ..training import config
 from ..training.engine import fit
 from ..training.losses import CROSS_ENTROPY, loss_function
+from ..training.lr_finder import command as command_for
 from ..training.optim import make_optimizer
 from .evaluation import compute_metrics
 from .plots import confusion_heatmap, mistakes_gallery
@@ -382,7 +383,7 @@ def _overfit(cfg, model, images, labels, norm, loss_fn) -> list[Finding]:
         if not torch.isfinite(loss):
             return [Finding("optimizer", True, "the first step changed the parameters"),
                     Finding("overfit one batch", False, f"the loss became {loss.item()} at step {step} on "
-                            f"{len(x)} images: the learning rate (lr={cfg.lr:g}) is too high?")]
+                            f"{len(x)} images: the learning rate (lr={cfg.lr:g}) is too high? {find_rate(cfg)}")]
         loss.backward()
         opt.step()
         if step == 1:
@@ -405,7 +406,7 @@ def _overfit(cfg, model, images, labels, norm, loss_fn) -> list[Finding]:
                                 f"(loss {first_loss:.3f} -> {last_loss:.4f})"))
     else:
         hint = (f": the loss rose from {first_loss:.3f} to {last_loss:.3f}, the learning rate (lr={cfg.lr:g}) is "
-                "too high?" if last_loss > first_loss else f" (loss {first_loss:.3f} -> {last_loss:.3f})")
+                f"too high? {find_rate(cfg)}" if last_loss > first_loss else f" (loss {first_loss:.3f} -> {last_loss:.3f})")
         findings.append(Finding("overfit one batch", False, f"{len(x)} images reach {acc:.0%} after {steps} steps, "
                                 f"not 100%{hint}"))
     return findings
@@ -574,8 +575,9 @@ def references(cfg, role: str) -> dict[str, object]:
 
 
 def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classes: int,
-            lr: float = float("nan")) -> tuple[str, str]:
-    """(status: works | something is wrong | unstable, the sentence)."""
+            lr: float = float("nan"), find: str = "") -> tuple[str, str]:
+    """(status: works | something is wrong | unstable, the sentence); `find`: the sentence that says how to
+    sweep the learning rate (`find_rate`), added wherever the rate is the advice."""
     failed = sorted((f for f in findings if f.ok is False), key=lambda f: PRIORITY.index(f.name)
                     if f.name in PRIORITY else len(PRIORITY))
     if failed:
@@ -583,7 +585,8 @@ def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classe
     if mine is None:
         return "works", "the mechanics pass (learning not run)"
     if mine["diverged"]:
-        return "something is wrong", f"training diverged for seed(s) {mine['diverged']}: lower the learning rate?"
+        return "something is wrong", (f"training diverged for seed(s) {mine['diverged']}: lower the learning rate?"
+                                      + (f" {find}" if find else ""))
     mean, std = mine["mean"], mine["std"]
     if mean < CHANCE_FACTOR / classes:
         overfits = any(f.name == "overfit one batch" and f.ok for f in findings)
@@ -602,23 +605,28 @@ def verdict(findings: list[Finding], mine: dict | None, refs: list[dict], classe
                                       f"reference at the same budget, each at the best of the same learning-rate "
                                       f"grid (yours: lr={lr:g})" + (" and the seeds' spread" if std > UNSTABLE_STD
                                                                      else ""))
-    advice = _rate_advice(mine)
+    advice = _rate_advice(mine, find)
     if std > UNSTABLE_STD:
         return "unstable", (f"{mean:.1%} +- {std:.1%}: the accuracy varies by {std * 100:.1f} points across seeds"
                             + advice)
     return "works", f"{mean:.1%} +- {std:.1%}, {where}" + advice
 
 
-def _rate_advice(mine: dict) -> str:
+def find_rate(cfg) -> str:
+    """The sentence that points to the learning-rate finder, its command filled in with these settings."""
+    return f"`{command_for('lr-find', cfg)}` sweeps the rate and suggests one"
+
+
+def _rate_advice(mine: dict, find: str = "") -> str:
     """Where the learning-rate search chose another rate than the one given: which, and what the given
-    one reached, as advice (the model works; its rate did not)."""
+    one reached, as advice (the model works; its rate did not), and how to sweep it finer."""
     trials = mine.get("lr_search") or []
     given = next((t for t, f in zip(trials, LR_FACTORS) if f == 1.0), None)
     if not given or math.isclose(given["lr"], mine["lr"]):
         return ""
     reached = f"{given['val_acc']:.1%}" if given["val_acc"] == given["val_acc"] else "diverged"
     return (f"; at this budget it learns best at lr={mine['lr']:g}, not at the lr={given['lr']:g} it was given ({reached} there "
-            f"in the search): train it with --lr {mine['lr']:g}")
+            f"in the search): train it with --lr {mine['lr']:g}" + (f"; {find}" if find else ""))
 
 
 def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, learning: bool = True,
@@ -659,7 +667,7 @@ def check(cfg, *, role: str = "model", seeds=(0, 1, 2), quick: bool = False, lea
             raise error from None
         refs = [_reference_arm(name, ref_cfg, ds, data, list(seeds), say)
                 for name, ref_cfg in references(cfg, role).items()]
-    status, sentence = verdict(findings, mine, refs, ds.num_classes, mine["lr"] if mine else cfg.lr)
+    status, sentence = verdict(findings, mine, refs, ds.num_classes, mine["lr"] if mine else cfg.lr, find_rate(cfg))
     drawn = {}
     if mine is not None:
         where = Path(out) if out is not None else _scratch()

@@ -491,6 +491,11 @@ def gallery(data: Pool, table, out, top: int = 40):
     return save_png(image_grid(tiles, captions, scale=4, cols=10), out)
 
 
+# Below this out-of-fold accuracy the fold models are too weak for their flags to mean much (on MNIST
+# they read 99% of the digits right; 150 images a fold read 16%).
+WEAK_FOLDS = 0.5
+
+
 def format_summary(s: dict) -> str:
     """What `mnistlab audit` prints."""
     took = "scores from the cache" if s["cached"] else f"{s['oof_seconds']:.0f} s"
@@ -500,6 +505,11 @@ def format_summary(s: dict) -> str:
              f"label issues (mislabeled + ambiguous): {s['label_issue_rate']:.2%} of the images; per class: "
              + ", ".join(f"{c} {v['label_issues']}" for c, v in s["per_class"].items()),
              f"near-duplicate pairs: {len(s['near_duplicate_pairs'])}, crossing train/test: {s['cross_split_pairs']}"]
+    if s["oof_accuracy"] < WEAK_FOLDS:
+        per_fold = s["n"] * (s["folds"] - 1) // s["folds"]
+        lines.insert(1, f"warning: the fold models read only {s['oof_accuracy']:.0%} of the images right (each "
+                     f"learned from {per_fold:,} images): their flags say more about the models than about the "
+                     "labels; audit more images (--split all) or give a stronger --model")
     if not s["label_issue_rate"] and s.get("disagreements"):
         lines.append(f"confident learning flagged no label: the out-of-fold models disagree with the given label "
                      f"of {s['disagreements']} images, none with the confidence its per-class thresholds ask "

@@ -30,6 +30,7 @@ from ..data.normalization import Normalization, to_unit
 from ..errors import MnistlabError
 from ..models.classical import ClassicalModel
 from ..models.features import features
+from ..models.keras_bridge import KerasLayer
 from ..models.predictor import load_model
 from ..models.source import locate
 from ..pictures import coloured, mosaic_figure, save_figure
@@ -64,7 +65,7 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     norm = Normalization.from_dict(meta["normalization"])
     x_all = norm.apply(to_unit(data.images).reshape(len(data), *meta["in_shape"]))
     pictures = {"filters": str(draw_filters(model, meta["in_shape"], out_dir / "filters.png"))}
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [(n, m) for n, m in model.named_modules() if _kind(m) == "Conv2d"]
     for i in images:
         if convs:
             pictures[f"featuremaps-{i}"] = str(draw_feature_maps(model, convs, x_all[i:i + 1], data.images[i],
@@ -83,9 +84,16 @@ def inspect_model(path: str, *, dataset: str | None = None, split: str = "test",
     return result
 
 
+def _kind(m: nn.Module) -> str | None:
+    """Conv2d or Linear, for torch's own layers and a Keras model's (their weights in torch's layout)."""
+    if isinstance(m, KerasLayer):
+        return m.kind if m.kind in ("Conv2d", "Linear") else None
+    return "Conv2d" if isinstance(m, nn.Conv2d) else "Linear" if isinstance(m, nn.Linear) else None
+
+
 def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if _kind(m):
             return name, m
     raise MnistlabError(f"{getattr(model, 'mnistlab_name', 'the model')} has no convolution or linear first layer "
                         "to draw")
@@ -104,7 +112,7 @@ def gray(image_u8: torch.Tensor) -> np.ndarray:
 def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
     name, layer = _first_layer(model)
     w = layer.weight.detach().float()
-    if isinstance(layer, nn.Linear):  # a template per unit over the input image
+    if _kind(layer) == "Linear":  # a template per unit over the input image
         w = w[:64].reshape(-1, *in_shape)
     w = w[:, 0] if w.shape[1] == 1 else w.mean(1)  # colour inputs: the mean over channels
     n = len(w)
@@ -114,9 +122,10 @@ def draw_filters(model: nn.Module, in_shape, path: Path) -> Path:
         lim = float(w[k].abs().max()) or 1.0  # each kernel on its own symmetric scale: red +, blue -
         tiles.append(coloured(w[k].numpy(), "RdBu_r", -lim, lim))
     rows = [tiles[i:i + cols] for i in range(0, n, cols)]
-    kind = "kernels" if isinstance(layer, nn.Conv2d) else "units"
+    kind = "kernels" if _kind(layer) == "Conv2d" else "units"
+    layer_type = f"Keras {type(layer.layer).__name__}" if isinstance(layer, KerasLayer) else type(layer).__name__
     fig, _ = mosaic_figure(rows, cell=CELL, inches_per_cell=1.1,
-                           title=f"first layer ({name}: {type(layer).__name__}, {n} {kind})")
+                           title=f"first layer ({name}: {layer_type}, {n} {kind})")
     return save_figure(fig, path)
 
 

@@ -265,7 +265,7 @@ register_attack("apgd-ce", norms=("linf", "l2"), targeted=False, steps=100, comp
 register_attack("apgd-t", norms=("linf", "l2"), targeted=False, steps=100, components=("apgd-t",), named=_apgd_t, rank=3,
                 step_size=APGD_STEP, summary="APGD-T: APGD on the targeted DLR loss, toward each of --targets "
                 "classes")(_apgd_family(("apgd-t",)))
-register_attack("square", norms=("linf",), targeted=False, steps=0, components=("square",), rank=4,
+register_attack("square", norms=("linf",), targeted=False, steps=0, components=("square",), rank=4, gradient=False,
                 named=lambda s: f"Square ({s.get('queries')} queries)", step_size=APGD_STEP,
                 summary="Square (Andriushchenko et al. 2020): random square updates, no gradient (queries only)"
                 )(_apgd_family(("square",)))

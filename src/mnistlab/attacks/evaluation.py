@@ -134,13 +134,14 @@ def attack(model, images, labels, *, method: str = "pgd", eps=(0.1, 0.2, 0.3), n
     checks: also run the checks against gradient masking (`masking_checks`) on `check_n` images;
     quiet=False shows progress (a bar over the batches, a line per epsilon and for the checks)."""
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
-    if method != "square" or checks:
-        refuse_classical(predictor, f"--method {method}" + (" with the gradient-masking checks" if checks else ""),
-                         "a classical model has no gradient: attack it with --method square --no-checks (queries only)")
-    net = Attacked(predictor)
-    x, y = load_inputs(predictor, images, labels)
     epsilons = check_arguments(method, eps, norm, target, len(predictor.classes), steps, restarts, targets, queries)
     entry = ATTACKS[method]
+    if entry.gradient or checks:
+        queries_only = " or ".join(f"--method {n}" for n in list_attacks() if not ATTACKS[n].gradient)
+        refuse_classical(predictor, f"--method {method}" + (" with the gradient-masking checks" if checks else ""),
+                         f"a classical model has no gradient: attack it with {queries_only} --no-checks (queries only)")
+    net = Attacked(predictor)
+    x, y = load_inputs(predictor, images, labels)
     steps = steps if steps is not None else entry.steps
     t = None if target is None else torch.full_like(y, target)
     generator = torch.Generator().manual_seed(seed)

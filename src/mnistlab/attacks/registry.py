@@ -30,6 +30,7 @@ class AttackEntry:
     step_size: str = ""  # the step-size rule, as results record it
     components: tuple[str, ...] = field(default=())  # the attacks it runs in turn (AutoAttack-style)
     rank: int = 100  # where it stands in a list (the strongest last)
+    gradient: bool = True  # whether it needs the model's gradient (False: queries only, so classical models too)
 
 
 ATTACKS: dict[str, AttackEntry] = {}
@@ -37,10 +38,10 @@ ATTACKS: dict[str, AttackEntry] = {}
 
 def register_attack(name: str, *, norms: tuple[str, ...], targeted: bool, steps: int, restarts: bool = True,
                     named: Callable[[dict], str], summary: str, step_size: str = "",
-                    components: tuple[str, ...] = (), rank: int = 100):
+                    components: tuple[str, ...] = (), rank: int = 100, gradient: bool = True):
     def wrap(run):
         ATTACKS[name] = AttackEntry(name, run, tuple(norms), targeted, steps, restarts, named, summary, step_size,
-                                    tuple(components), rank)
+                                    tuple(components), rank, gradient)
         return run
 
     return wrap

@@ -4,7 +4,7 @@
 fc 256, fc 10; Adam, batch 64, fp32, one epoch over tensors in memory; the test set at the end.
 `keras_tutorial`: the seeds' Keras CNN (conv 32 3x3 he_uniform, max-pool, dense 100 he_uniform,
 dense 10), Adam 1e-3, batch 32, 10 epochs, run by TensorFlow in a child process when it is installed
-(`pip install 'mnistlab[keras]'`, or a `python` with TensorFlow named by $MNISTLAB_KERAS_PYTHON).
+(`pip install 'mnistlab[tensorflow]'`, or a `python` with TensorFlow named by $MNISTLAB_KERAS_PYTHON).
 Both time their whole job: data load, model creation, training, the test pass.
 """
 
@@ -101,7 +101,7 @@ def keras_tutorial(seed: int = 0, epochs: int = 10) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "mnist.npz")
         np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}  # the reference is TF's
         done = subprocess.run([python, "-c", KERAS_SCRIPT, path, str(seed), str(epochs)], capture_output=True,
                               text=True, timeout=3600, env=env)
     if done.returncode != 0:

@@ -47,9 +47,23 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def bench(suites: list[str] | None = None, *, out_dir: str | os.PathLike = "bench-results", quick: bool = False) -> dict:
-    """Run the named suites (all by default), print a table per suite and write `<out_dir>/<suite>.json`."""
+def bench(suites: list[str] | None = None, *, out: str | os.PathLike = "bench-results", quick: bool = False) -> dict:
+    """Benchmarks: print a table and write JSON.
+
+    Run benchmark suites in one process; print a table per suite (the machine's CPU features first) and
+    write OUT/SUITE.json.
+
+    Args:
+        suites: suites to run (default: all); see `mnistlab.bench.SUITES`
+        out: directory for the JSON results
+        quick: fewer repetitions, for a smoke run
+
+    Examples:
+        mnistlab bench data zoo infer
+        mnistlab bench speed --out bench-results
+    """
     names = suites or list(SUITES)
+    out_dir = out
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise MnistlabError(f"unknown benchmark suite(s) {', '.join(unknown)}: expected {', '.join(SUITES)}")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from .. import api
 from ..errors import MnistlabError
+from ..lists import OneOf
 from ..models import carried_code
-from ..serving.prediction import NOT_DIGIT_THRESHOLD
 from ..studies.tuning import list_spaces
 from ..tables import printable
 from .common import (
@@ -97,7 +97,7 @@ def add_verb(verbs, verb: Verb) -> None:
     epilog = ("examples:\n" + "\n".join(f"  {e}" for e in doc.examples)) if doc.examples else None
     p = verbs.add_parser(verb.name, help=doc.summary, description=doc.description or None,
                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(getattr(verb.function, "__wrapped__", verb.function))
+    hints = typing.get_type_hints(getattr(verb.function, "__wrapped__", verb.function), include_extras=True)
     for name, param in inspect.signature(verb.function).parameters.items():
         if param.kind is param.VAR_KEYWORD:
             if name == "settings" and verb.settings == "config":
@@ -131,9 +131,10 @@ def add_argument(p, name: str, param: inspect.Parameter, hint, help_text: str, *
         help_text += f" (default: {shown})"
     help_text = help_text.replace("%", "%%")
     if positional:
-        nargs = "+" if many else ("?" if param.default is not param.empty else None)
+        optional = param.default is not param.empty
+        nargs = ("*" if optional else "+") if many else ("?" if optional else None)
         p.add_argument(name, nargs=nargs, type=kind, choices=choices, help=help_text,
-                       **({"default": default} if nargs == "?" else {}))
+                       **({"default": default} if optional else {}))
         return
     flag = "--" + name.replace("_", "-")
     if kind is bool:
@@ -151,6 +152,11 @@ def add_argument(p, name: str, param: inspect.Parameter, hint, help_text: str, *
 
 def _kind(hint) -> tuple[type, tuple | None, bool]:
     """(the type argparse converts to, the choices, whether it takes several values) of an annotation."""
+    if typing.get_origin(hint) is typing.Annotated:  # choices kept in a registry: read them now
+        base, *extras = typing.get_args(hint)
+        one_of = next((e for e in extras if isinstance(e, OneOf)), None)
+        kind, choices, many = _kind(base)
+        return kind, (tuple(one_of()) if one_of else choices), many
     args = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     for a in args:
         if typing.get_origin(a) is typing.Literal:
@@ -205,7 +211,7 @@ def arguments(verb: Verb, args) -> dict:
 
 # ---------- the verbs that print or ask in a way of their own ----------
 
-def _silent(args, result) -> int:  # the verb printed its own progress and conclusion as it went
+def printed_as_it_ran(args, result) -> int:  # the verb printed its own progress and conclusion as it went
     return 0
 
 
@@ -229,10 +235,7 @@ def _predict_shown(args, results) -> int:
         print(json.dumps([dict(r.as_dict(), file=str(f)) for f, r in zip(args.images, results)], indent=2))
         return 0
     for f, r in zip(args.images, results):
-        top = ", ".join(f"{d} {p:.1%}" for d, p in r.top3)
-        verdict = "" if r.is_digit else (f"  [not a digit? score {r.not_digit:.2f} >= "
-                                         f"{NOT_DIGIT_THRESHOLD}: {'; '.join(r.reasons)}]")
-        print(printable(f"{f}: {r.class_name} ({r.probability:.1%}; top 3: {top}){verdict}"))  # names from a file
+        print(printable(f"{f}: {r}"))  # class names come from a file
     if args.save_preprocessed:
         print(f"wrote the 28x28 images the model saw to {args.save_preprocessed}/")
     return 0
@@ -264,24 +267,13 @@ def _trust_run(args, call) -> int:
         return 0
     if not args.revoke:
         for item in found:
-            print(describe_code(item))
+            print(item)
         if not all(item.signed for item in found) and not args.yes and not confirmed(
                 "Run this code here from now on, without asking? [y/N] "):
             print("nothing approved")
             return 1
     print(call())
     return 0
-
-
-def describe_code(item) -> str:
-    """A carried piece of code as `mnistlab trust` shows it: what it is, where to read it, its lines."""
-    r = item.record
-    head = (f"{item.role} {printable(r['ref'])} ({r['kind']}{', recorded at ' + printable(r['path']) if r['path'] else ''}; "
-            f"SHA-256 {r['sha256'][:16]}...; {item.lines} lines; "
-            f"{'already approved' if item.signed else 'not approved here'})\n"
-            f"read it in {printable(item.copy or item.files[0])}:")
-    body = "\n".join(f"{i:5}  {printable(line)}" for i, line in enumerate(r["source"].splitlines(), 1))
-    return f"{head}\n{body}\n"
 
 
 def confirmed(question: str) -> bool:
@@ -295,17 +287,18 @@ def confirmed(question: str) -> bool:
         return False
 
 
-# The order `mnistlab --help` lists them in (data and bench, which are not one function each, come from
-# their own modules).
+# The order `mnistlab --help` lists them in (data, whose actions are built the same way, and bench come
+# from their own modules).
 VERBS = [
     Verb("models", api.models),
     Verb("recipes", api.recipes),
-    Verb("train", api.train, settings="config", show=_silent),
-    Verb("pretrain", api.pretrain, show=_silent),
+    Verb("train", api.train, settings="config", show=printed_as_it_ran),
+    Verb("lr-find", api.lr_find, settings="config"),
+    Verb("pretrain", api.pretrain, show=printed_as_it_ran),
     Verb("trust", api.trust, positional=("path",), extra=_trust_flags, run=_trust_run),
-    Verb("tune", api.tune, extra=_tune_flags, before=_tune_before, show=_silent),
-    Verb("transfer-curve", api.transfer_curve, show=_silent),
-    Verb("sota", api.sota, show=_silent),
+    Verb("tune", api.tune, extra=_tune_flags, before=_tune_before, show=printed_as_it_ran),
+    Verb("transfer-curve", api.transfer_curve, show=printed_as_it_ran),
+    Verb("sota", api.sota, show=printed_as_it_ran),
     Verb("evaluate", api.evaluate, positional=("model",)),
     Verb("ensemble", api.ensemble, positional=("models",)),
     Verb("attack", api.attack, positional=("model",)),
@@ -316,7 +309,7 @@ VERBS = [
     Verb("map", api.map, positional=("model",), show=_map_shown),
     Verb("report", api.report, positional=("runs",)),
     Verb("predict", api.predict, positional=("images",), extra=_predict_flags, show=_predict_shown),
-    Verb("serve", api.serve, show=_silent),
+    Verb("serve", api.serve, show=printed_as_it_ran),
     Verb("export", api.export, positional=("model",)),
 ]
 

@@ -8,13 +8,22 @@ and the uint8 tensors every other stage starts from.
     fetch.py          verified, atomic downloads from mirrors with retries
     dataset.py        load / load_data, Dataset, Split, the validation holdout
     normalization.py  uint8 -> model input: Normalization, to_unit, prepare
-    catalog.py        status, info, verify, show: what `mnistlab data` answers
+    catalog.py        status(_all), info, verify(_all), show: what `mnistlab data` answers
 """
 
-from .catalog import info, show, status, verify, verify_all
+from .catalog import (
+           DatasetInfo,
+           Verification,
+           info,
+           show,
+           status,
+           status_all,
+           verify,
+           verify_all,
+)
 from .dataset import Dataset, Holdout, Split, load, load_data
 from .fetch import fetch
 from .normalization import Normalization, prepare, to_unit
 
-__all__ = ["Dataset", "Holdout", "Normalization", "Split", "fetch", "info", "load", "load_data", "prepare", "show",
-           "status", "to_unit", "verify", "verify_all"]
+__all__ = ["Dataset", "DatasetInfo", "Holdout", "Normalization", "Split", "Verification", "fetch", "info", "load",
+           "load_data", "prepare", "show", "status", "status_all", "to_unit", "verify", "verify_all"]

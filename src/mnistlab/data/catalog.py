@@ -1,18 +1,22 @@
-"""The questions `mnistlab data` answers: what is there (status), what is in it (info), is it
-intact (verify), and what does it look like (show)."""
+"""The questions `mnistlab data` answers: what is there (status, `status_all`), what is in it (info), is
+it intact (verify, `verify_all`), and what does it look like (show). The command line's `data` actions
+are built from these functions' signatures and docstrings (cli/data.py), and print what they return."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from ..errors import MnistlabError
 from ..pictures import image_grid, save_png
+from ..result_base import Listing, Result
+from ..tables import format_table
 from . import files
 from .dataset import load
-from .registry import get_spec, list_datasets
+from .registry import ALIASES, get_spec, list_datasets
 
 # `verify` statuses: ok (a pin matched), unpinned (nothing to compare with: not ok, not corrupt),
 # mismatch / error (corrupt, truncated, unreadable), missing (not found).
@@ -36,11 +40,56 @@ def status(name: str, data_dir=None) -> dict:
     }
 
 
-def info(name: str, data_dir=None, *, download: bool = False, verify: bool = True) -> dict:
-    """Sizes, classes, per-class counts, pixel statistics, content hashes and sources of a dataset."""
+def status_all(data_dir: str | None = None) -> Listing:
+    """The datasets mnistlab knows, whether each is present and where it is read from.
+
+    Args:
+        data_dir: directory to look in first (default: $MNISTLAB_DATA_DIR)
+    """
+    rows = [status(name, data_dir) for name in list_datasets()]
+    return Listing({"title": "datasets", "header": ["name", "state", "origin", "location"], "rows": rows,
+                    "note": f"aliases: {', '.join(f'{a} -> {t}' for a, t in ALIASES.items())}"})
+
+
+class DatasetInfo(Result):
+    """A dataset's sizes, classes, per-class counts, pixel statistics, hashes and sources."""
+
+    title = "dataset"
+
+    def headline(self):
+        r = self.record
+        return [("dataset", f"{r['title']} ({r['name']})"), ("image shape", "x".join(map(str, r["image_shape"]))),
+                ("classes", r["num_classes"]), *((s, f"{v['count']:,} examples") for s, v in r["splits"].items())]
+
+    def __str__(self) -> str:
+        r = self.record
+        counts = [r["splits"][s]["class_counts"] for s in ("train", "test")]
+        per_class = format_table([[str(i), name, str(tr), str(te)] for i, (name, tr, te) in
+                                  enumerate(zip(r["classes"], *counts))], ["label", "class", "train", "test"])
+        sources = format_table([[f["name"], f["verified"], f["sha256"][:16], f["origin"], f["location"]]
+                                for f in r["files"]], ["file", "verified", "sha256", "from", "location"])
+        mean, std = (", ".join(f"{v:.4f}" for v in r[k]) for k in ("pixel_mean", "pixel_std"))
+        return "\n".join([f"{r['title']} ({r['name']}): {r['description']}",
+                          f"image shape {'x'.join(map(str, r['image_shape']))}, {r['num_classes']} classes, "
+                          f"license {r['license']}",
+                          *(f"{split}: {s['count']} examples" for split, s in r["splits"].items()), "", per_class,
+                          f"\npixel mean {mean}, std {std} (train, scaled to [0,1])",
+                          f"content hash {r['content_hash']}", "", sources])
+
+
+def info(name: str, data_dir: str | None = None, *, download: bool = False, verify: bool = True) -> DatasetInfo:
+    """Sizes, classes, per-class counts, pixel mean/std, content hashes and sources of a dataset.
+
+    Args:
+        name: dataset name (`mnistlab data list` shows them)
+        data_dir: directory to look in first (default: $MNISTLAB_DATA_DIR)
+        download: download the dataset if it is not present
+        verify: check the files' hashes (--no-verify: skip hash verification, for re-compressed copies of
+            datasets whose content hash is not pinned)
+    """
     ds = load(name, data_dir=data_dir, download=download, verify=verify)
     mean, std = ds.stats
-    return {
+    return DatasetInfo({
         "name": ds.name,
         "title": ds.spec.title,
         "description": ds.spec.description,
@@ -57,7 +106,7 @@ def info(name: str, data_dir=None, *, download: bool = False, verify: bool = Tru
         "homepage": ds.spec.homepage,
         "license": ds.spec.license,
         "citation": ds.spec.citation,
-    }
+    })
 
 
 def verify(name: str, data_dir=None) -> list[dict]:
@@ -95,9 +144,28 @@ def verify(name: str, data_dir=None) -> list[dict]:
     return results
 
 
-def verify_all(name: str, data_dir=None) -> dict:
-    """`mnistlab data verify NAME` (or `all`): each file's verdict, and the verdict on them all:
-    {"rows": [dataset, file, status, method, detail], "ok": bool, "verdict": what failed, or ""}."""
+class Verification(Result):
+    """Each file's verdict and the verdict on them all: rows [dataset, file, status, method, detail], `ok`,
+    and `verdict` (what failed and what to do; "" where all is well)."""
+
+    title = "verification"
+
+    def headline(self):
+        return [("files", len(self.record["rows"])), ("verdict", self.record["verdict"] or "verified")]
+
+    def __str__(self) -> str:
+        rows = self.record["rows"]
+        return format_table(rows, ["dataset", "file", "status", "method", "detail"]) if rows \
+            else "no dataset files found"
+
+
+def verify_all(name: str, data_dir: str | None = None) -> Verification:
+    """Re-hash the dataset's files on disk against the pinned hashes (NAME may be 'all').
+
+    Args:
+        name: dataset name (`mnistlab data list` shows them), or all
+        data_dir: directory to look in first (default: $MNISTLAB_DATA_DIR)
+    """
     names = list_datasets() if name == "all" else [name]
     rows, statuses = [], []
     for n in names:
@@ -113,12 +181,26 @@ def verify_all(name: str, data_dir=None) -> dict:
         verdict = (f"NOT VERIFIED: {statuses.count('unpinned')} file(s) have no pinned hash to compare with (an "
                    "unpacked archive or a re-compressed copy); keep the files as their publisher distributes them, "
                    "or compare the content SHA-256 above with a copy you trust")
-    return {"rows": rows, "ok": not verdict, "verdict": verdict}
+    return Verification({"rows": rows, "ok": not verdict, "verdict": verdict})
 
 
-def show(name: str, *, out: str | os.PathLike, split: str = "train", count: int = 25, start: int = 0,
-         random: bool = False, seed: int = 0, scale: int = 3, data_dir=None, download: bool = False) -> Path:
-    """Write a labelled grid of `count` images of a split to the PNG file `out`."""
+def show(name: str, *, out: str | os.PathLike, split: Literal["train", "test"] = "train", count: int = 25,
+         start: int = 0, random: bool = False, seed: int = 0, scale: int = 3, data_dir: str | None = None,
+         download: bool = False) -> Path:
+    """Write a labelled grid of images to a PNG file.
+
+    Args:
+        name: dataset name (`mnistlab data list` shows them)
+        out: PNG file to write
+        split: which split
+        count: number of images
+        start: index of the first image
+        random: a random sample instead of consecutive images
+        seed: seed for --random
+        scale: pixels per image pixel
+        data_dir: directory to look in first (default: $MNISTLAB_DATA_DIR)
+        download: download the dataset if it is not present
+    """
     if count < 1 or count > 1024:
         raise MnistlabError(f"--count {count}: expected 1 to 1024 images")
     if not 1 <= scale <= 16:

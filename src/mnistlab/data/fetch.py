@@ -25,8 +25,7 @@ from pathlib import Path
 from .. import atomic
 from .._version import __version__
 from ..errors import MnistlabError
-from ..progress import bar as progress_bar
-from ..progress import on_terminal
+from ..progress import on_terminal, progress_bar
 from . import files, paths
 from .registry import DatasetSpec, get_spec
 
@@ -44,7 +43,20 @@ class _Attempt(Exception):
 
 def fetch(name: str, *, data_dir=None, progress: bool | None = None, files_wanted: Sequence[str] | None = None,
           force: bool = False, retries: int = 2, backoff: float = 0.5, timeout: float = 30.0) -> list[Path]:
-    """Download the dataset's missing files (or all of them, with `force`) into the user cache."""
+    """Download the dataset's missing files into the user cache, with a progress bar.
+
+    Each file is checked against its pinned hash before it is renamed into place.
+
+    Args:
+        name: dataset name (`mnistlab data list` shows them)
+        data_dir: directory to look in first (default: $MNISTLAB_DATA_DIR)
+        progress: Python only: a progress bar (default: on a terminal)
+        files_wanted: Python only: these of the dataset's files only
+        force: download again even if the files are present
+        retries: Python only: tries per mirror after the first
+        backoff: Python only: seconds before the first retry, doubled each time
+        timeout: Python only: seconds a connection may stay silent
+    """
     spec = get_spec(name)
     target_dir = paths.cache_dir() / spec.directory
     mirrors = paths.extra_mirrors(spec.directory) + list(spec.mirrors)

@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import consent, user_code
 from ..errors import MnistlabError
 from ..rundir import RunDir
+from ..tables import printable
 from . import checkpoint
 
 
@@ -32,6 +33,17 @@ class CarriedCode:
     @property
     def lines(self) -> int:
         return len(self.record["source"].splitlines())
+
+    def __str__(self) -> str:
+        """As `mnistlab trust` shows it before asking: what it is, where to read it, every line numbered
+        (control characters of the file made visible: it is someone else's text)."""
+        r = self.record
+        where = f", recorded at {printable(r['path'])}" if r["path"] else ""
+        head = (f"{self.role} {printable(r['ref'])} ({r['kind']}{where}; SHA-256 {r['sha256'][:16]}...; "
+                f"{self.lines} lines; {'already approved' if self.signed else 'not approved here'})\n"
+                f"read it in {printable(self.copy or self.files[0])}:")
+        body = "\n".join(f"{i:5}  {printable(line)}" for i, line in enumerate(r["source"].splitlines(), 1))
+        return f"{head}\n{body}\n"
 
 
 def checkpoints_of(path: str | os.PathLike) -> list[Path]:

@@ -20,6 +20,7 @@ from torch import nn
 from .. import user_code
 from ..errors import MnistlabError
 from ..names import did_you_mean
+from . import keras_bridge
 
 GIVEN = ("in_shape", "num_classes", "in_channels")  # what mnistlab passes to a builder that asks for it
 
@@ -113,14 +114,19 @@ def model_entry(name: str, recorded: user_code.Carried | None = None) -> ModelEn
         obj, code = user_code.from_record(recorded, "model"), None
     else:
         obj, code = user_code.resolve(name, "model")
+    if keras_bridge.is_keras(obj):
+        keras_bridge.keras_module()  # Keras 3 on the torch backend, or an error that says how
     if not isinstance(obj, nn.Module) and not callable(obj):
         raise MnistlabError(f"model {name!r} is a {type(obj).__name__}: expected an nn.Module class, a function "
                             "that returns one, or an nn.Module")
-    return ModelEntry(name, _user_build(obj), "your own model", user=obj, code=code)
+    return ModelEntry(name, _user_build(obj, name), "your own model", user=obj, code=code)
 
 
-def _user_build(obj) -> Callable[..., nn.Module]:
-    """The zoo's builder signature around a user's class, factory or instance."""
+def _user_build(obj, name: str = "") -> Callable[..., nn.Module]:
+    """The zoo's builder signature around a user's class, factory or instance. A Keras model (or a
+    factory that returns one) is put behind the contract by `keras_bridge`: a fresh copy per build."""
+    if keras_bridge.is_keras(obj):
+        return lambda in_shape, num_classes, options: keras_bridge.adapt(obj, tuple(in_shape), name)
     if isinstance(obj, nn.Module):
         def from_instance(in_shape, num_classes, options):
             model = copy.deepcopy(obj)
@@ -137,6 +143,8 @@ def _user_build(obj) -> Callable[..., nn.Module]:
     def from_callable(in_shape, num_classes, options):
         given = {"in_shape": tuple(in_shape), "num_classes": num_classes, "in_channels": in_shape[0]}
         model = obj(**{k: v for k, v in given.items() if k in params and k not in options}, **options)
+        if keras_bridge.is_keras(model):
+            return keras_bridge.adapt(model, tuple(in_shape), name)
         if not isinstance(model, nn.Module):
             raise TypeError(f"it returned a {type(model).__name__}, expected an nn.Module")
         return model

@@ -59,6 +59,12 @@ class Prediction:
     def is_digit(self) -> bool:
         return self.not_digit < NOT_DIGIT_THRESHOLD
 
+    def __str__(self) -> str:  # as `mnistlab predict` prints it after the file's name
+        top = ", ".join(f"{d} {p:.1%}" for d, p in self.top3)
+        verdict = "" if self.is_digit else (f"  [not a digit? score {self.not_digit:.2f} >= {NOT_DIGIT_THRESHOLD}: "
+                                            f"{'; '.join(self.reasons)}]")
+        return f"{self.class_name} ({self.probability:.1%}; top 3: {top}){verdict}"
+
     def as_dict(self) -> dict:  # the HTTP API's answer: "digit" is the class name, a string ("7")
         return {"digit": self.class_name, "label": self.label, "probability": self.probability,
                 "top3": [{"digit": d, "probability": p} for d, p in self.top3],

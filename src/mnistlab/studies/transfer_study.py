@@ -26,7 +26,7 @@ from .. import atomic, rundir, schema
 from ..data import load
 from ..errors import MnistlabError
 from ..machine import describe
-from ..models import checkpoint as ckpt
+from ..models import checkpoint
 from ..models.source import locate
 from ..pictures import figure as _figure
 from ..pictures import save_figure
@@ -124,7 +124,7 @@ def transfer_curve(source: str, dataset: str = "mnist", labels=(1, 5, 10, 100, 1
 
 
 def _source_dataset(source: str) -> str | None:
-    meta, _ = ckpt.read_header(locate(source).checkpoint)
+    meta, _ = checkpoint.read_header(locate(source).checkpoint)
     if meta.get("pretraining"):
         return f"{meta.get('dataset')} without labels ({meta['pretraining']})"
     return meta.get("dataset")

@@ -19,7 +19,7 @@ import torch
 
 from ..data.normalization import to_unit
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
+from ..models import checkpoint
 from ..models.classical import (
     ClassicalModel,
     features_of,
@@ -94,7 +94,7 @@ def train_classical(cfg, quiet: bool = False) -> dict:
         row["val_loss"] = cross_entropy_of(probs, data.val.labels)
     run.append_log(row)
     meta = {**model_meta(cfg, data, model), "params": size["params"], "kind": "weights", "epoch": 1}
-    ckpt.save(run.best, ckpt.prefixed(tensors_of(model), "model"), meta)
+    checkpoint.save(run.best, checkpoint.prefixed(tensors_of(model), "model"), meta)
     test_acc = test_loss = test_errors = None
     if data.test is not None:
         t0 = time.perf_counter()

@@ -265,8 +265,11 @@ def resolve(recipe: str | None = None, overrides: dict | None = None, *, source:
             raise MnistlabError(f"{source}: expected an object of config keys and values")
         layers.append((source, overrides))
     for where, values in layers:
+        model = cfg.model
         for key, value in values.items():
             setattr(cfg, key, coerce(key, value, source=where))
+        if cfg.model != model and "model_args" not in values:  # a recipe's model options are its model's:
+            cfg.model_args = {}  # `--recipe seed-cnn --model mine.py:Net` trains Net with the recipe's settings
     validate(cfg)
     return cfg
 

@@ -39,8 +39,7 @@ from ..attacks import attack
 from ..data import Dataset, preparation
 from ..data.normalization import Normalization
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
-from ..models import count_parameters, create_model_from
+from ..models import checkpoint, count_parameters, create_model_from, keras_bridge
 from ..models.classical import is_classical
 from ..models.heads import head_modules
 from ..models.inference import (
@@ -50,9 +49,10 @@ from ..models.inference import (
     cross_entropy_of,
 )
 from ..models.predictor import Predictor, reference_probs
-from ..progress import bar as progress_bar
+from ..pictures import figure
+from ..progress import progress_bar
 from ..rundir import RunDir
-from ..stats import over_seeds as stats_over_seeds
+from ..stats import over_seeds
 from . import config, setup, transfer
 from .classical import train_classical
 from .ema import EMA
@@ -177,6 +177,8 @@ def _train(cfg, resume, quiet: bool, on_epoch, t_start: float, opened: list) -> 
             probs = reference_probs(parts.eval_model, data.val.images, data.norm, batch_size=cfg.eval_batch_size)
             row["val_acc"], _ = accuracy_and_errors(probs, data.val.labels)
             row["val_loss"] = cross_entropy_of(probs, data.val.labels)
+            if progress.tensorboard is not None:
+                tensorboard_confusion(progress.tensorboard, probs, data.val.labels, data.dataset.classes, epoch)
         improved, stop = progress.record(row, cfg.early_stopping)
         reason = f"no better validation accuracy for {cfg.early_stopping} epochs" if stop else None
         if on_epoch is not None and not stop:
@@ -251,6 +253,8 @@ def open_run(cfg, env: Env, data: Data, parts: Parts, resume) -> tuple[RunDir, P
             f"({len(data.train_y)} train, {n_val} val), {env.device}, {env.world} process(es); {env.precision.reason}")
     if parts.transfer and resume is None:
         env.say(describe_transfer(parts.transfer))
+    if keras_bridge.describe(parts.model):
+        env.say(keras_bridge.describe(parts.model))
     return run, progress
 
 
@@ -268,6 +272,13 @@ def make_step(cfg, data: Data, parts: Parts, env: Env):
     return lambda idx, gen: graph(idx, gen) if len(idx) == parts.per_rank_batch else eager(idx, gen)
 
 
+def shard(order: torch.Tensor, n_rank: int, rank: int, world: int) -> torch.Tensor:
+    """Process `rank`'s examples of the epoch's `order`: every world-th one, `n_rank` in all. The shards are
+    disjoint and cover the first n_rank * world, and step i of every process together takes the examples
+    step i of one process with the whole batch takes: the same optimisation, split."""
+    return order[: n_rank * world][rank::world]
+
+
 def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: RunDir) -> dict:
     """One pass over the training examples; the epoch's log row (loss, accuracy, speed)."""
     t0 = time.perf_counter()
@@ -275,7 +286,7 @@ def train_epoch(cfg, epoch: int, step, data: Data, parts: Parts, env: Env, run: 
     transfer.hold_frozen(parts.model)
     # Per-epoch seeds: data order, augmentation draws and dropout masks.
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
-    order = order[: parts.n_rank * env.world][env.rank::env.world].to(env.device)
+    order = shard(order, parts.n_rank, env.rank, env.world).to(env.device)
     aug_gen = torch.Generator(device=env.device).manual_seed(epoch_seed(cfg.seed, epoch, 1))
     torch.manual_seed(epoch_seed(cfg.seed, epoch, 2))
     loss_sum = torch.zeros((), device=env.device)
@@ -358,21 +369,23 @@ def save_epoch(cfg, run: RunDir, row: dict, data: Data, parts: Parts, progress: 
                stop: bool) -> None:
     """The epoch's log line, the best weights when validation improved, the full state when due."""
     run.append_log(row)
+    run.write_metrics(progress.history)
     if progress.tensorboard is not None:
         for key, value in row.items():
-            if key != "epoch":
-                progress.tensorboard.add_scalar(key, value, row["epoch"])
+            if key != "epoch" and isinstance(value, (int, float)):
+                progress.tensorboard.add_scalar(TENSORBOARD_TAGS.get(key, key), value, row["epoch"])
+        progress.tensorboard.flush()
     meta = model_meta(cfg, data, parts.model)
     if improved:
         save_weights(run.best, parts.eval_model, {**meta, "epoch": row["epoch"], **progress.best})
     if row["epoch"] % cfg.checkpoint_every == 0 or row["epoch"] == cfg.epochs or stop:
-        tensors = ckpt.prefixed(parts.model.state_dict(), "model")
+        tensors = checkpoint.prefixed(parts.model.state_dict(), "model")
         if parts.ema is not None:
-            tensors.update(ckpt.prefixed(parts.ema.state_dict(), "ema"))
-        opt_tensors, opt_rest = ckpt.optimizer_to_parts(parts.opt.state_dict())
+            tensors.update(checkpoint.prefixed(parts.ema.state_dict(), "ema"))
+        opt_tensors, opt_rest = checkpoint.optimizer_to_parts(parts.opt.state_dict())
         tensors.update(opt_tensors)
         tensors["rng/torch"] = torch.get_rng_state()
-        ckpt.save(run.last, tensors, {**meta, "kind": "state", "epoch": row["epoch"], "history": progress.history,
+        checkpoint.save(run.last, tensors, {**meta, "kind": "state", "epoch": row["epoch"], "history": progress.history,
                                       "best": progress.best, "optimizer": opt_rest,
                                       "scheduler": _jsonable(parts.sched.state_dict()) if parts.sched else None})
 
@@ -393,8 +406,8 @@ def finish(cfg, env: Env, data: Data, parts: Parts, run: RunDir, progress: Progr
     """The test set, touched once (the best-on-validation weights, or the last), and the summary."""
     best = progress.best
     if data.val is not None and best["epoch"]:  # every rank: rank 0 wrote it before the last barrier
-        tensors, _ = ckpt.load(run.best, device=env.device)
-        parts.eval_model.load_state_dict(ckpt.with_prefix(tensors, "model"))
+        tensors, _ = checkpoint.load(run.best, device=env.device)
+        parts.eval_model.load_state_dict(checkpoint.with_prefix(tensors, "model"))
     test_acc = test_loss = test_errors = None
     at_training_precision = None
     if data.test is not None:  # exactly what `evaluate RUN` computes from best.safetensors
@@ -509,13 +522,39 @@ def fit(cfg, dataset: Dataset, images: torch.Tensor, labels: torch.Tensor, *,
     return parts.eval_model.eval(), data.norm
 
 
+# an epoch row's keys as TensorBoard tags: grouped as Lightning and Keras' TensorBoard callback group them
+TENSORBOARD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
+                    "val_acc": "accuracy/val", "lr": "learning_rate", "epoch_s": "time/epoch_s",
+                    "images_per_s": "time/images_per_s", "attack_s": "time/attack_s"}
+
+
 def tensorboard_writer(run: RunDir):
+    """A SummaryWriter into the run's tensorboard/ folder (`tensorboard --logdir runs` shows every run)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise MnistlabError("tensorboard=true needs the tensorboard package",
-                            hint="pip install tensorboard, or leave tensorboard off") from None
+                            hint="pip install 'mnistlab[tensorboard]', or leave tensorboard off") from None
     return SummaryWriter(str(rundir.output_dir(run.tensorboard_dir, run.path)))
+
+
+def tensorboard_confusion(writer, probs: torch.Tensor, labels: torch.Tensor, classes, epoch: int) -> None:
+    """The validation confusion matrix of the epoch as an image (rows: the true class; counts written in)."""
+    n = len(classes)
+    counts = torch.bincount(labels.cpu() * n + probs.argmax(1).cpu(), minlength=n * n).reshape(n, n)
+    plt, fig, ax = figure(4.5, 4)
+    ax.imshow(counts.numpy(), cmap="Blues")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(n), classes if n <= 20 else None)
+    ax.set_yticks(range(n), classes if n <= 20 else None)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"validation confusion matrix, epoch {epoch}")
+    writer.add_figure("confusion_matrix/val", fig, epoch)  # closes the figure
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,14 +567,8 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     piece of user code it names is one the checkpoint carries a record of (a config.json edited to name
     other code, a library function say, would otherwise run it unasked)."""
     last = RunDir(resume).last
-    meta, _ = ckpt.read_header(last)
-    if meta["kind"] != "state":
-        raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
-    changed = config.differences(meta["config"], cfg.as_dict())
-    if changed:
-        detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
-        raise MnistlabError(f"cannot resume {resume} with a different config: {detail}",
-                            hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+    meta, _ = checkpoint.read_header(last)
+    check_resumable(meta, cfg, last, resume)
     records = meta.get("code", {})
     for role in setup.ROLES:
         ref = getattr(cfg, role)
@@ -545,29 +578,34 @@ def resumed_code(resume, cfg) -> dict[str, dict]:
     return records
 
 
-def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
-    """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
-    tensors, meta = ckpt.load(run.last, device=device)
+def check_resumable(meta: dict, cfg, last, run) -> None:
+    """A clear error unless `last` (of `run`) holds the full training state of this very config."""
     if meta["kind"] != "state":
-        raise MnistlabError(f"{run.last}: a weights-only checkpoint; resuming needs the full training state")
+        raise MnistlabError(f"{last}: a weights-only checkpoint; resuming needs the full training state")
     changed = config.differences(meta["config"], cfg.as_dict())
     if changed:
         detail = ", ".join(f"{k} (run: {meta['config'].get(k)!r}, now: {cfg.as_dict().get(k)!r})" for k in changed)
         raise MnistlabError(f"cannot resume {run} with a different config: {detail}",
                             hint="resume with the run's own config (just --resume RUN_DIR), or start a new run")
+
+
+def restore(run: RunDir, cfg, parts: Parts, device) -> Progress:
+    """The state in `run`'s last checkpoint, loaded into `parts`; clear errors for a damaged one."""
+    tensors, meta = checkpoint.load(run.last, device=device)
+    check_resumable(meta, cfg, run.last, run)
     found = {k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
-    expected = ckpt.prefixed(parts.model.state_dict(), "model")
+    expected = checkpoint.prefixed(parts.model.state_dict(), "model")
     if parts.ema is not None:
-        expected.update(ckpt.prefixed(parts.ema.state_dict(), "ema"))
-    ckpt.check_state(expected, {k: v for k, v in found.items() if k.startswith(("model/", "ema/"))}, str(run.last))
+        expected.update(checkpoint.prefixed(parts.ema.state_dict(), "ema"))
+    checkpoint.check_state(expected, {k: v for k, v in found.items() if k.startswith(("model/", "ema/"))}, str(run.last))
     if "rng/torch" not in tensors:
         raise MnistlabError(f"{run.last}: the random-number state (rng/torch) is missing",
                             hint="the checkpoint is damaged: start the run again")
-    parts.model.load_state_dict(ckpt.with_prefix(tensors, "model"))
+    parts.model.load_state_dict(checkpoint.with_prefix(tensors, "model"))
     if parts.ema is not None:
-        parts.ema.load_state_dict(ckpt.with_prefix(tensors, "ema"))
+        parts.ema.load_state_dict(checkpoint.with_prefix(tensors, "ema"))
     try:
-        parts.opt.load_state_dict(ckpt.optimizer_from_parts(tensors, meta["optimizer"]))
+        parts.opt.load_state_dict(checkpoint.optimizer_from_parts(tensors, meta["optimizer"]))
         if parts.sched is not None and meta["scheduler"] is not None:
             parts.sched.load_state_dict(meta["scheduler"])
         torch.set_rng_state(tensors["rng/torch"].cpu())
@@ -606,7 +644,7 @@ def train_seeds(cfg, seeds: list[int], quiet: bool = False) -> dict:
         raise
 
     def stats(key):
-        return stats_over_seeds(r.get(key) for r in runs)
+        return over_seeds(r.get(key) for r in runs)
 
     summary = {"group_dir": str(group), "seeds": seeds, "model": cfg.model, "dataset": cfg.dataset,
                "recipe": cfg.recipe, "test_acc": stats("test_acc"), "val_acc": stats("val_acc"),

@@ -27,7 +27,7 @@ from ..data.normalization import to_unit
 from ..errors import MnistlabError
 from ..models import count_parameters, create_model_from
 from ..models.heads import head_modules, penultimate
-from ..progress import bar as progress_bar
+from ..progress import progress_bar
 from ..rundir import RunDir
 from . import augment, config
 from .setup import (

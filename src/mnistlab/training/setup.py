@@ -21,8 +21,7 @@ from ..data.normalization import Normalization
 from ..data.synthetic import parse as parse_synthetic
 from ..data.synthetic import synthetic
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
-from ..models import count_parameters
+from ..models import checkpoint, count_parameters
 from ..models.inference import evaluation_record
 from ..precision import Precision
 from ..precision import choose as choose_precision
@@ -207,4 +206,4 @@ def model_meta(cfg, data: Data, model: torch.nn.Module) -> dict:
 
 
 def save_weights(path, model: torch.nn.Module, meta: dict) -> None:
-    ckpt.save(path, ckpt.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})
+    checkpoint.save(path, checkpoint.prefixed(model.state_dict(), "model"), {"kind": "weights", **meta})

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.dataset import Holdout
 from ..errors import MnistlabError
-from ..models import checkpoint as ckpt
+from ..models import checkpoint
 from ..models.heads import is_head_key
 from ..models.source import locate
 
@@ -30,11 +30,11 @@ def initialise(model: nn.Module, cfg, classes, heads) -> dict:
 
     located = locate(cfg.init_from)
     path = located.checkpoint
-    tensors, meta = ckpt.load(path)
+    tensors, meta = checkpoint.load(path)
     if meta.get("kind") not in ("weights", "state"):
         raise MnistlabError(f"init_from={cfg.init_from!r}: {path} is a {meta.get('kind')} checkpoint; expected one "
                             "model's weights", hint="start from one run directory (or its best.safetensors)")
-    prefix = ckpt.model_prefix(meta, tensors)
+    prefix = checkpoint.model_prefix(meta, tensors)
     source = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     # a pretrained (label-free) source's head never learned anything: auto gives a new one
     same_classes = list(meta.get("classes") or []) == list(classes) and not meta.get("pretraining")
