@@ -105,7 +105,6 @@ def test_the_pixel_changes_are_seeded_stay_in_range_and_each_does_what_it_says(m
 
 
 def test_a_preset_without_the_new_changes_draws_what_it_always_drew(mnist):
-    x = mnist.test.images[:32].float().unsqueeze(1) / 255
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     seed = PRESETS["seed"]
     params = draw(seed, 32, (28, 28), g1, "cpu")

@@ -294,7 +294,8 @@ def raw(picture: Image.Image) -> np.ndarray:
 def uci_digits() -> tuple[list[Image.Image], np.ndarray]:
     """scikit-learn's copy of the UCI handwritten digits (1,797 scans of 8x8, 0..16), each upscaled to
     64x64 (bilinear) as a picture, and their labels."""
-    from sklearn.datasets import load_digits  # scikit-learn costs 1-3 s of import: only when asked for
+    # scikit-learn costs 1-3 s of import: only when asked for
+    from sklearn.datasets import load_digits
 
     d = load_digits()
     return ([Image.fromarray((im / 16 * 255).astype(np.uint8)).resize((64, 64), Image.BILINEAR) for im in d.images],
