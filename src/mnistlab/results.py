@@ -349,11 +349,16 @@ class Shift(Result):
             lines.append("\nMNIST-form preprocessing is worth: " + "; ".join(
                 f"{k} {100 * v:+.2f} points" for k, v in r["preprocessing"].items()))
         if r.get("goals"):
-            lines.append("\ngoals of the packaged model: " + "; ".join(
-                f"{g['name']} {_pct(g['value'])} (>= {100 * g['goal']:.1f}%: {'met' if g['met'] else 'NOT met'})"
-                for g in r["goals"]))
-        if r.get("skipped"):
-            lines.append("not measured: " + "; ".join(f"{s['name']} ({s['why']})" for s in r["skipped"]))
+            goals = r["goals"]
+            lines += ["", f"issue 46's goals for the packaged model, {sum(g['met'] for g in goals)} of {len(goals)} met:",
+                      format_table([[g["name"], _pct(g["value"]), f">= {100 * g['goal']:.1f}%",
+                                     "met" if g["met"] else "NOT met"] for g in goals],
+                                   ["goal", "measured", "at least", ""])]
+        if r.get("skipped"):  # a style and its -raw twin are skipped for one reason: said once
+            why = {}
+            for s in r["skipped"]:
+                why.setdefault(s["why"], []).append(s["name"])
+            lines.append("\nnot measured: " + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in why.items()))
         secs = r.get("seconds") or {}
         lines.append(f"\n{secs.get('total', 0):.1f} s ({secs.get('build', 0):.1f} s making or reading the sets, "
                      f"{secs.get('measure', 0):.1f} s measuring)")

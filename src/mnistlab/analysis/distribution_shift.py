@@ -32,6 +32,7 @@ from ..errors import MnistlabError
 from ..models.predictor import Predictor, load_predictor
 from ..models.source import locate
 from ..pictures import figure, image_grid, save_figure, save_png, titled
+from ..progress import Stages
 from ..rundir import RunDir
 from . import plots
 
@@ -76,8 +77,10 @@ def base_for(predictor: Predictor, split: str, data_dir=None) -> shift_sets.Base
 
 
 def measure(predictor: Predictor, built: list[shift_sets.ShiftSet], *, batch_size: int | None = None,
-            keep: Callable[[shift_sets.ShiftSet], bool] = lambda s: False) -> tuple[list[dict], dict]:
-    """(a row per set: accuracy, errors, n, ...; {set name: probabilities} of the sets `keep` says)."""
+            keep: Callable[[shift_sets.ShiftSet], bool] = lambda s: False,
+            done: Callable[[], None] = lambda: None) -> tuple[list[dict], dict]:
+    """(a row per set: accuracy, errors, n, ...; {set name: probabilities} of the sets `keep` says);
+    `done()` after each set."""
     rows, kept = [], {}
     for s in built:
         probs = predictor.probs(torch.from_numpy(s.images), **({"batch_size": batch_size} if batch_size else {}))
@@ -92,6 +95,7 @@ def measure(predictor: Predictor, built: list[shift_sets.ShiftSet], *, batch_siz
         rows.append(row)
         if keep(s):
             kept[s.name] = probs
+        done()
     return rows, kept
 
 
@@ -132,16 +136,22 @@ def shift(source, *, sets=None, n: int | None = None, split: str = "test", out: 
         raise MnistlabError(f"--n {n}: expected at least 1 image per set")
     base = base_for(predictor, split, data_dir)
     names = shift_sets.choose(sets)
-    say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
-    say(f"shift: {len(names)} sets from {base.description}" + (f" (the first {n:,} images)" if n else "")
-        + f"; made once, then read from the cache in {shift_sets.cache_dir() / 'shift'}")
-    t_build = time.perf_counter()
-    built = shift_sets.build_sets(names, base, n, data_dir=data_dir)
-    build_s = time.perf_counter() - t_build
-    skipped = built[-1].facts.get("skipped", []) if built else []
-    t_measure = time.perf_counter()
-    rows, kept = measure(predictor, built, batch_size=batch_size, keep=lambda s: pictures and s.group != "sweeps")
-    measure_s = time.perf_counter() - t_measure
+    with Stages(total=2 * len(names), desc="shift", unit="set", quiet=quiet) as show:
+        show.say(f"shift: {len(names)} sets from {base.description}" + (f" (the first {n:,} images)" if n else "")
+                 + f"; made once, then read from the cache in {shift_sets.cache_dir() / 'shift'}")
+        t_build = time.perf_counter()
+        built = shift_sets.build_sets(names, base, n, data_dir=data_dir, progress=lambda name: show.update())
+        build_s = time.perf_counter() - t_build
+        skipped = built[-1].facts.get("skipped", []) if built else []
+        show.update(len(skipped))  # never made: nothing to measure
+        images = sum(len(s.labels) for s in built)
+        show.say(f"made or read {len(built)} sets ({images:,} images) in {build_s:.1f} s; measuring")
+        t_measure = time.perf_counter()
+        rows, kept = measure(predictor, built, batch_size=batch_size, keep=lambda s: pictures and s.group != "sweeps",
+                             done=show.update)
+        measure_s = time.perf_counter() - t_measure
+        show.say(f"measured in {measure_s:.1f} s ({images / max(measure_s, 1e-9):,.0f} images/s)"
+                 + ("; drawing the pictures and the page" if pictures else ""))
     summary = summarise(rows)
     out_dir = located.output_dir(out, RunDir.SHIFT)
     record = {"source": str(source), "model": predictor.meta.get("model"), "method": predictor.method,
@@ -256,7 +266,8 @@ def write_page(record: dict, path: Path) -> Path:
         figures.append(pages.picture(pics["examples"], root, "what each set looks like"))
     galleries = [pages.picture(p, root, f"{name}: the most confident mistakes") for name, p in
                  (pics.get("mistakes") or {}).items()]
-    page = pages.render("shift.html", styles=(pages.asset("page.css"),), record=record, table=table_rows(record),
+    page = pages.render("shift.html", styles=(pages.asset("page.css"),), title=f"shift: {record['source']}",
+                        record=record, table=table_rows(record),
                         sweeps=sweep_rows(record), figures=figures, galleries=galleries,
                         goals=record.get("goals") or [])
     return atomic.write_text(path, page + "\n")
