@@ -3,6 +3,7 @@ verb that measures any model on them, on the bundled MNIST."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -172,3 +173,17 @@ def test_a_model_trained_with_rotations_beats_one_without_at_30_degrees(tmp_path
            for name, run in (("plain", plain), ("turned", turned))}
     assert acc["turned"]["rotate-30"] > acc["plain"]["rotate-30"] + 0.04, acc
     assert acc["turned"]["clean"] > 0.9 and acc["plain"]["clean"] > 0.9
+
+
+# The corruptions' pixels for the first 8 test images, all 15 in order, as VERSION 2 of the sets makes them.
+# A change here is a change of the sets: bump shift_sets.VERSION (old caches would otherwise be read as
+# the new sets: it happened once, with glass blur) and pin the new hash.
+CORRUPTIONS_SHA256 = {2: "2084a61e27ac293a3ae8f2fa68ada3c3bfeb85b08c8b06449da0863e0f19027f"}
+
+
+def test_the_corruptions_make_the_pixels_their_cache_version_promises(base):
+    part = base.first(8)
+    h = hashlib.sha256()
+    for name in corruptions.CORRUPTIONS:
+        h.update(corruptions.corrupt(part.images, name, part.seeds).tobytes())
+    assert h.hexdigest() == CORRUPTIONS_SHA256.get(shift_sets.VERSION), "the sets changed: bump shift_sets.VERSION"
