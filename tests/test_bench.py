@@ -1,6 +1,6 @@
 """Benchmark suites whose harness can be checked on any machine: the GPU self-check's two comparisons
-(with the eager path standing in for the CUDA graph on a CPU), the precision suite's pairing, and the
-startup suite's new processes."""
+(with the eager path standing in for the CUDA graph on a CPU), the precision suite's pairing, the shift
+suite's rows, and the startup suite's new processes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from mnistlab.bench import SUITES, startup
 from mnistlab.bench import gpu as gpu_bench
 from mnistlab.bench import precision as precision_bench
+from mnistlab.bench import shift as shift_bench
 
 
 def test_the_gpu_self_check_says_it_ran_nothing_without_cuda():
@@ -55,3 +56,14 @@ def test_the_startup_suite_times_new_processes_against_their_floors_and_goals():
         assert r["meets_goal"] == (None if goal is None else r["median_s"] <= goal)
     # predict loads the packaged model and answers: more work than the interpreter alone
     assert rows["mnistlab predict picture.png"]["median_s"] > interpreter["median_s"]
+
+
+def test_the_shift_suite_reads_a_shift_record_into_one_row_per_model():
+    assert SUITES["shift"] is shift_bench.bench_shift
+    sets = [{"name": "clean", "accuracy": 0.99}, {"name": "fog", "accuracy": 0.5}, {"name": "uci", "accuracy": 0.9}]
+    record = {"sets": sets, "clean": 0.99, "corruption_mean": 0.7, "corruption_worst": 0.5,
+              "corruption_worst_name": "fog", "seconds": {"total": 12.34}, "epochs": 4, "synthetic": 0,
+              "goals": [{"met": True}, {"met": False}]}
+    row = shift_bench.row_of("m", record, 5.0)
+    assert row["clean"] == 99.0 and row["uci"] == 90.0 and row["thin"] is None  # a set not measured: no figure
+    assert row["worst_corruption"] == "fog" and row["goals_met"] == "1/2" and row["shift_s"] == 12.3

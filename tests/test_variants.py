@@ -271,3 +271,13 @@ def test_variant_spec_names_round_trip():
     base, parsed = variants.split_name(spec.name("fashion-mnist"))
     assert (base, parsed) == ("fashion-mnist", spec)
     assert variants.split_name("mnist") == ("mnist", None)
+
+
+@pytest.mark.parametrize("messy", [{"label_noise": "sym:0.2"}, {"imbalance": "exp:10"}, {"clean_labels": "cleanlab"}])
+def test_synthetic_digits_are_refused_beside_a_variant_with_one_line(tmp_path, messy):
+    """A messy-data run's examples, flips and removals are MNIST's own: synthetic digits appended to them
+    would change the protocol the bench compares with and what the audit is scored on."""
+    cfg = config.resolve(None, {**TINY, **messy, "synthetic": "printed:20", "out": str(tmp_path)})
+    with pytest.raises(MnistlabError, match="synthetic='printed:20' with a dataset variant") as caught:
+        train(cfg, quiet=True)
+    assert 'synthetic = "none"' in caught.value.hint and not any(tmp_path.iterdir())  # nothing left behind

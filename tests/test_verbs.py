@@ -40,10 +40,12 @@ def test_train_evaluate_ensemble_report_export_predict(tiny_run, capsys):
     assert json.loads(capsys.readouterr().out)[0]["is_digit"] is False  # an empty picture is no digit
 
 
-def test_attack_inspect_map(tiny_run, capsys):
+def test_attack_inspect_map_shift(tiny_run, capsys):
     out, run = tiny_run
     assert main(["attack", str(run), "--method", "fgsm", "--eps", "0.1", "--n", "20", "--no-checks"]) == 0
     assert (run / "eval" / "attack-fgsm-linf.json").is_file()
+    assert main(["shift", str(run), "--sets", "fog,uci", "--n", "10", "--no-pictures", "--quiet"]) == 0
+    assert (run / "shift" / "shift-test.json").is_file() and "uci-raw" in capsys.readouterr().out
     assert main(["inspect", str(run), "--images", "0", "--units", "2", "--top", "2"]) == 0
     assert main(["map", str(run), "--method", "tsne", "--n", "40", "--quiet"]) == 0
     assert capsys.readouterr().out.strip().endswith("map.html")

@@ -31,6 +31,7 @@ from .api import (
                   pretrain,
                   report,
                   serve,
+                  shift,
                   sota,
                   summary,
                   train,
@@ -44,7 +45,7 @@ from .errors import MnistlabError
 
 __all__ = ["Dataset", "MnistlabError", "Split", "__version__", "attack", "audit", "check", "ensemble", "evaluate", "export",
            "get_spec", "inspect", "list_datasets", "load", "load_data", "lr_find", "map", "models", "predict", "prepare", "pretrain",
-           "recipes", "report", "serve", "sota", "summary", "train", "transfer_curve", "trust", "tune"]
+           "recipes", "report", "serve", "shift", "sota", "summary", "train", "transfer_curve", "trust", "tune"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -28,6 +28,7 @@ from .analysis import (
     attack_reports,
     checks,
     data_audit,
+    distribution_shift,
     ensembles,
     evaluation,
     inspection,
@@ -56,6 +57,7 @@ from .results import (
     Run,
     Runs,
     Saved,
+    Shift,
     SotaStudy,
     Study,
     Trusted,
@@ -342,6 +344,40 @@ def attack(model: list[str], images=None, labels=None, *, method: AttackMethod =
                                         steps=steps, restarts=restarts, targets=targets, queries=queries, seed=seed,
                                         checks=checks, check_n=check_n, data_dir=data_dir, quiet=quiet)
     return AttackReport(done, done["docs"])
+
+
+@_trusting
+def shift(model: str, *, sets: str | None = None, n: int | None = None, split: Literal["test", "val"] = "test",
+          out: str | None = None, pictures: bool = True, data_dir: str | None = None, quiet: bool = False) -> Shift:
+    """Beyond MNIST's test set: accuracy on corrupted, turned, restroked and other-style digits.
+
+    Measure a model on MNIST-C-style corruptions (the 15 of Mu & Gilmer 2019), variants (turned 30 degrees,
+    thinned, thickened, inverted), sweeps (rotation, scale, translation, shear, stroke thickness) and
+    digits of other styles (UCI, drawn, printed in fonts never trained on; EMNIST and QMNIST where
+    installed), each style with and without MNIST-form preprocessing: accuracy, drop from clean, the
+    corruptions' mean and worst. The sets are made once and cached. Writes shift-SPLIT.json, curves, a
+    gallery of each set's mistakes and a page (default: RUN_DIR/shift/).
+
+    Args:
+        model: run directory, checkpoint or ensemble file (single, ensemble, classical or your own)
+        sets: comma-separated groups (clean, corruptions, variants, sweeps, styles), sweeps (rotation, scale,
+            translation, shear, thickness), styles (uci, drawn, printed, emnist-digits, qmnist-extra) or sets
+            (fog, rotate-30, uci-raw, ...) (default: all)
+        n: measure the first N images of each set (default: all; sweeps take at most 2,000 per point)
+        split: test: MNIST's test images; val: the images the model's run held out, with the selection fonts
+            and seeds (what a recipe is chosen on)
+        out: directory for the JSON, pictures and page
+        pictures: draw the curves, galleries and page (--no-pictures: only the numbers)
+        data_dir: directory to look for data in first
+        quiet: print nothing as it goes; the result says it all
+
+    Examples:
+        mnistlab shift runs/seed-cnn-mnist-s0
+        mnistlab shift src/mnistlab/_models/default.safetensors --sets corruptions,variants --n 2000
+        mnistlab shift runs/robust-mnist-s0 --split val
+    """
+    return Shift(distribution_shift.shift(model, sets=sets, n=n, split=split, out=out, pictures=pictures,
+                                      data_dir=data_dir, quiet=quiet))
 
 
 def audit(dataset: str = "mnist", *, split: Literal["train", "test", "all"] | None = None, folds: int = 5,

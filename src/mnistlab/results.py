@@ -20,6 +20,7 @@ from . import pages
 from .analysis.attack_reports import attack_table
 from .analysis.checks import finding_line
 from .analysis.data_audit import format_summary
+from .analysis.distribution_shift import sweep_rows, table_rows
 from .analysis.plots import training_curves
 from .analysis.robust import format_robust
 from .models.summary import summary_of
@@ -322,6 +323,64 @@ class AttackReport(Result):
             return {"robust accuracy against epsilon": self.record["compare"]}
         p = self.docs[0]["pictures"]
         return {"robust accuracy against epsilon": p["curve"], "gallery": p["gallery"]}
+
+
+class Shift(Result):
+    """`shift`: accuracy on every set beyond MNIST's test set (corruptions, variants, sweeps, other styles),
+    the drop from clean, the corruptions' mean and worst, and the pictures; `.accuracy` by set name."""
+
+    title = "shift"
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {r["name"]: r["accuracy"] for r in self.record["sets"]}
+
+    def headline(self):
+        r = self.record
+        out = [("model", r["source"]), ("sets from", f"{r['base']} ({r['split']})"), ("clean", _pct(r["clean"]))]
+        if "corruption_mean" in r:
+            out += [(f"MNIST-C-style mean ({r['corruptions_measured']})", _pct(r["corruption_mean"])),
+                    ("worst corruption", f"{r['corruption_worst_name']} {_pct(r['corruption_worst'])}")]
+        goals = r.get("goals") or []
+        if goals:
+            out.append(("goals of the packaged model met", f"{sum(g['met'] for g in goals)} of {len(goals)}"))
+        return out
+
+    def __str__(self) -> str:
+        """What `mnistlab shift` prints: a row per set, the sweeps, what preprocessing is worth, the goals."""
+        r = self.record
+        lines = [f"{r['source']} on sets built from {r['base']} ({r['split']})", "",
+                 format_table(table_rows(r), ["set", "group", "images", "accuracy", "vs clean (points)"])]
+        if "corruption_mean" in r:
+            lines.append(f"\nMNIST-C-style corruptions: mean {_pct(r['corruption_mean'])} over "
+                         f"{r['corruptions_measured']}, worst {r['corruption_worst_name']} {_pct(r['corruption_worst'])}")
+        if r["sweeps"]:
+            lines += ["", "sweeps (accuracy at each point):", *(f"  {name}: {text}" for name, text in sweep_rows(r))]
+        if r.get("preprocessing"):
+            lines.append("\nMNIST-form preprocessing is worth: " + "; ".join(
+                f"{k} {100 * v:+.2f} points" for k, v in r["preprocessing"].items()))
+        if r.get("goals"):
+            goals = r["goals"]
+            lines += ["", f"issue 46's goals for the packaged model, {sum(g['met'] for g in goals)} of {len(goals)} met:",
+                      format_table([[g["name"], _pct(g["value"]), f">= {100 * g['goal']:.1f}%",
+                                     "met" if g["met"] else "NOT met"] for g in goals],
+                                   ["goal", "measured", "at least", ""])]
+        if r.get("skipped"):  # a style and its -raw twin are skipped for one reason: said once
+            why = {}
+            for s in r["skipped"]:
+                why.setdefault(s["why"], []).append(s["name"])
+            lines.append("\nnot measured: " + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in why.items()))
+        secs = r.get("seconds") or {}
+        lines.append(f"\n{secs.get('total', 0):.1f} s ({secs.get('build', 0):.1f} s making or reading the sets, "
+                     f"{secs.get('measure', 0):.1f} s measuring)")
+        if r.get("json"):
+            lines.append(f"wrote {r['json']}" + (f", {r['page']} and the pictures beside them" if r.get("page") else ""))
+        return "\n".join(lines)
+
+    def pictures(self):
+        p = self.record.get("pictures") or {}
+        return {caption: p[key] for caption, key in (("accuracy along each sweep", "curves"),
+                                                     ("what each set looks like", "examples")) if p.get(key)}
 
 
 class Audit(Result):

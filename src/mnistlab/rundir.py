@@ -15,6 +15,7 @@
       inspect/           what `mnistlab inspect` writes (inspect.json, PNGs)
       audit/             what `mnistlab audit RUN` writes of the run's training examples
       maps/M-F-S/        what `mnistlab map` writes (map.json, map.png, map.html, coords)
+      shift/             what `mnistlab shift` writes (shift-SPLIT.json, curves, galleries, shift-SPLIT.html)
       tensorboard/       TensorBoard events, when asked for (tensorboard=true): per epoch the losses,
                          accuracies, learning rate and speed, and the validation confusion matrix
 
@@ -100,6 +101,7 @@ class RunDir:
     INSPECT, INSPECT_FILE = "inspect", "inspect.json"
     AUDIT = "audit"  # `mnistlab audit RUN`: the label audit of the run's training examples
     MAPS, MAP_FILE = "maps", "map.json"
+    SHIFT = "shift"  # `mnistlab shift`: shift/shift-SPLIT.json, the curves, the galleries, the page
     TENSORBOARD = "tensorboard"
     METRICS = "metrics.csv"  # the per-epoch history as CSV, beside log.jsonl
     METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "images_per_s")
@@ -127,6 +129,7 @@ class RunDir:
     inspect_dir = property(lambda self: self.path / self.INSPECT)
     audit_dir = property(lambda self: self.path / self.AUDIT)
     maps_dir = property(lambda self: self.path / self.MAPS)
+    shift_dir = property(lambda self: self.path / self.SHIFT)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
     metrics = property(lambda self: self.path / self.METRICS)
     code_dir = property(lambda self: self.path / self.CODE)

@@ -16,6 +16,7 @@ of repeated runs, with min and max.
     mnistlab bench baselines     # kNN, SVM, random forest, logistic regression beside the networks: accuracy, time, size
     mnistlab bench maps          # seconds of a UMAP / t-SNE map of the 10,000 test images, pixels and learned features
     mnistlab bench ood           # the not-a-digit score: AUROC and flag rates, digits vs letters, scribbles, shapes, other datasets
+    mnistlab bench shift         # the zoo beyond MNIST test: corruptions, turned and restroked digits, other styles
     mnistlab bench gpu           # the CUDA-graph path against eager, and a killed-and-resumed graph run (needs a GPU)
     mnistlab bench sota          # An et al.'s M3/M5/M7 study (`mnistlab sota`): full on a GPU, smoke-scale on a CPU
     mnistlab bench variants      # a standard CNN on noisy, imbalanced and few-label MNIST, plain and with each remedy
@@ -37,6 +38,7 @@ from . import (  # noqa: F401
     ood,
     precision,
     serve,
+    shift,
     sota,
     speed,
     startup,

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..data import drawn, load
+from ..data.shift_sets import uci_digits
 from ..errors import MnistlabError
 from ..models.ood import scores_of
 from ..serving.prediction import (
@@ -38,11 +39,9 @@ GOAL_AUROC, GOAL_MNIST, GOAL_WRITERS = 0.95, 0.02, 0.05
 
 
 def other_writers() -> list[Image.Image]:
-    """The UCI handwritten digits (43 writers, 8x8 of 0..16, as scikit-learn ships them), upscaled."""
-    from sklearn.datasets import load_digits
-
-    return [Image.fromarray((im / 16 * 255).astype(np.uint8)).resize((64, 64), Image.BILINEAR)
-            for im in load_digits().images]
+    """The UCI handwritten digits (43 writers, 8x8 of 0..16, as scikit-learn ships them), upscaled: the
+    same pictures `mnistlab shift` measures (`data.shift_sets.uci_digits`)."""
+    return uci_digits()[0]
 
 
 def split_images(name: str, n: int) -> list | None:

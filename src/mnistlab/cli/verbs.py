@@ -304,6 +304,7 @@ VERBS = [
     Verb("attack", api.attack, positional=("model",)),
     Verb("audit", api.audit, positional=("dataset",)),
     Verb("check", api.check, positional=("model",), show=_check_shown),
+    Verb("shift", api.shift, positional=("model",)),
     Verb("inspect", api.inspect, positional=("model",)),
     Verb("map", api.map, positional=("model",), show=_map_shown),
     Verb("report", api.report, positional=("runs",)),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import schema, user_code
 from ..data.preparation import parse as parse_prepare
+from ..data.synthetic import parse as parse_synthetic
 from ..data.variants import VALIDATION as VARIANT_VALIDATION
 from ..data.variants import VariantSpec, split_name
 from ..errors import MnistlabError
@@ -124,12 +125,26 @@ class TrainConfig:
     clean_folds: int = setting(4, "clean_labels: folds of the out-of-fold scores")
 
     # --- augmentation (on the device, per batch) ---
-    augment: str = setting("none", "preset: none | seed (10 deg, 10%, 10%) | an2020 (20 deg, 20%) | elastic")
+    augment: str = setting("none", "preset: none | seed (10 deg, 10%, 10%) | an2020 (20 deg, 20%) | elastic | robust "
+                           "(all of the below: docs/shift.md)")
     rotate: float | None = setting(None, "max rotation, degrees (None = the preset's)")
     translate: float | None = setting(None, "max shift, fraction of the image size (None = the preset's)")
     zoom: float | None = setting(None, "max zoom in/out, fraction (None = the preset's)")
     elastic_alpha: float | None = setting(None, "elastic distortion strength, pixels (None = the preset's)")
     elastic_sigma: float | None = setting(None, "elastic field smoothness, pixels (None = the preset's)")
+    shear: float | None = setting(None, "max shear along x, radians (None = the preset's)")
+    stroke: float | None = setting(None, "max stroke growth or shrinkage, pixels (None = the preset's)")
+    blur: float | None = setting(None, "max Gaussian blur, pixels (None = the preset's)")
+    contrast: float | None = setting(None, "max background lift, ink range lost and illumination, 0..1 (None = the "
+                                     "preset's)")
+    occlude: float | None = setting(None, "share of images with a rectangle painted over (None = the preset's)")
+    noise: float | None = setting(None, "max noise: standard deviation, or share of pixels salted (None = the "
+                                  "preset's)")
+    augment_share: float | None = setting(None, "share of images each of stroke, blur, contrast and noise touches "
+                                          "(None = the preset's)")
+    synthetic: str = setting("none", "digits added to the training images (never to validation), e.g. "
+                             "printed:5000,drawn:5000: printed in the training fonts, drawn with the training seed "
+                             "(docs/shift.md); none = MNIST alone")
 
     # --- adversarial training (training/adversarial.py) ---
     adversarial: str = setting("none", "none | fgsm-rs (Wong et al. 2020: FGSM from a random start) | pgd (Madry "
@@ -313,6 +328,13 @@ RANGES = {
     "zoom": (lambda v: v is None or 0 <= v < 1, "a fraction below 1"),
     "elastic_alpha": (lambda v: v is None or 0 <= v <= 1000, "0 to 1000 pixels"),
     "elastic_sigma": (lambda v: v is None or 0 < v <= 100, "more than 0, up to 100 pixels"),
+    "shear": (lambda v: v is None or 0 <= v <= 1.2, "0 to 1.2 radians"),
+    "stroke": (lambda v: v is None or 0 <= v <= 2, "0 to 2 pixels"),
+    "blur": (lambda v: v is None or 0 <= v <= 4, "0 to 4 pixels"),
+    "contrast": (lambda v: v is None or 0 <= v <= 0.95, "0 to 0.95"),
+    "occlude": (lambda v: v is None or 0 <= v <= 1, "a share, 0 to 1"),
+    "noise": (lambda v: v is None or 0 <= v <= 1, "0 to 1"),
+    "augment_share": (lambda v: v is None or 0 <= v <= 1, "a share, 0 to 1"),
     "adv_eps": (lambda v: 0 <= v <= 1, "0 to 1 (pixel units of the [0,1] image)"),
     "adv_steps": (lambda v: 1 <= v <= 1000, "1 to 1000"),
     "adv_step_size": (lambda v: 0 <= v <= 1, "0 (the default) up to 1"),
@@ -361,6 +383,7 @@ def validate(cfg: TrainConfig) -> None:
                             hint=did_you_mean(cfg.model, [*MODELS, *CLASSICAL]) + "`mnistlab models` lists them")
     check_options(cfg.model, cfg.model_args, "")
     parse_prepare(cfg.prepare)
+    parse_synthetic(cfg.synthetic)
     if cfg.model in CLASSICAL:
         validate_classical(cfg)
     if cfg.labels_per_class and cfg.train_subset:
@@ -405,8 +428,10 @@ def validate_variant(cfg: TrainConfig) -> None:
 def augmentation(cfg: TrainConfig):
     """The run's `Augment`: the preset, with any explicitly set field taking precedence."""
     base = preset(cfg.augment)
-    explicit = {k: getattr(cfg, k) for k in ("rotate", "translate", "zoom", "elastic_alpha", "elastic_sigma")
-                if getattr(cfg, k) is not None}
+    explicit = {k: getattr(cfg, k) for k in ("rotate", "translate", "zoom", "elastic_alpha", "elastic_sigma", "shear",
+                                             "stroke", "blur", "contrast", "occlude", "noise") if getattr(cfg, k) is not None}
+    if cfg.augment_share is not None:
+        explicit["share"] = cfg.augment_share
     return dataclasses.replace(base, **explicit)
 
 

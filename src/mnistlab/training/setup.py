@@ -18,6 +18,8 @@ import torch.distributed as dist
 from .. import allocator, consent, machine, rundir, user_code
 from ..data import Dataset, Holdout, Split, load, preparation
 from ..data.normalization import Normalization
+from ..data.synthetic import parse as parse_synthetic
+from ..data.synthetic import synthetic
 from ..data.variants import VALIDATION_STREAM, Variant, VariantSpec, subset_record
 from ..errors import MnistlabError
 from ..models import checkpoint, count_parameters
@@ -66,6 +68,7 @@ class Data:
     variant_record: dict | None = None  # what the run records of it (with its validation examples)
     cleaning: dict | None = None  # clean_labels: what the label audit removed (training/cleaning.py)
     positions: torch.Tensor | None = None  # of the training examples, in the dataset's training split
+    synthetic: dict | None = None  # synthetic digits added to training: {kind: count} (data/synthetic.py)
 
 
 @dataclass
@@ -190,9 +193,21 @@ def load_data(cfg, env: Env) -> Data:
     except MnistlabError as exc:
         raise MnistlabError(f"{ds.name}: {exc.message}", hint=exc.hint) from None
     test = ds.test if cfg.evaluate_test else None
-    return Data(ds, train_split.images.to(env.device), train_split.labels.to(env.device), val, test, norm,
+    train_x, train_y = train_split.images, train_split.labels
+    if parse_synthetic(cfg.synthetic):  # digits of other styles beside the training images, never in validation
+        if tuple(train_x.shape[1:]) != (28, 28) or ds.num_classes != 10:
+            raise MnistlabError(f"synthetic={cfg.synthetic!r}: synthetic digits go with a dataset of 28x28 digits, "
+                                f"not {ds.name}", hint="set synthetic = \"none\" for this dataset")
+        if examples.variant_record is not None or cfg.clean_labels != "none":  # the protocol is the variant's
+            raise MnistlabError(f"synthetic={cfg.synthetic!r} with a dataset variant or clean_labels: the variant's "
+                                "examples, their flips and what the audit removes are MNIST's own",
+                                hint="set synthetic = \"none\" for a messy-data run, or drop the variant")
+        extra_x, extra_y = synthetic(cfg.synthetic)
+        train_x = torch.cat([train_x, torch.from_numpy(extra_x)])
+        train_y = torch.cat([train_y, torch.from_numpy(extra_y)])
+    return Data(ds, train_x.to(env.device), train_y.to(env.device), val, test, norm,
                 (ds.spec.channels, *ds.image_shape[-2:]), examples.holdout, examples.labelled, train_split.variant,
-                examples.variant_record, positions=examples.positions)
+                examples.variant_record, positions=examples.positions, synthetic=parse_synthetic(cfg.synthetic) or None)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -231,6 +246,7 @@ def open_run(cfg, env: Env, data: Data, header: dict) -> RunDir:
                        "dataset_hash": data.dataset.content_hash,
                        "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
                        "variant": data.variant_record, "cleaning": cleaning_summary(data.cleaning),
+                       "train_images": int(len(data.train_y)), "synthetic": data.synthetic,
                        "precision": env.precision.as_dict() if env.precision else None, **header})
         if data.variant is not None or data.cleaning is not None:
             run.write_json(RunDir.VARIANT, variant_file(data), indent=None)  # long lists: one line
@@ -257,6 +273,7 @@ def summary_base(cfg, env: Env, data: Data, run: RunDir, params: int) -> dict:
             "holdout": data.holdout.as_dict() if data.holdout else None, "labelled": data.labelled,
             "variant": data.variant_record, "cleaning": cleaning_summary(data.cleaning),
             "train_class_counts": torch.bincount(data.train_y.cpu(), minlength=data.dataset.num_classes).tolist(),
+            **({"synthetic": data.synthetic, "train_images": int(len(data.train_y))} if data.synthetic else {}),
             "world_size": env.world, "device": str(env.device),
             "precision": env.precision.as_dict() if env.precision else None,
             "evaluation": evaluation_record(cfg.eval_batch_size, env.device), "environment": machine.describe(),
