@@ -35,6 +35,7 @@ SHRINK = {
     "tune": ["--trials", "2", "--workers", "1", *TINY, "--quiet"],
     "audit": ["--folds", "2"],
     "ensemble": ["--quiet"],
+    "shift": ["--n", "100", "--no-pictures", "--quiet"],  # every set, its first 100 images (test_shift: the rest)
 }
 NOT_RUN = {  # the line's start -> why it is not run here (and where it is)
     "mnistlab serve": "a server runs until stopped (test_serve, test_browser start it for real)",

@@ -14,6 +14,7 @@ import torch
 
 import mnistlab
 from mnistlab import MnistlabError
+from mnistlab.models.default import DEFAULT_MODEL
 from mnistlab.models.predictor import load_predictor
 from mnistlab.models.source import locate, locate_each
 
@@ -110,3 +111,14 @@ def test_predict_and_export_use_the_model_they_are_given(run, tmp_path, mnist):
         assert p.probabilities == want, kind
     saved = mnistlab.export(run.run_dir / "best.safetensors", out=str(tmp_path / "m.onnx"))
     assert saved.record["file"] == str(tmp_path / "m.onnx")
+
+
+def test_default_names_the_packaged_model_with_its_outputs_here_unless_a_file_has_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    packaged = locate("default")
+    assert packaged.checkpoint == DEFAULT_MODEL and packaged.run is None
+    assert packaged.output_dir(None, "shift").resolve() == (tmp_path / "default-shift").resolve()
+    assert not any(DEFAULT_MODEL.parent.glob("default-*"))  # nothing written inside the package
+    (tmp_path / "default").mkdir()  # a folder of that name is what the user means: it is no run
+    with pytest.raises(MnistlabError, match="default is neither a run directory"):
+        locate("default")

@@ -359,7 +359,7 @@ def shift(model: str, *, sets: str | None = None, n: int | None = None, split: L
     gallery of each set's mistakes and a page (default: RUN_DIR/shift/).
 
     Args:
-        model: run directory, checkpoint or ensemble file (single, ensemble, classical or your own)
+        model: run directory, checkpoint or ensemble file (single, ensemble, classical or your own), or `default`: the packaged model
         sets: comma-separated groups (clean, corruptions, variants, sweeps, styles), sweeps (rotation, scale,
             translation, shear, thickness), styles (uci, drawn, printed, emnist-digits, qmnist-extra) or sets
             (fog, rotate-30, uci-raw, ...) (default: all)
@@ -373,7 +373,7 @@ def shift(model: str, *, sets: str | None = None, n: int | None = None, split: L
 
     Examples:
         mnistlab shift runs/seed-cnn-mnist-s0
-        mnistlab shift src/mnistlab/_models/default.safetensors --sets corruptions,variants --n 2000
+        mnistlab shift default --sets corruptions,variants --n 2000
         mnistlab shift runs/robust-mnist-s0 --split val
     """
     return Shift(distribution_shift.shift(model, sets=sets, n=n, split=split, out=out, pictures=pictures,

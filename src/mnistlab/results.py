@@ -364,7 +364,7 @@ class Shift(Result):
             lines += ["", f"issue 46's goals for the packaged model, {sum(g['met'] for g in goals)} of {len(goals)} met:",
                       format_table([[g["name"], _pct(g["value"]), f">= {100 * g['goal']:.1f}%",
                                      "met" if g["met"] else "NOT met"] for g in goals],
-                                   ["goal", "measured", "at least", ""])]
+                                   ["goal", "measured", "at least", "verdict"])]
         if r.get("skipped"):  # a style and its -raw twin are skipped for one reason: said once
             why = {}
             for s in r["skipped"]:

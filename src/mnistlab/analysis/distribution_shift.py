@@ -1,7 +1,7 @@
 """Beyond MNIST's test set: a model's accuracy on digits it has never seen the like of (`mnistlab shift`).
 
     mnistlab shift runs/seed-cnn-mnist-s0                    # every set; RUN/shift/shift-test.json, PNGs, page
-    mnistlab shift src/mnistlab/_models/default.safetensors --sets corruptions,uci --n 2000
+    mnistlab shift default --sets corruptions,uci --n 2000
 
 The sets (`data.shift_sets`): MNIST-C-style corruptions, variants (turned 30 degrees, thin, thick,
 inverted), sweeps (rotation, scale, translation, shear, stroke thickness) and other styles, each with

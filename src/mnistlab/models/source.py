@@ -7,7 +7,9 @@ ensemble, export, predict, serve, transfer's `init_from`) passes what the user g
     src.output_dir(out, "eval")                 # --out, else RUN/eval/ (FILE-eval/ beside a lone file)
 
 What may be given: a run directory (its best weights), a checkpoint file (a run's best or last, or one
-on its own), an ensemble file, or a `Run` object (`mnistlab.train` returns them: they are path-like).
+on its own), an ensemble file, a `Run` object (`mnistlab.train` returns them: they are path-like), or
+`default`: the packaged model (`predict`'s and the draw page's), its outputs in the current folder
+(`default-shift/`, ...), never inside the installed package.
 A group of seed runs (`train --seeds`, a `Runs` object) is several models: a verb that takes one says
 which to pass instead.
 """
@@ -21,6 +23,9 @@ from pathlib import Path
 from .. import rundir
 from ..errors import MnistlabError
 from ..rundir import RunDir
+from .default import DEFAULT_MODEL
+
+PACKAGED = "default"  # the name that means the packaged model, where no file or folder has that name
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class Located:
     given: str  # what the user passed, for messages
     checkpoint: Path  # the file a predictor loads
     run: RunDir | None  # the run directory it belongs to
+    beside: Path | None = None  # where a lone checkpoint's outputs go (default: its own folder)
 
     def output_dir(self, out: str | os.PathLike | None, *parts: str) -> Path:
         """`out` if given (the user's folder), else RUN/<parts> (or <FILE stem>-<parts> beside a lone
@@ -38,7 +44,7 @@ class Located:
             return rundir.output_dir(out)
         if self.run is not None:
             return rundir.output_dir(self.run.path.joinpath(*parts), self.run.path)
-        base = self.checkpoint.parent
+        base = self.beside or self.checkpoint.parent
         return rundir.output_dir(base.joinpath(f"{self.checkpoint.stem}-{parts[0]}", *parts[1:]), base)
 
 
@@ -61,9 +67,12 @@ def locate(model: str | os.PathLike) -> Located:
         raise MnistlabError(f"{path} is a group of {len(members)} runs ({names}), not one model",
                             hint=f"pass one of them (e.g. {members[0].path}; from Python runs.runs[0]), or make "
                             f"them one model: mnistlab ensemble {path} --out {path.name}-ensemble.safetensors")
+    if not path.exists() and str(model) == PACKAGED:
+        return Located(PACKAGED, DEFAULT_MODEL, None, beside=Path("."))
     if not path.exists():
         raise MnistlabError(f"{path} does not exist",
-                            hint="pass a run directory, a .safetensors checkpoint or an ensemble file")
+                            hint=f"pass a run directory, a .safetensors checkpoint, an ensemble file or {PACKAGED!r} "
+                            "(the packaged model)")
     return Located(str(model), path, RunDir.holding(path))
 
 
