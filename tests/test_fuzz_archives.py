@@ -79,3 +79,21 @@ def test_archive_readers(tmp_path_factory, data):
               {"batches/a.bin": 8192, "batches/b.bin": 8192})
     found = expect_clean(formats.read_members, path, limits)
     assert found is None or all(len(found[m]) <= limit for m, limit in limits.items())
+
+
+@fuzz(share=0.05)
+@given(st.data())
+def test_shift_set_cache_files(data):
+    """A cached shift set (the user cache's shift/*.npz) damaged in any way is made again, never trusted,
+    never a traceback."""
+    case("shift set cache files")
+    from mnistlab.data import shift_sets
+
+    key = {"set": "fuzz", "base": "fuzz"}  # in the session's own cache (conftest)
+    made = (np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28), np.array([3, 7], dtype=np.int64))
+    path = shift_sets._path(key)
+    path.unlink(missing_ok=True)
+    shift_sets.cached(key, lambda: made)  # the real file, written as the verb writes it
+    path.write_bytes(data.draw(mutated([path.read_bytes()], max_ops=4)))
+    images, labels = shift_sets.cached(key, lambda: made)
+    assert np.array_equal(images, made[0]) and np.array_equal(labels, made[1])

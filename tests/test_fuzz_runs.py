@@ -156,3 +156,30 @@ def test_recipe_and_space_toml_files(tmp_path_factory, data):
     path.write_bytes(data)
     expect_clean(resolve, str(path))
     expect_clean(read_space, str(path), "seed-mlp")
+
+
+VARIANT_SEEDS = [b"[[0.8, 0.2], [0.1, 0.9]]", b'{"removed": [3, 1, 4]}',
+                 b"mnist[imbalance=exp:100,label_noise=sym:0.4,seed=0]", b"pair:0.45", b"step:10"]
+
+
+@fuzz(share=0.1)
+@given(mutated(VARIANT_SEEDS, max_ops=6))
+def test_variant_specs_noise_matrices_and_variant_files(tmp_path_factory, data):
+    """What a messy-data run reads from outside: the variant in a dataset's name or a flag, a noise
+    matrix file (label_noise=matrix:FILE) and RUN/variant.json read back on --resume."""
+    case("variant specs, noise matrices and variant files")
+    from mnistlab.data import variants
+    from mnistlab.training.engine import removed_before
+
+    text = data.decode("utf-8", errors="replace")
+    expect_clean(variants.split_name, text)
+    expect_clean(variants.parse_imbalance, text)
+    expect_clean(variants.parse_noise, text, 10)
+    folder = tmp_path_factory.getbasetemp() / "fuzz-variant"
+    folder.mkdir(exist_ok=True)
+    (folder / "matrix.json").write_bytes(data)
+    matrix = expect_clean(variants.read_matrix, str(folder / "matrix.json"), 2)
+    assert matrix is None or (matrix.shape == (2, 2) and bool(((matrix.sum(1) - 1).abs() < 1e-6).all()))
+    (folder / "variant.json").write_bytes(data)
+    removed = expect_clean(removed_before, folder)
+    assert removed is None or all(isinstance(i, int) and i >= 0 for i in removed)

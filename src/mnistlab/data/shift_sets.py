@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,17 +340,24 @@ def digest_of(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# The largest set is 10,000 (or QMNIST's 50,000) 28x28 images: 1 GiB leaves room and bounds a damaged file.
+MAX_CACHED_BYTES = 1 << 30
+
+
 def cached(key: dict, make: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) from the cache file of `key` when its recorded SHA-256 matches what it holds,
     else made, and written (atomically) for next time."""
     path = _path(key)
     if path.is_file():
         try:
+            with zipfile.ZipFile(path) as archive:  # a set's arrays, not a bomb: sized before anything is read
+                if sum(member.file_size for member in archive.infolist()) > MAX_CACHED_BYTES:
+                    raise ValueError("larger than any set")
             with np.load(path, allow_pickle=False) as f:
                 images, labels, digest = f["images"], f["labels"], str(f["sha256"])
             if images.dtype == np.uint8 and labels.dtype == np.int64 and digest == digest_of(images, labels):
                 return images, labels
-        except (OSError, ValueError, KeyError):  # damaged: made again below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: made again below
             pass
     images, labels = make()
     images = np.ascontiguousarray(images, dtype=np.uint8)
