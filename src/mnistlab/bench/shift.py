@@ -50,7 +50,7 @@ def row_of(name: str, record: dict, train_s: float | None) -> dict:
     row["train_s"] = train_s
     row["shift_s"] = round(record["seconds"]["total"], 1)
     row["goals_met"] = f"{sum(g['met'] for g in record['goals'])}/{len(record['goals'])}"
-    row["sets"] = {r["name"]: r["accuracy"] for r in record["sets"]}
+    row["sets"] = acc
     return row
 
 
