@@ -58,6 +58,7 @@ def bench_startup(quick: bool = False) -> list[dict]:
             timed = timeit(lambda: run_once(args, folder), repeat=2 if quick else 5)
             rows.append({"name": name, **timed, "goal_s": goal,
                          "meets_goal": None if goal is None else timed["median_s"] <= goal})
+            print(f"  {name}: {timed['median_s']:.2f} s", flush=True)  # a line per command as it goes
     floor = next(r["median_s"] for r in rows if r["name"].startswith("import torch"))
     for row in rows:
         row["ratio_to_import_torch"] = row["median_s"] / floor
